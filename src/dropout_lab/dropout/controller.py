@@ -1,0 +1,68 @@
+"""The one Lightning callback that drives every dropout method's training-time hooks and logs its stats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+
+from dropout_lab.dropout.base import HOOKS, DropoutContext, DropoutMethod, overrides
+
+
+class DropoutController(pl.Callback):
+    """Dispatch the hooks of :class:`DropoutMethod` modules and log their :meth:`~DropoutMethod.stats`.
+
+    Only methods that override a hook are called for it, so layer-local methods cost nothing here.
+    At each training-epoch end it logs ``dropout/<site>/<stat>`` per site and ``dropout/drop_fraction``
+    (mean over sites) to the loggers and ``trainer.callback_metrics``, then resets the stats.
+
+    Args:
+        methods: the method modules returned by :func:`~dropout_lab.dropout.sites.attach`.
+        dataset_size: number of training samples N.
+    """
+
+    def __init__(self, methods: list[DropoutMethod], dataset_size: int) -> None:
+        self.methods = methods
+        self.dataset_size = dataset_size
+        self.hooked = {hook: [m for m in methods if overrides(m, hook)] for hook in HOOKS}
+
+    def _dispatch(self, hook: str, trainer: pl.Trainer, module: pl.LightningModule, batch: Any = None, outputs: Any = None) -> None:
+        if not self.hooked[hook]:
+            return
+        ctx = DropoutContext(
+            global_step=trainer.global_step,
+            epoch=trainer.current_epoch,
+            max_steps=max(int(trainer.estimated_stepping_batches), 1),
+            dataset_size=self.dataset_size,
+            module=module,
+            batch=batch,
+            outputs=outputs,
+        )
+        for method in self.hooked[hook]:
+            getattr(method, hook)(ctx)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._dispatch("on_train_batch_start", trainer, pl_module, batch)
+
+    def on_after_backward(self, trainer, pl_module):
+        self._dispatch("on_after_backward", trainer, pl_module)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self._dispatch("on_before_optimizer_step", trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._dispatch("on_train_batch_end", trainer, pl_module, batch, outputs)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._dispatch("on_train_epoch_end", trainer, pl_module)
+        metrics, fractions = {}, []
+        for method in self.methods:
+            stats = method.stats()
+            metrics.update({f"dropout/{method.site.name}/{key}": value for key, value in stats.items()})
+            if "drop_fraction" in stats:
+                fractions.append(stats["drop_fraction"])
+            method.reset_stats()
+        if fractions:
+            metrics["dropout/drop_fraction"] = sum(fractions) / len(fractions)
+        if metrics:
+            pl_module.log_dict(metrics, on_step=False, on_epoch=True)

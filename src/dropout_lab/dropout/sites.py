@@ -1,0 +1,99 @@
+"""Dropout sites declared by the models, and :func:`attach`, which fills them from the ``dropout`` config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from dropout_lab.dropout.base import DropoutMethod, SiteKind, SiteSpec, check_p
+
+SITE_CHOICES = ("fc", "conv", "all", "default")
+
+
+class Site(nn.Module):
+    """A place in a model where a dropout method may sit; the identity until :func:`attach` fills it.
+
+    Args:
+        kind: ``"fc"`` for unit scope after a fully connected layer (input (N, F)), ``"conv"`` for
+            channel scope after a conv block (input (N, C, H, W)).
+        num_features: F or C.
+        prev: dotted path (from the model root) of the layer feeding the site, or None.
+        next: dotted path of the layer consuming the site's output, or None.
+
+    Shapes: forward (N, *) -> (N, *), delegated to ``self.method``.
+    """
+
+    def __init__(self, kind: SiteKind, num_features: int, prev: str | None = None, next: str | None = None) -> None:
+        super().__init__()
+        if kind not in ("fc", "conv"):
+            raise ValueError(f"site kind must be 'fc' or 'conv', got {kind!r}")
+        self.kind, self.num_features, self.prev, self.next = kind, num_features, prev, next
+        self.method: nn.Module = nn.Identity()
+
+    def spec(self, model: nn.Module) -> SiteSpec:
+        """This site's :class:`SiteSpec`, with ``prev``/``next`` resolved to modules of ``model``."""
+        name = next(n for n, m in model.named_modules() if m is self)
+        resolve = lambda path: model.get_submodule(path) if path else None  # noqa: E731
+        return SiteSpec(name, self.kind, self.num_features, resolve(self.prev), resolve(self.next))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.method(x)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, num_features={self.num_features}"
+
+
+def find_sites(model: nn.Module, sites: str) -> list[Site]:
+    """The model's sites of the requested kind, in forward order.
+
+    Args:
+        model: a network that declares :class:`Site` modules.
+        sites: ``"fc"``, ``"conv"`` or ``"all"``.
+
+    Raises:
+        ValueError: for another value, or if the model has no site of that kind.
+    """
+    if sites not in ("fc", "conv", "all"):
+        raise ValueError(f"dropout.sites={sites!r} is not one of fc, conv, all, default")
+    found = [m for m in model.modules() if isinstance(m, Site) and sites in (m.kind, "all")]
+    if not found:
+        kinds = sorted({m.kind for m in model.modules() if isinstance(m, Site)})
+        raise ValueError(
+            f"dropout.sites={sites!r}: model {type(model).__name__} has no such site (it has {kinds or 'none'})"
+        )
+    return found
+
+
+def split_config(cfg: DictConfig | dict) -> tuple[str, str, dict[str, Any]]:
+    """Split a ``dropout`` config node into (name, sites, constructor config).
+
+    Raises:
+        ValueError: if ``p`` is outside [0, 1) or ``sites`` is not one of fc, conv, all, default.
+    """
+    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    name, sites = node.pop("name"), node.pop("sites", "default")
+    check_p(node.get("p", 0.0))
+    if sites not in SITE_CHOICES:
+        raise ValueError(f"dropout.sites={sites!r} is not one of {', '.join(SITE_CHOICES)}")
+    return name, sites, node
+
+
+def attach(model: nn.Module, cfg: DictConfig | dict) -> list[DropoutMethod]:
+    """Instantiate the configured method at the model's sites and return the method modules.
+
+    Args:
+        model: a network with :class:`Site` modules.
+        cfg: the ``dropout`` config node: ``name``, ``sites`` (fc|conv|all|default), ``_target_``
+            (a :class:`DropoutMethod` subclass), ``_partial_: true``, ``p`` and method arguments.
+
+    Raises:
+        ValueError: on a bad ``p`` or ``sites``, or a model without such sites.
+    """
+    _, sites, node = split_config(cfg)
+    factory = instantiate(node)
+    cls = factory.func
+    kind = cls.default_sites if sites == "default" else sites
+    return cls.attach(model, factory, find_sites(model, kind))

@@ -1,0 +1,110 @@
+"""The LightningModule: logits + cross-entropy, accuracy, and the dropout regularisers in the loss."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from dropout_lab.dropout.base import DropoutMethod, overrides
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two optimizer groups: weight matrices and conv kernels with ``weight_decay``, biases and
+    normalisation parameters (1-D tensors) without, as Keras' kernel regularisers in seed 003 do.
+
+    Note: with SGD and Adam this is L2 in the gradient (decay term ``weight_decay * w``; Keras' l2(λ)
+    corresponds to ``weight_decay = 2λ``); AdamW decouples it.
+    """
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Classifier(pl.LightningModule):
+    """Image classifier with a pluggable dropout method.
+
+    Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``, ``hp_metric``
+    (= best validation accuracy, for TensorBoard's HParams tab), ``test/loss`` and ``test/acc``;
+    accuracies are fractions in [0, 1]. The training loss is cross-entropy plus every dropout
+    method's :meth:`~dropout_lab.dropout.base.DropoutMethod.extra_loss`.
+
+    Args:
+        model: network mapping (N, C, H, W) to logits (N, num_classes).
+        optimizer: ``functools.partial`` of a torch optimizer; its ``weight_decay`` keyword (if any)
+            is applied to weights only (:func:`param_groups`).
+        scheduler: ``functools.partial`` of an LR scheduler stepped once per epoch, or None.
+        num_classes: number of classes.
+        dataset_size: training samples N (scales the dropout regularisers).
+
+    Raises:
+        FloatingPointError: at the end of a training epoch whose mean loss is NaN or infinite.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: Callable, scheduler: Callable | None, num_classes: int, dataset_size: int) -> None:
+        super().__init__()
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.dataset_size = dataset_size
+        self.methods = [m for m in model.modules() if isinstance(m, DropoutMethod)]
+        self.regularised = [m for m in self.methods if overrides(m, "extra_loss")]
+        self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(num_classes, average="micro") for _ in range(3))
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], acc: MulticlassAccuracy, mean_loss: MeanMetric) -> Tensor:
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        acc.update(logits, y)
+        mean_loss.update(loss.detach())
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._step(batch, self.train_acc, self.train_loss)
+        for method in self.regularised:
+            reg = method.extra_loss(self.dataset_size)
+            if reg is not None:
+                loss = loss + reg
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        loss = self.train_loss.compute()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} in epoch {self.current_epoch}")
+        self.log_dict({"train/loss": loss, "train/acc": self.train_acc.compute()})
+        self.train_loss.reset()
+        self.train_acc.reset()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, self.val_acc, self.val_loss)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self.val_acc.compute()
+        self.val_acc_best.update(acc)
+        best = self.val_acc_best.compute()
+        self.log_dict({"val/acc": acc, "val/loss": self.val_loss.compute(), "val/acc_best": best, "hp_metric": best})
+        self.val_acc.reset()
+        self.val_loss.reset()
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, self.test_acc, self.test_loss)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict({"test/acc": self.test_acc.compute(), "test/loss": self.test_loss.compute()})
+        self.test_acc.reset()
+        self.test_loss.reset()
+
+    def configure_optimizers(self):
+        decay = self.optimizer.keywords.get("weight_decay", 0.0)
+        optimizer = self.optimizer(param_groups(self.model, decay))
+        if self.scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "interval": "epoch"}}

@@ -1,0 +1,139 @@
+"""What a run reports: the flat hyper-parameters for TensorBoard's HParams tab, a per-epoch history,
+and the ``metrics.json`` summary that the sweep report reads."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+SUMMARY_FILE = "metrics.json"
+
+#: metrics declared to the HParams plugin (the dashboard shows the latest value of each scalar tag)
+HPARAM_METRICS = ("hp_metric", "val/acc", "val/loss", "test/acc", "test/loss", "dropout/drop_fraction")
+
+
+def target_name(node: DictConfig | dict | None) -> str:
+    """Short name of a config node's ``_target_`` (``torch.optim.Adam`` -> ``adam``), ``none`` if absent."""
+    target = (node or {}).get("_target_")
+    return target.rsplit(".", 1)[-1].lower() if target else "none"
+
+
+def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The fixed-key, scalar-only hyper-parameters every run logs, so all runs of a sweep share the
+    same HParams columns (no None: TensorBoard would turn a numeric column into strings).
+
+    Keys: method, p, sites, model, dataset, seed, optimizer, lr, weight_decay, scheduler,
+    batch_size, epochs.
+    """
+    return {
+        "method": str(cfg.dropout.name),
+        "p": float(cfg.dropout.get("p", 0.0)),
+        "sites": str(cfg.dropout.get("sites", "default")),
+        "model": target_name(cfg.model),
+        "dataset": str(cfg.dataset.name),
+        "seed": int(cfg.seed),
+        "optimizer": target_name(cfg.optimizer),
+        "lr": float(cfg.optimizer.lr),
+        "weight_decay": float(cfg.optimizer.get("weight_decay", 0.0)),
+        "scheduler": target_name(cfg.get("scheduler")),
+        "batch_size": int(cfg.dataset.batch_size),
+        "epochs": int(cfg.trainer.max_epochs),
+    }
+
+
+def _number(value: Any) -> float:
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+class History(pl.Callback):
+    """Records per-epoch validation metrics, training time and throughput for the summary.
+
+    Attributes:
+        epochs: one dict per validation epoch with ``epoch``, ``step``, ``val/acc``, ``val/loss`` and
+            any ``train/*`` and ``dropout/*`` metric logged so far.
+        train_seconds: wall time spent in training batches (validation and test excluded), seconds.
+        train_samples: training samples processed.
+        first_step_time: ``time.time()`` at the first training batch (for start-up latency).
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+        self.train_seconds = 0.0
+        self.train_samples = 0
+        self.first_step_time: float | None = None
+        self._t0: float | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch > 0:
+            self._snapshot(trainer, trainer.current_epoch - 1)
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.first_step_time is None:
+            self.first_step_time = time.time()
+        self.train_samples += len(batch[1])
+
+    def _stop_clock(self) -> None:
+        if self._t0 is not None:
+            self.train_seconds += time.perf_counter() - self._t0
+            self._t0 = None
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        if trainer.training:
+            self._stop_clock()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._stop_clock()
+
+    def on_fit_end(self, trainer, pl_module):
+        if not self.epochs or self.epochs[-1]["epoch"] < trainer.current_epoch - 1:
+            self._snapshot(trainer, trainer.current_epoch - 1)
+
+    def _snapshot(self, trainer: pl.Trainer, epoch: int) -> None:
+        # taken after the epoch's hooks have all logged (Lightning calls callbacks before the module)
+        metrics = {k: _number(v) for k, v in trainer.callback_metrics.items() if k.split("/")[0] in ("train", "val", "dropout")}
+        self.epochs.append({"epoch": epoch, "step": trainer.global_step, **metrics})
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary`` as JSON to ``path/metrics.json`` atomically (write, then rename); NaN and
+    infinities become null."""
+    clean = json.loads(json.dumps(summary, default=str), parse_constant=lambda _: None)
+    target = Path(path) / SUMMARY_FILE
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(clean, indent=2))
+    tmp.replace(target)
+    return target
+
+
+def build_summary(cfg: DictConfig, status: str, history: History | None, metrics: dict[str, float], wall_seconds: float,
+                  error: str | None = None) -> dict[str, Any]:
+    """The run summary written to ``metrics.json``.
+
+    Fields: status (ok | failed), error, hparams (:func:`flat_hparams`), config (the resolved config),
+    best_val_acc, final val/test metrics, drop fractions, epochs, wall_seconds, train_seconds,
+    train_samples_per_s, first_step_time and the per-epoch history. Accuracies are fractions in [0, 1].
+    """
+    epochs = history.epochs if history else []
+    train_seconds = history.train_seconds if history else 0.0
+    return {
+        "status": status,
+        "error": error,
+        "hparams": flat_hparams(cfg),
+        "metrics": metrics,
+        "best_val_acc": metrics.get("val/acc_best"),
+        "test_acc": metrics.get("test/acc"),
+        "drop_fraction": metrics.get("dropout/drop_fraction"),
+        "epochs": len(epochs),
+        "wall_seconds": wall_seconds,
+        "train_seconds": train_seconds,
+        "train_samples_per_s": (history.train_samples / train_seconds) if history and train_seconds > 0 else None,
+        "first_step_time": history.first_step_time if history else None,
+        "history": epochs,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
