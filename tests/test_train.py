@@ -1,0 +1,91 @@
+"""Real training on tiny subsets of the real MNIST files, through the composed configs."""
+
+import json
+
+import pytest
+from hydra.errors import MissingConfigException
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import SMOKE, make_cfg, run_cli
+from dropout_lab.train import train
+
+
+@pytest.mark.parametrize("model", ["lenet5", "mlp"])
+def test_smoke_run_learns_and_writes_events_and_summary(model, tmp_path):
+    cfg = make_cfg([*SMOKE, f"model={model}", "trainer.max_epochs=3"], tmp_path)
+    metrics = train(cfg)
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    losses = [epoch["train/loss"] for epoch in summary["history"]]
+    assert summary["status"] == "ok" and summary["epochs"] == 3
+    assert losses[-1] < losses[0], losses
+    assert summary["test_acc"] == pytest.approx(metrics["test/acc"]) and 0.0 <= summary["test_acc"] <= 1.0
+    assert summary["train_samples_per_s"] > 0 and summary["drop_fraction"] is not None
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+    # the HParams session carries the real best validation accuracy, not the -1 placeholder
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    events.Reload()
+    assert events.Scalars("hp_metric")[-1].value == pytest.approx(metrics["val/acc_best"])
+    assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
+    assert "_hparams_/session_start_info" in events.summary_metadata
+
+
+def test_mnist_lenet5_reaches_a_real_accuracy(tmp_path):
+    """Two epochs on 20k real training images (312 steps of 128): bar 95% test accuracy."""
+    cfg = make_cfg(["dataset.subset={train: 20000, val: 1000, test: 2000}", "trainer.max_epochs=2",
+                    "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"], tmp_path)
+    assert train(cfg)["test/acc"] >= 0.95
+
+
+def test_same_seed_gives_identical_metrics_with_deterministic(tmp_path):
+    runs = [train(make_cfg([*SMOKE, "deterministic=true", "seed=7"], tmp_path / str(i))) for i in range(2)]
+    assert runs[0] == runs[1]
+    other = train(make_cfg([*SMOKE, "deterministic=true", "seed=8"], tmp_path / "other"))
+    assert other["train/loss"] != runs[0]["train/loss"]
+
+
+@pytest.mark.parametrize("p", [1.0, -0.1, 1.5])
+def test_p_outside_unit_interval_is_refused_before_training(p, tmp_path):
+    with pytest.raises(ValueError, match=r"dropout\.p=.* is outside \[0, 1\)"):
+        train(make_cfg([*SMOKE, f"dropout.p={p}"], tmp_path))
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["status"] == "failed" and "outside [0, 1)" in summary["error"] and not summary["history"]
+
+
+def test_missing_dataset_names_the_paths_and_data_root(tmp_path):
+    cfg = make_cfg([*SMOKE, f"data_root={tmp_path / 'nowhere'}"], tmp_path / "run")
+    with pytest.raises(FileNotFoundError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw" / "train-images-idx3-ubyte") in message
+    assert "data_root" in message and "DROPOUT_LAB_DATA" in message
+
+
+@pytest.mark.parametrize("group,bad", [("optimizer", "rmsprop_typo"), ("dropout", "no_such_method"), ("model", "vgg99")])
+def test_unknown_option_lists_the_allowed_values(group, bad, tmp_path):
+    with pytest.raises(MissingConfigException) as err:
+        make_cfg([f"{group}={bad}"], tmp_path)
+    assert f"Could not find '{group}/{bad}'" in str(err.value) and "Available options" in str(err.value)
+
+
+@pytest.mark.parametrize("override,needle", [("model.in_channels=3", "channels"), ("dataset.image_size=8", "12x12")])
+def test_model_that_cannot_take_the_input_fails_before_training(override, needle, tmp_path):
+    with pytest.raises(ValueError, match=r"model 'lenet5' cannot take dataset 'mnist'") as err:
+        train(make_cfg([*SMOKE, override], tmp_path))
+    assert needle in str(err.value)
+
+
+def test_bad_sites_value_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"dropout\.sites='everywhere' is not one of fc, conv, all, default"):
+        train(make_cfg([*SMOKE, "dropout.sites=everywhere"], tmp_path))
+
+
+@pytest.mark.slow
+def test_two_job_multirun_writes_one_folder_and_summary_per_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(["-m", "dropout=none,standard", f"hydra.sweep.dir={sweep}", *SMOKE], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = sorted(sweep.glob("*/metrics.json"))
+    assert len(summaries) == 2
+    methods = {json.loads(s.read_text())["hparams"]["method"] for s in summaries}
+    assert methods == {"none", "standard"}
+    assert all(list(s.parent.glob("events.out.tfevents.*")) for s in summaries)
