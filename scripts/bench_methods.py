@@ -1,0 +1,110 @@
+"""Every dropout method against `standard`: training-step time ratio, and full-MNIST accuracy.
+
+    python scripts/bench_methods.py speed [--methods a,b] [--steps 60] [--rounds 3]
+        LeNet5, MNIST, batch 128, CPU; each method at its default sites and cadence. Step time =
+        training time / steps (hooks included, validation excluded), median over rounds run
+        round-robin so machine noise hits every method alike; ratio to `standard` at the same
+        sites (the method's own sites, so conv-site methods are compared with standard on conv sites).
+        Writes docs/bench_methods_speed.md.
+
+    python scripts/bench_methods.py accuracy [--methods a,b] [--epochs 3] [--p 0.3] [--dataset mnist]
+        One full run per method; test accuracy, best validation accuracy and realised drop
+        fraction. Writes docs/zoo_<dataset>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from dropout_lab.dropout.sites import split_config
+from dropout_lab.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL = sorted(p.stem for p in (ROOT / "conf" / "dropout").glob("*.yaml"))
+
+
+def config(out: Path, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"output_dir={out}", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", *overrides])
+
+
+def run(out: Path, overrides: list[str]) -> dict:
+    train(config(out, overrides))
+    return json.loads((out / "metrics.json").read_text())
+
+
+def resolved_sites(method: str) -> str:
+    """The sites a method occupies by default (its class's default_sites when the YAML says default)."""
+    from hydra.utils import get_class
+
+    cfg = config(Path("/tmp"), [f"dropout={method}"])
+    _, sites, node = split_config(cfg.dropout)
+    return get_class(node["_target_"]).default_sites if sites == "default" else sites
+
+
+def speed(methods: list[str], steps: int, rounds: int, out: Path) -> None:
+    sites = {m: resolved_sites(m) for m in methods}
+    cases = sorted({("standard", s) for s in sites.values()} | {(m, s) for m, s in sites.items()})
+    times: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
+    common = [f"trainer.max_steps={steps}", "trainer.limit_val_batches=0", "trainer.limit_test_batches=1",
+              f"dataset.subset={{train: {steps * 128}, val: 128, test: 128}}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for method, site in cases:
+                summary = run(Path(tmp) / f"{method}-{site}-{r}", [f"dropout={method}", f"dropout.sites={site}", *common])
+                times[(method, site)].append(1000 * summary["train_seconds"] / steps)
+            print(f"round {r + 1}/{rounds} done", flush=True)
+    rows = ["| method | sites | ms/step | x standard |", "| --- | --- | --- | --- |"]
+    for method, site in cases:
+        ms, base = statistics.median(times[(method, site)]), statistics.median(times[("standard", site)])
+        rows.append(f"| {method} | {site} | {ms:.2f} | {ms / base:.2f} |")
+    write(out, f"Training-step time, LeNet5, MNIST, batch 128, CPU, {steps} steps x {rounds} rounds (median); "
+               f"`python scripts/bench_methods.py speed --steps {steps} --rounds {rounds}`", rows)
+
+
+def accuracy(methods: list[str], epochs: int, p: float, dataset: str, out: Path) -> None:
+    rows = ["| method | p | test acc % | best val acc % | realised drop fraction | s/epoch |", "| --- | --- | --- | --- | --- | --- |"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in methods:
+            s = run(Path(tmp) / method, [f"dropout={method}", f"dropout.p={p}", f"dataset={dataset}", f"trainer.max_epochs={epochs}"])
+            frac = "n/a" if s["drop_fraction"] is None else f"{s['drop_fraction']:.3f}"
+            rows.append(f"| {method} | {p} | {100 * s['test_acc']:.2f} | {100 * s['best_val_acc']:.2f} | {frac} | {s['wall_seconds'] / epochs:.1f} |")
+            print(rows[-1], flush=True)
+    write(out, f"LeNet5 on full {dataset} (54k/6k/10k), Adam 1e-3, batch 128, {epochs} epochs, seed 0, CPU; "
+               f"`python scripts/bench_methods.py accuracy --epochs {epochs} --p {p} --dataset {dataset}`", rows)
+
+
+def write(out: Path, header: str, rows: list[str]) -> None:
+    table = "\n".join(rows)
+    print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"{header}\n\n{table}\n")
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["speed", "accuracy"])
+    parser.add_argument("--methods", default=",".join(ALL), help="comma list of conf/dropout keys (default: all)")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--p", type=float, default=0.3)
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    methods = args.methods.split(",")
+    if args.mode == "speed":
+        speed(methods, args.steps, args.rounds, args.out or ROOT / "docs" / "bench_methods_speed.md")
+    else:
+        accuracy(methods, args.epochs, args.p, args.dataset, args.out or ROOT / "docs" / f"zoo_{args.dataset}.md")
+
+
+if __name__ == "__main__":
+    main()
