@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def config(out: Path, extra: list[str] = ()):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"output_dir={out}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+        return compose("config", overrides=[f"output_dir={out}", "trainer.max_epochs=1",
                                             "trainer.accelerator=cpu", *extra])
 
 
