@@ -1,10 +1,14 @@
-"""Harness vs bare PyTorch loop: LeNet5 + standard dropout on MNIST, one epoch each, same tensors.
+"""Harness vs bare PyTorch loop over the same in-memory tensors, same model, split and optimizer.
 
-Prints a table (samples/s of each, their ratio; time from `python train.py` to the first training
-step) and writes it to docs/bench_harness.md. Rounds alternate bare/harness in one process so that
-machine noise hits both alike; the ratio is the median over rounds.
+    python scripts/bench_harness.py speed [--rounds 3]
+        LeNet5 + standard dropout on MNIST, one epoch each: samples/s of both and their ratio
+        (rounds alternate bare/harness in one process so machine noise hits both alike; median of
+        the per-round ratios), and the time from `python train.py` to the first training step.
+        Writes docs/bench_harness.md.
 
-    python scripts/bench_harness.py [--rounds 3] [--out docs/bench_harness.md]
+    python scripts/bench_harness.py accuracy --dataset mnist --epochs 3 [--model lenet5]
+        Test accuracy of the harness and of the bare loop after the same epochs.
+        Appends a row to docs/harness_accuracy.md.
 """
 
 from __future__ import annotations
@@ -31,14 +35,13 @@ from dropout_lab.train import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def config(out: Path, extra: list[str] = ()):
+def config(out: Path, extra: list[str]):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"output_dir={out}", "trainer.max_epochs=1",
-                                            "trainer.accelerator=cpu", *extra])
+        return compose("config", overrides=[f"output_dir={out}", "trainer.accelerator=cpu", *extra])
 
 
-def bare_epoch(cfg) -> float:
-    """One epoch of the plainest loop over the same in-memory tensors; returns samples/s."""
+def bare_loop(cfg, epochs: int) -> tuple[float, float]:
+    """The plainest training loop over the datamodule's tensors; returns (train samples/s, test accuracy)."""
     torch.manual_seed(cfg.seed)
     dm = instantiate(cfg.dataset)
     dm.setup("fit")
@@ -46,19 +49,26 @@ def bare_epoch(cfg) -> float:
     attach(model, cfg.dropout)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
     x, y = dm.splits["train"]
+    model.train()
     start = time.perf_counter()
-    for xb, yb in TensorBatches(x, y, cfg.dataset.batch_size, shuffle=True):
-        loss = F.cross_entropy(model(xb), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return len(x) / (time.perf_counter() - start)
+    for _ in range(epochs):
+        for xb, yb in TensorBatches(x, y, cfg.dataset.batch_size, shuffle=True):
+            loss = F.cross_entropy(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    speed = epochs * len(x) / (time.perf_counter() - start)
+    model.eval()
+    x_test, y_test = dm.splits["test"]
+    with torch.no_grad():
+        correct = sum((model(xb).argmax(1) == yb).sum().item() for xb, yb in TensorBatches(x_test, y_test, 1000, shuffle=False))
+    return speed, correct / len(y_test)
 
 
-def harness_epoch(cfg) -> float:
-    """One epoch through dropout_lab.train (Lightning); samples/s over the training batches only."""
+def harness(cfg) -> dict:
+    """Train through dropout_lab.train (Lightning) and return the run summary."""
     train(cfg)
-    return json.loads((Path(cfg.output_dir) / "metrics.json").read_text())["train_samples_per_s"]
+    return json.loads((Path(cfg.output_dir) / "metrics.json").read_text())
 
 
 def first_step_latency(tmp: Path) -> float:
@@ -71,34 +81,62 @@ def first_step_latency(tmp: Path) -> float:
     return json.loads((tmp / "metrics.json").read_text())["first_step_time"] - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_harness.md")
-    args = parser.parse_args()
-    bare, harness = [], []
+def speed(rounds: int, out: Path) -> None:
+    bare, ours = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.rounds):
-            bare.append(bare_epoch(config(Path(tmp) / f"bare{i}")))
-            harness.append(harness_epoch(config(Path(tmp) / f"harness{i}")))
-            print(f"round {i}: bare {bare[-1]:.0f} samples/s, harness {harness[-1]:.0f} samples/s", flush=True)
+        for i in range(rounds):
+            bare.append(bare_loop(config(Path(tmp) / f"bare{i}", ["trainer.max_epochs=1"]), epochs=1)[0])
+            ours.append(harness(config(Path(tmp) / f"harness{i}", ["trainer.max_epochs=1"]))["train_samples_per_s"])
+            print(f"round {i}: bare {bare[-1]:.0f} samples/s, harness {ours[-1]:.0f} samples/s", flush=True)
         latency = first_step_latency(Path(tmp) / "latency")
-    ratios = [h / b for h, b in zip(harness, bare)]
+    ratios = [h / b for h, b in zip(ours, bare)]
     rows = [
         "| measure | value |",
         "| --- | --- |",
-        f"| bare PyTorch loop, samples/s (median of {args.rounds}) | {statistics.median(bare):.0f} |",
-        f"| harness (Lightning + dropout controller + metrics), samples/s | {statistics.median(harness):.0f} |",
+        f"| bare PyTorch loop, samples/s (median of {rounds}) | {statistics.median(bare):.0f} |",
+        f"| harness (Lightning, progress bar, metrics, dropout controller), samples/s | {statistics.median(ours):.0f} |",
         f"| harness / bare (median of per-round ratios; target >= 0.85) | {statistics.median(ratios):.3f} |",
         f"| `python train.py` to first training step, s | {latency:.1f} |",
     ]
-    table = "\n".join(rows)
     header = (f"LeNet5 + standard dropout (p=0.5, fc sites), MNIST 54k train, batch 128, Adam, CPU threads={torch.get_num_threads()}; "
-              f"`python scripts/bench_harness.py --rounds {args.rounds}`\n\n")
-    print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(header + table + "\n")
-    print(f"wrote {args.out}")
+              f"`python scripts/bench_harness.py speed --rounds {rounds}`")
+    write(out, header, rows, append=False)
+
+
+def accuracy(dataset: str, model: str, epochs: int, out: Path) -> None:
+    extra = [f"dataset={dataset}", f"model={model}", f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false"]
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = harness(config(Path(tmp) / "harness", extra))
+        _, bare = bare_loop(config(Path(tmp) / "bare", extra), epochs)
+    row = (f"| {model} | {dataset} | {epochs} | {100 * ours['test_acc']:.2f} | {100 * bare:.2f} | "
+           f"{100 * (ours['test_acc'] - bare):+.2f} | `python scripts/bench_harness.py accuracy --dataset {dataset} --model {model} --epochs {epochs}` |")
+    header_rows = ["| model | dataset | epochs | harness test acc % | bare loop test acc % | difference | command |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    write(out, "Standard dropout p=0.5 on the fc sites, Adam 1e-3, batch 128, seed 0, 54k/6k/10k split, CPU", header_rows + [row], append=True)
+
+
+def write(out: Path, header: str, rows: list[str], append: bool) -> None:
+    print("\n".join(rows))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if append and out.exists():
+        out.write_text(out.read_text() + rows[-1] + "\n")
+    else:
+        out.write_text(header + "\n\n" + "\n".join(rows) + "\n")
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["speed", "accuracy"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--model", default="lenet5")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.mode == "speed":
+        speed(args.rounds, args.out or ROOT / "docs" / "bench_harness.md")
+    else:
+        accuracy(args.dataset, args.model, args.epochs, args.out or ROOT / "docs" / "harness_accuracy.md")
 
 
 if __name__ == "__main__":

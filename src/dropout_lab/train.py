@@ -63,9 +63,7 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     logger = instantiate(cfg.logger)
     logger.log_hyperparams(flat_hparams(cfg), {key: 0.0 for key in HPARAM_METRICS})
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[DropoutController(methods, datamodule.num_train), history])
-    trainer.fit(module, datamodule=datamodule)
-    if trainer.interrupted:
-        raise KeyboardInterrupt("training was interrupted")
+    trainer.fit(module, datamodule=datamodule)  # Ctrl-C: Lightning shuts down and raises SystemExit
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     trainer.test(module, datamodule=datamodule, verbose=False)  # resets callback_metrics to the test ones
     return metrics | {key: float(value) for key, value in trainer.callback_metrics.items()}
