@@ -56,6 +56,8 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     datamodule = instantiate(cfg.dataset)
     datamodule.setup("fit")
     model = build_model(cfg, datamodule)
+    if cfg.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
     methods = attach(model, cfg.dropout)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = Classifier(model, instantiate(cfg.optimizer), scheduler, datamodule.num_classes, datamodule.num_train)
