@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
@@ -38,7 +39,7 @@ def build_model(cfg: DictConfig, datamodule) -> nn.Module:
         model = instantiate(cfg.model)
         with torch.no_grad():
             out = model.eval()(torch.zeros(2, *shape))
-    except (RuntimeError, ValueError) as err:
+    except (RuntimeError, ValueError, InstantiationException) as err:  # Hydra wraps errors raised in constructors
         raise ValueError(f"{what}: {err}") from err
     if tuple(out.shape) != (2, datamodule.num_classes):
         raise ValueError(f"{what}: it returns logits of shape {tuple(out.shape)}")

@@ -1,9 +1,11 @@
 """Backbones with declared dropout sites, one file per family (torchvision style)."""
 
-from dropout_lab.models.alexnet import alexnet
+# builders (dropout_lab.models.resnet.resnet18, ...) stay in their modules: a package-level `alexnet` function would
+# shadow the `alexnet` module that the configs' _target_ paths name
+from dropout_lab.models.alexnet import AlexNet
 from dropout_lab.models.lenet import LeNet5
 from dropout_lab.models.mlp import MLP
-from dropout_lab.models.resnet import resnet18, resnet34, resnet50, resnet101
-from dropout_lab.models.squeezenet import squeezenet1_1
+from dropout_lab.models.resnet import ResNet
+from dropout_lab.models.squeezenet import SqueezeNet
 
-__all__ = ["LeNet5", "MLP", "alexnet", "resnet18", "resnet34", "resnet50", "resnet101", "squeezenet1_1"]
+__all__ = ["AlexNet", "LeNet5", "MLP", "ResNet", "SqueezeNet"]
