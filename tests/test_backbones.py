@@ -18,8 +18,11 @@ from dropout_lab.train import build_model
 
 MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "alexnet", "squeezenet1_1"]
 DATASETS = ["mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "flowers102"]
-# one dataset per input geometry (channels, side, classes) trains a step; the others build and run a forward
+# one dataset per input geometry (channels, side, classes) trains a step with the light models; the deeper
+# ResNets (same blocks and sites as ResNet-18/50) build and run build_model's forward; test_deep_resnets_train
+# trains them (CPU budget)
 GEOMETRY_REPS = {"kmnist", "cifar100", "flowers102"}
+LIGHT = {"resnet18", "alexnet", "squeezenet1_1"}
 DROPOUTS = sorted(p.stem for p in (CONF / "dropout").glob("*.yaml"))
 # the smallest input side each model accepts; ResNets take any (global pooling)
 MIN_SIDE = {"alexnet": 63, "squeezenet1_1": 17}
@@ -32,6 +35,16 @@ def cheap_side(model: str, dataset: str) -> int:
     return MIN_SIDE.get(model, 65 if dataset == "flowers102" else 8)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread for this module: on the shared 2-core box, OpenMP's spinning second thread made
+    these tests ~7x slower (71 s vs 10 s CPU for the deep-ResNet steps)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def stand_in(cfg) -> SimpleNamespace:
     """What build_model reads from a datamodule, taken from the composed dataset config (no files needed)."""
     d = cfg.dataset
@@ -39,14 +52,15 @@ def stand_in(cfg) -> SimpleNamespace:
 
 
 def train_step(model: nn.Module, cfg) -> None:
-    """One forward/backward on a batch of 2; every parameter that takes part gets a finite gradient."""
+    """One forward/backward on a batch of 2: every parameter gets a finite gradient, and the first conv a
+    non-zero one (the signal flows back through every site)."""
     d = cfg.dataset
     x = torch.randn(2, d.in_channels, d.image_size, d.image_size)
     loss = F.cross_entropy(model.train()(x), torch.tensor([0, d.num_classes - 1]))
     loss.backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert model.fc.weight.grad.abs().sum() > 0 if hasattr(model, "fc") else True
+    assert grads[0].abs().sum() > 0
 
 
 def works(model: str, dataset: str) -> bool:
@@ -67,8 +81,14 @@ def test_model_dataset(model, dataset, cfg_factory):
     net = build_model(cfg, stand_in(cfg))
     if model.startswith("resnet"):
         assert net.stem == ("imagenet" if dataset == "flowers102" else "cifar")
-    if dataset in GEOMETRY_REPS:
+    if dataset in GEOMETRY_REPS and model in LIGHT:
         train_step(net, cfg)
+
+
+@pytest.mark.parametrize("model", ["resnet34", "resnet50", "resnet101"])
+def test_deep_resnets_train(model, cfg_factory):
+    cfg = cfg_factory([f"model={model}", "dataset=cifar100", "dataset.image_size=8"])
+    train_step(build_model(cfg, stand_in(cfg)), cfg)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -100,9 +120,10 @@ def test_resnet_matches_torchvision(name, stem, in_channels):
         ref.conv1, ref.maxpool = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.Identity()
     assert shapes(ours) == shapes(ref)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
-    ours.load_state_dict(ref.state_dict())  # same weights -> same function (sites are identities until filled)
-    x = torch.randn(2, in_channels, 8, 8)
-    torch.testing.assert_close(ours.eval()(x), ref.eval()(x))
+    if name in ("resnet18", "resnet50"):  # same weights -> same function (sites are identities until filled)
+        ours.load_state_dict(ref.state_dict())
+        x = torch.randn(2, in_channels, 8, 8)
+        torch.testing.assert_close(ours.eval()(x), ref.eval()(x))
 
 
 @pytest.mark.parametrize("name,side", [("alexnet", 63), ("squeezenet1_1", 17)])
@@ -129,7 +150,9 @@ def site_inputs(model: nn.Module, side: int, in_channels: int = 3) -> dict[str, 
 
 
 def test_sites_see_their_declared_shapes():
-    from dropout_lab.models import alexnet, resnet18, resnet50, squeezenet1_1
+    from dropout_lab.models.alexnet import alexnet
+    from dropout_lab.models.resnet import resnet18, resnet50
+    from dropout_lab.models.squeezenet import squeezenet1_1
     assert site_inputs(resnet18(in_channels=1, image_size=28), 28, 1) == {"drop_layer3": (1, 256, 7, 7), "drop_layer4": (1, 512, 4, 4), "drop_fc": (1, 512)}
     assert site_inputs(resnet50(image_size=16), 16) == {"drop_layer3": (1, 1024, 4, 4), "drop_layer4": (1, 2048, 2, 2), "drop_fc": (1, 2048)}
     assert site_inputs(resnet18(image_size=224), 224) == {"drop_layer3": (1, 256, 14, 14), "drop_layer4": (1, 512, 7, 7), "drop_fc": (1, 512)}
@@ -162,12 +185,24 @@ def test_conv_site_methods_on_every_backbone(model, dropout, cfg_factory):
     train_step(net, cfg)
 
 
-def test_smoke_run_resnet18_fashion_mnist(tmp_path):
+def test_smoke_run_resnet18_fashion_mnist(tmp_path, monkeypatch):
     """The real CLI on a real Fashion-MNIST subset: trains, tests and writes its summary."""
-    res = run_cli(["model=resnet18", "dataset=fashion_mnist", *SMOKE, "dataset.subset={train: 64, val: 32, test: 32}",
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    res = run_cli(["model=resnet18", "dataset=fashion_mnist", *SMOKE, "channels_last=true", "dataset.subset={train: 64, val: 32, test: 32}",
                    "dataset.batch_size=16", "trainer.limit_train_batches=2", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     import json
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert summary["status"] == "ok" and summary["hparams"]["model"] == "resnet18" and summary["hparams"]["dataset"] == "fashion_mnist"
-    assert 0.0 <= summary["test_acc"] <= 1.0
+    assert 0.0 <= summary["test_acc"] <= 1.0 and summary["config"]["channels_last"] is True
+
+
+def test_presets_compose(cfg_factory):
+    cfg = cfg_factory(["experiment=seed004_edropout", "dataset=kmnist"])
+    assert cfg.model._target_.endswith("resnet18") and cfg.dataset.name == "kmnist" and cfg.dropout.name == "none"
+    assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.optimizer.rho, cfg.optimizer.eps, cfg.optimizer.weight_decay) == ("torch.optim.Adadelta", 1.0, 0.9, 1e-6, 1e-5)
+    assert (cfg.scheduler.step_size, cfg.scheduler.gamma, cfg.dataset.batch_size, cfg.dataset.val_fraction, cfg.trainer.max_epochs) == (50, 0.1, 128, 0.1, 200)
+    assert cfg_factory(["experiment=seed004_edropout", "dropout=standard"]).dropout.name == "standard"  # the command line wins
+    cfg = cfg_factory(["experiment=cifar_resnet", "trainer.max_epochs=30"])
+    assert cfg.dataset.name == "cifar10" and cfg.model._target_.endswith("resnet18") and cfg.scheduler.T_max == 30
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.nesterov, cfg.optimizer.weight_decay) == (0.1, 0.9, True, 5e-4)
