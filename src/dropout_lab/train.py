@@ -39,7 +39,7 @@ def build_model(cfg: DictConfig, datamodule) -> nn.Module:
         model = instantiate(cfg.model)
         with torch.no_grad():
             out = model.eval()(torch.zeros(2, *shape))
-    except (RuntimeError, ValueError, InstantiationException) as err:
+    except (RuntimeError, ValueError, InstantiationException) as err:  # Hydra wraps errors raised in constructors
         raise ValueError(f"{what}: {err}") from err
     if tuple(out.shape) != (2, datamodule.num_classes):
         raise ValueError(f"{what}: it returns logits of shape {tuple(out.shape)}")
@@ -57,6 +57,8 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     datamodule = instantiate(cfg.dataset)
     datamodule.setup("fit")
     model = build_model(cfg, datamodule)
+    if cfg.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
     methods = attach(model, cfg.dropout)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = Classifier(model, instantiate(cfg.optimizer), scheduler, datamodule.num_classes, datamodule.num_train)

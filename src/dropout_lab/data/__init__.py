@@ -1,6 +1,8 @@
-"""Datamodules: torchvision's dataset classes read the files; splits and batching are ours."""
+"""Datamodules: torchvision's dataset classes read the files; splits, batching and augmentation are ours."""
 
 from dropout_lab.data.batches import TensorBatches
+from dropout_lab.data.cifar import CIFARDataModule
+from dropout_lab.data.flowers import Flowers102DataModule
 from dropout_lab.data.mnist import MNISTDataModule
 
-__all__ = ["MNISTDataModule", "TensorBatches"]
+__all__ = ["CIFARDataModule", "Flowers102DataModule", "MNISTDataModule", "TensorBatches"]

@@ -1,0 +1,102 @@
+"""Batch-wise augmentation and resizing on the training device (no per-sample PIL pipeline).
+
+One implementation serves every datamodule: the in-memory sets pass a :class:`BatchTransform` to
+:class:`~dropout_lab.data.batches.TensorBatches`, Flowers-102 applies it after the batch reaches the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+AUGMENT_KEYS = ("flip", "crop_padding", "cutout")
+
+
+def random_flip(x: Tensor) -> Tensor:
+    """Mirror each image left-right with probability 1/2. Shapes: (N, C, H, W) -> (N, C, H, W)."""
+    flip = torch.rand(len(x), device=x.device) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def random_crop(x: Tensor, padding: int, fill: Tensor) -> Tensor:
+    """Pad by ``padding`` pixels with ``fill`` and crop back to (H, W) at a uniform random offset per image
+    (torchvision's ``RandomCrop(size, padding)``, batch-wise).
+
+    Args:
+        x: images, (N, C, H, W).
+        padding: pixels added on each side.
+        fill: per-channel pad value, (C,) (black in normalised units: -mean/std).
+    """
+    n, c, h, w = x.shape
+    padded = fill.view(1, c, 1, 1).to(x).expand(n, c, h + 2 * padding, w + 2 * padding).clone()
+    padded[:, :, padding:padding + h, padding:padding + w] = x
+    dy, dx = (torch.randint(0, 2 * padding + 1, (n, 1), device=x.device) for _ in range(2))
+    rows = (dy + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = (dx + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+    return padded[torch.arange(n, device=x.device).view(n, 1, 1, 1), torch.arange(c, device=x.device).view(1, c, 1, 1), rows, cols]
+
+
+def cutout(x: Tensor, size: int) -> Tensor:
+    """Cutout (DeVries & Taylor, "Improved Regularization of Convolutional Neural Networks with Cutout",
+    arXiv 1708.04552, Sec. 3): zero one ``size`` x ``size`` square per image (after normalisation, as the
+    reference code), its centre uniform over the image, clipped at the border.
+    Shapes: (N, C, H, W) -> (N, C, H, W).
+    """
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n, 1), device=x.device)
+    cx = torch.randint(0, w, (n, 1), device=x.device)
+    ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    inside_y = (ys >= cy - size // 2) & (ys < cy + size - size // 2)
+    inside_x = (xs >= cx - size // 2) & (xs < cx + size - size // 2)
+    hole = inside_y.view(n, 1, h, 1) & inside_x.view(n, 1, 1, w)
+    return x.masked_fill(hole, 0.0)
+
+
+class BatchTransform:
+    """Training augmentation (optional) followed by a resize to ``size`` (optional), on whole batches.
+
+    Args:
+        size: output side in pixels, or None to keep the input size; bilinear (``F.interpolate``,
+            antialiased when shrinking).
+        augment: None, or a mapping with ``flip`` (bool), ``crop_padding`` (pixels, 0 = off) and
+            ``cutout`` (square side in pixels, 0 = off), applied in that order at the input resolution.
+        mean, std: the dataset's normalisation constants (the crop pads with black: -mean/std).
+
+    Shapes: (N, C, H, W) -> (N, C, size, size).
+
+    Raises:
+        ValueError: for an unknown augmentation key, a negative padding or cutout, or a size below 1.
+    """
+
+    def __init__(self, size: int | None, augment: Mapping | None, mean: Sequence[float], std: Sequence[float]) -> None:
+        augment = dict(augment or {})
+        unknown = set(augment) - set(AUGMENT_KEYS)
+        if unknown:
+            raise ValueError(f"dataset.augment has unknown keys {sorted(unknown)}; allowed: {', '.join(AUGMENT_KEYS)}")
+        self.flip = bool(augment.get("flip", False))
+        self.crop_padding, self.cutout = int(augment.get("crop_padding", 0)), int(augment.get("cutout", 0))
+        if self.crop_padding < 0 or self.cutout < 0:
+            raise ValueError(f"dataset.augment.crop_padding and cutout must be >= 0, got {self.crop_padding}, {self.cutout}")
+        if size is not None and size < 1:
+            raise ValueError(f"dataset.image_size must be at least 1, got {size}")
+        self.size = size
+        self.fill = -torch.tensor(mean) / torch.tensor(std)
+
+    @property
+    def identity(self) -> bool:
+        """True when the transform does nothing (and need not be called)."""
+        return not (self.flip or self.crop_padding or self.cutout or self.size)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.flip:
+            x = random_flip(x)
+        if self.crop_padding:
+            x = random_crop(x, self.crop_padding, self.fill)
+        if self.cutout:
+            x = cutout(x, self.cutout)
+        if self.size and x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=self.size < x.shape[-1])
+        return x
