@@ -14,6 +14,8 @@ from dropout_lab.dropout.sites import Site
 
 #: bins of the expected calibration error (Guo et al. 2017, eq. 3: equal-width confidence bins)
 ECE_BINS = 15
+#: what :func:`evaluate` returns with ``mc_samples`` > 0 (declared to TensorBoard's HParams tab then)
+EVAL_METRICS = ("test/nll", "test/ece", "test/mc_acc", "test/mc_nll", "test/mc_ece")
 
 
 class ActivationVariance(pl.Callback):

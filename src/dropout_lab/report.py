@@ -74,7 +74,7 @@ def load_jobs(sweep: Path) -> list[Job]:
             job.drop_fraction = s.get("drop_fraction")
             job.sec_per_epoch = s["train_seconds"] / s["epochs"] if s.get("epochs") else None
             job.anchor = (s.get("config") or {}).get("anchor")
-            job.error = (s.get("error") or "").strip().splitlines()[-1:] and (s.get("error") or "").strip().splitlines()[-1]
+            job.error = ((s.get("error") or "").strip().splitlines() or [""])[-1]  # the exception line of the traceback
         jobs.append(job)
     return jobs
 

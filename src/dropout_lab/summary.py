@@ -14,8 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 SUMMARY_FILE = "metrics.json"
 
 #: metrics declared to the HParams plugin (the dashboard shows the latest value of each scalar tag)
-HPARAM_METRICS = ("hp_metric", "val/acc", "val/loss", "test/acc", "test/loss", "dropout/drop_fraction",
-                  "test/nll", "test/ece", "test/mc_acc", "test/mc_nll", "test/mc_ece")
+HPARAM_METRICS = ("hp_metric", "val/acc", "val/loss", "test/acc", "test/loss", "dropout/drop_fraction")
 
 
 def target_name(node: DictConfig | dict | None) -> str:

@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 from dropout_lab import launch
-from dropout_lab.analysis import ActivationVariance, evaluate
+from dropout_lab.analysis import EVAL_METRICS, ActivationVariance, evaluate
 
 from dropout_lab.dropout.controller import DropoutController
 from dropout_lab.dropout.sites import attach, split_config
@@ -71,10 +71,14 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = Classifier(model, instantiate(cfg.optimizer), scheduler, datamodule.num_classes, datamodule.num_train)
     logger = instantiate(cfg.logger)
+    mc_samples = int((cfg.get("eval") or {}).get("mc_samples", 0))
     last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
     resume_from = last if cfg.get("resume") and last.exists() else None
-    if resume_from is None:  # one hparams session per run: a resumed run keeps the one written at its start
-        logger.log_hyperparams(flat_hparams(cfg), {key: 0.0 for key in HPARAM_METRICS})
+    if resume_from is not None:
+        log.info("resume: continuing from %s", resume_from)
+    else:  # one hparams session per run: a resumed run keeps the one written at its start
+        declared = HPARAM_METRICS + (EVAL_METRICS if mc_samples else ())  # no placeholder for a metric never logged
+        logger.log_hyperparams(flat_hparams(cfg), {key: 0.0 for key in declared})
     callbacks = [DropoutController(methods, datamodule.num_train), history,
                  ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0)]
     extra = cfg.get("callbacks") or {}
@@ -85,9 +89,10 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     if trainer.interrupted:
         raise KeyboardInterrupt("training was interrupted")
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    # a job killed after its last epoch resumes with nothing left to fit: take the restored best
+    metrics.setdefault("val/acc_best", float(module.val_acc_best.compute()))
     trainer.test(module, datamodule=datamodule, verbose=False)  # resets callback_metrics to the test ones
     metrics |= {key: float(value) for key, value in trainer.callback_metrics.items()}
-    mc_samples = int((cfg.get("eval") or {}).get("mc_samples", 0))
     if mc_samples:
         scores = evaluate(module.model, datamodule.test_dataloader(), datamodule.num_classes, mc_samples)
         logger.log_metrics(scores, step=trainer.global_step)
