@@ -127,7 +127,7 @@ def test_ddp_in_a_multirun_is_refused_before_training(tmp_path):
     check_multirun(make_cfg(["trainer.devices=1"], tmp_path))  # one device is fine
 
 
-def test_slurm_launcher_composes_with_one_gpu_per_job(tmp_path):
+def test_slurm_launcher_composes_with_one_gpu_per_job(tmp_path, monkeypatch):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
@@ -142,6 +142,7 @@ def test_slurm_launcher_composes_with_one_gpu_per_job(tmp_path):
     params = {k: v for k, v in OmegaConf.to_container(launcher, resolve=False).items()
               if k not in ("_target_", "submitit_folder", "max_num_timeout")}
     base = set(OmegaConf.structured(BaseQueueConf).keys())
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # no srun on this machine
     executor = submitit.AutoExecutor(folder=tmp_path, cluster="slurm")
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     text = executor._executor._make_submission_file_text("python train.py", "0")
@@ -169,3 +170,22 @@ def test_wilcoxon_pairs_by_seed():
     assert wilcoxon({0: 0.9}, {0: 0.8}) == (None, 1)
     p, n = wilcoxon({s: 0.9 + s * 1e-3 for s in range(6)}, {s: 0.8 for s in range(7)})
     assert n == 6 and p == pytest.approx(2 / 2 ** 6)  # exact: all six differences positive
+
+
+SEED003 = {  # variant: (hidden sizes, activation, input dropout, hidden dropout, method, p, anchor)
+    "logistic_2x100": ([100, 100], "sigmoid", False, "all", "none", 0.0, 0.9757),
+    "logistic_2x800": ([800, 800], "sigmoid", False, "all", "none", 0.0, 0.9808),
+    "logistic_3x1024_p05": ([1024] * 3, "sigmoid", False, "all", "standard", 0.5, 0.9816),
+    "relu_3x1024_p05": ([1024] * 3, "relu", False, "all", "standard", 0.5, 0.9756),
+    "relu_2x256_input_first_p03": ([256, 256], "relu", True, "first", "standard", 0.3, 0.9818),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(SEED003))
+def test_seed003_presets_compose_to_the_five_configs(variant, tmp_path):
+    cfg = make_cfg(["experiment=seed003_mlp", f"+experiment/seed003={variant}"], tmp_path)
+    m = cfg.model
+    got = (list(m.hidden_sizes), m.activation, m.input_dropout, m.hidden_dropout, cfg.dropout.name, cfg.dropout.p, cfg.anchor)
+    assert got == SEED003[variant]
+    assert (cfg.optimizer.lr, cfg.dataset.batch_size, cfg.trainer.max_epochs, cfg.dataset.name) == (1e-3, 32, 10, "mnist")
+    assert sorted(p.stem for p in (CONF / "experiment" / "seed003").glob("*.yaml")) == sorted(SEED003)
