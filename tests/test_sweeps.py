@@ -37,6 +37,7 @@ def test_job_dir_name_is_stable_unique_and_flat():
     assert "/" not in job_dir_name(["+experiment/seed003=relu", "data_root=/x/y", "dataset.subset={train: 8}"])
 
 
+@pytest.mark.slow
 def test_joblib_pool_sweep_with_a_failing_job_and_report(tmp_path):
     """4 jobs on 2 loky workers; the p=1.5 jobs fail, the others finish; report and HParams."""
     sweep = tmp_path / "sweep"
@@ -80,6 +81,7 @@ def test_joblib_pool_sweep_with_a_failing_job_and_report(tmp_path):
     assert sorted(round(100 * a, 4) for a in accs_tb) == pytest.approx(accs, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_rerunning_finished_jobs(tmp_path):
     """SIGKILL a 3-job sweep while job 2 is mid-training; re-run with resume=true."""
     sweep = tmp_path / "sweep"
@@ -116,6 +118,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_jobs(tmp_path):
     assert len(jobs) == 3 and len({j["folder"] for j in jobs}) == 3 and {j["status"] for j in jobs} == {"ok"}
 
 
+@pytest.mark.slow
 def test_ddp_in_a_multirun_is_refused_before_training(tmp_path):
     proc = run_cli(["-m", f"hydra.sweep.dir={tmp_path / 's'}", *TINY, "trainer.accelerator=cpu", "trainer.devices=2",
                     "+trainer.strategy=ddp", "seed=0"], cwd=tmp_path)
@@ -151,8 +154,13 @@ def test_slurm_launcher_composes_with_one_gpu_per_job(tmp_path, monkeypatch):
         assert line in text
 
 
+@pytest.mark.slow
 def test_mc_dropout_and_activation_variance_in_summary(tmp_path):
-    cfg = make_cfg([*TINY, "dropout=standard", "dropout.p=0.5", "eval.mc_samples=4", "callbacks.activation_variance=true"], tmp_path)
+    # also: resume=true with a truncated last.ckpt (kill -9 while it was written) starts from scratch
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04truncated")
+    cfg = make_cfg([*TINY, "dropout=standard", "dropout.p=0.5", "eval.mc_samples=4", "callbacks.activation_variance=true",
+                    "resume=true"], tmp_path)
     metrics = train(cfg)
     summary = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("test/nll", "test/ece", "test/mc_acc", "test/mc_nll", "test/mc_ece"):

@@ -73,7 +73,7 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     logger = instantiate(cfg.logger)
     mc_samples = int((cfg.get("eval") or {}).get("mc_samples", 0))
     last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
-    resume_from = last if cfg.get("resume") and last.exists() else None
+    resume_from = last if cfg.get("resume") and _readable(last) else None
     if resume_from is not None:
         log.info("resume: continuing from %s", resume_from)
     else:  # one hparams session per run: a resumed run keeps the one written at its start
@@ -99,6 +99,19 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
         logger.save()
         metrics |= scores
     return metrics
+
+
+def _readable(checkpoint: Path) -> bool:
+    """True if ``checkpoint`` exists and loads (a kill -9 during its write leaves a truncated file:
+    then the job starts from scratch rather than failing)."""
+    if not checkpoint.exists():
+        return False
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file means "no checkpoint"
+        log.warning("resume: %s is unreadable (%s); starting this job from scratch", checkpoint, err)
+        return False
+    return True
 
 
 def _previous_summary(out: Path) -> dict | None:
