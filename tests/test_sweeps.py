@@ -112,6 +112,8 @@ def test_killed_sweep_resumes_without_rerunning_finished_jobs(tmp_path):
     log = (killed / "train.log").read_text()
     assert "resume: continuing from" in log and "skipped" not in log
     assert [e["epoch"] for e in runs[killed.name]["history"]] == [0, 1]
+    assert all("val/acc" in e for e in runs[killed.name]["history"])  # the epoch before the kill kept its metrics
+    assert not list(sweep.glob("*/checkpoints/last.ckpt"))  # finished jobs keep no checkpoint
     write_report(sweep)
     with open(sweep / "jobs.csv") as f:
         jobs = list(csv.DictReader(f))

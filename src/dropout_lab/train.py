@@ -20,7 +20,6 @@ from torch import nn
 
 from dropout_lab import launch
 from dropout_lab.analysis import EVAL_METRICS, ActivationVariance, evaluate
-
 from dropout_lab.dropout.controller import DropoutController
 from dropout_lab.dropout.sites import attach, split_config
 from dropout_lab.module import Classifier
@@ -159,5 +158,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.error("job %s in %s: %s", status, out, err)
         raise
     path = write_summary(out, build_summary(cfg, "ok", history, metrics, time.time() - start))
+    if not cfg.get("keep_checkpoint", False):  # a finished job is skipped on resume: its last.ckpt has no further use
+        (out / "checkpoints" / "last.ckpt").unlink(missing_ok=True)
     log.info("test/acc=%.4f val/acc_best=%.4f; summary in %s", metrics.get("test/acc", float("nan")), metrics.get("val/acc_best", float("nan")), path)
     return metrics
