@@ -258,14 +258,16 @@ def plots(sweep: Path, rows: list[dict], best: list[dict]) -> list[Path]:
     grid = np.full((len(labels), len(columns)), np.nan)
     for r in best:
         grid[labels.index(_label(r)), columns.index(f"{r['dataset']}/{r['model']}")] = 100 * r["acc_mean"]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(columns), 1 + 0.35 * len(labels)))
+    fig, ax = plt.subplots(figsize=(3 + 1.4 * len(columns), 1.2 + 0.35 * len(labels)))
     image = ax.imshow(grid, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(columns)), columns, rotation=20, fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    middle = np.nanmean([np.nanmin(grid), np.nanmax(grid)])
     for (i, k), v in np.ndenumerate(grid):
         if not np.isnan(v):
-            ax.text(k, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="w")
-    fig.colorbar(image, ax=ax, label="best test accuracy (%)")
+            ax.text(k, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="k" if v > middle else "w")
+    ax.set_title("best mean test accuracy (%)", fontsize=9)
+    fig.colorbar(image, ax=ax)
     fig.tight_layout()
     written.append(sweep / "heatmap.png")
     fig.savefig(written[-1], dpi=90)
