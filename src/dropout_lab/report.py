@@ -189,16 +189,17 @@ def markdown(sweep: Path, jobs: list[Job], rows: list[dict], best: list[dict]) -
         for label in sorted({_label(r) for r in sub}):
             cells = {r["p"]: f"{_pct(r['acc_mean'])} ± {_pct(r['acc_std'])} ({r['n']})" for r in sub if _label(r) == label}
             lines.append(f"| {label} | " + " | ".join(cells.get(p, "") for p in ps) + " |")
-        head = ["method", "best p", "test acc", "n", "drop fraction", "s/epoch", "NLL", "ECE"]
-        head += ["MC acc", "MC NLL", "MC ECE"] if has_mc else []
+        head = ["method", "best p", "test acc", "n", "drop fraction", "s/epoch"]
+        head += ["NLL", "ECE", "MC acc", "MC NLL", "MC ECE"] if has_mc else []
         head += [f"vs {BASELINE}: Wilcoxon p"]
         anchored = any(r["anchor"] is not None for r in best if (r["dataset"], r["model"]) == (dataset, model))
         head += ["anchor"] if anchored else []
         lines += ["", "Best p per method:", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         for r in sorted((r for r in best if (r["dataset"], r["model"]) == (dataset, model)), key=lambda r: -r["acc_mean"]):
             cells = [_label(r), f"{r['p']:g}", f"{_pct(r['acc_mean'])} ± {_pct(r['acc_std'])}", str(r["n"]),
-                     _pct(r["drop_fraction"], 1), f"{r['sec_per_epoch']:.2f}", f"{r['test/nll']:.3f}", _pct(r["test/ece"])]
-            cells += [_pct(r["test/mc_acc"]), f"{r['test/mc_nll']:.3f}", _pct(r["test/mc_ece"])] if has_mc else []
+                     _pct(r["drop_fraction"], 1), f"{r['sec_per_epoch']:.2f}"]
+            cells += [f"{r['test/nll']:.3f}", _pct(r["test/ece"]), _pct(r["test/mc_acc"]), f"{r['test/mc_nll']:.3f}",
+                      _pct(r["test/mc_ece"])] if has_mc else []
             p = r["wilcoxon_p"]
             cells.append("—" if p is None else f"{p:.3f}{' *' if p < ALPHA else ''} ({r['pairs']} seeds)")
             cells += [_pct(r["anchor"]) if r["anchor"] is not None else "—"] if anchored else []
@@ -210,8 +211,9 @@ def markdown(sweep: Path, jobs: list[Job], rows: list[dict], best: list[dict]) -
               + (f"With {min(pairs)} seed pair(s) the smallest attainable p is {2 / 2 ** min(pairs):.3f}, so the test has "
                  "little power: at least 6 seeds are needed to reach p < 0.05." if pairs and min(pairs) < 6 else ""),
               "Drop fraction: realised fraction of dropped units over training (from the methods' `record`). "
-              "s/epoch: training time only (validation excluded). NLL/ECE: deterministic test set; MC: "
-              "Monte-Carlo dropout (`eval.mc_samples`).", ""]
+              "s/epoch: training time only (validation excluded)."
+              + (" NLL (nats) / ECE (%, 15 bins): deterministic test set; MC: Monte-Carlo dropout (`eval.mc_samples`)."
+                 if has_mc else ""), ""]
     bad = [j for j in jobs if j.status != "ok"]
     lines += ["## Failed or unfinished jobs", ""] + ([f"- `{j.folder}`: **{j.status}** {j.error}" for j in bad] or ["none"])
     plots = sorted(p.name for p in sweep.glob("*.png"))
@@ -227,6 +229,7 @@ def plots(sweep: Path, rows: list[dict], best: list[dict]) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     written = []
     for dataset, model in sorted({(r["dataset"], r["model"]) for r in rows}):
@@ -247,6 +250,7 @@ def plots(sweep: Path, rows: list[dict], best: list[dict]) -> list[Path]:
             if length:
                 curve = 100 * np.mean([c[:length] for c in r["curves"]], axis=0)
                 ax.plot(range(1, length + 1), curve, marker=".", label=f"{_label(r)} p={r['p']:g}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{dataset} / {model}: best p per method")
         ax.legend(fontsize=7)
         fig.tight_layout()
