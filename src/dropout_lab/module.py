@@ -55,6 +55,7 @@ class Classifier(pl.LightningModule):
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(num_classes, average="micro") for _ in range(3))
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # in checkpoints, so a resumed run keeps its best so far
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)

@@ -55,11 +55,13 @@ class History(pl.Callback):
 
     Attributes:
         epochs: one dict per validation epoch with ``epoch``, ``step``, ``val/acc``, ``val/loss`` and
-            any ``train/*`` and ``dropout/*`` metric logged so far.
+            any ``train/*``, ``dropout/*`` and ``actvar/*`` metric logged so far.
         train_seconds: wall time spent in training batches (validation and test excluded), seconds.
         train_samples: training samples processed.
         first_step_time: ``time.time()`` at the first training batch (for start-up latency).
     """
+
+    PREFIXES = ("train", "val", "dropout", "actvar")
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
@@ -67,6 +69,15 @@ class History(pl.Callback):
         self.train_samples = 0
         self.first_step_time: float | None = None
         self._t0: float | None = None
+        self._pending: dict[str, float] = {}  # this epoch's validation metrics, kept for a checkpoint
+
+    def state_dict(self) -> dict:
+        """Saved in Lightning checkpoints, so a resumed run keeps the epochs before the kill."""
+        return {"epochs": self.epochs, "train_seconds": self.train_seconds, "train_samples": self.train_samples,
+                "first_step_time": self.first_step_time, "_pending": self._pending}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.__dict__.update(state_dict)
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch > 0:
@@ -87,6 +98,10 @@ class History(pl.Callback):
         if trainer.training:
             self._stop_clock()
 
+    def on_validation_end(self, trainer, pl_module):
+        # runs before ModelCheckpoint's save (Lightning orders checkpoint callbacks last)
+        self._pending = self._metrics(trainer)
+
     def on_train_epoch_end(self, trainer, pl_module):
         self._stop_clock()
 
@@ -96,8 +111,11 @@ class History(pl.Callback):
 
     def _snapshot(self, trainer: pl.Trainer, epoch: int) -> None:
         # taken after the epoch's hooks have all logged (Lightning calls callbacks before the module)
-        metrics = {k: _number(v) for k, v in trainer.callback_metrics.items() if k.split("/")[0] in ("train", "val", "dropout")}
-        self.epochs.append({"epoch": epoch, "step": trainer.global_step, **metrics})
+        self.epochs.append({"epoch": epoch, "step": trainer.global_step, **self._pending, **self._metrics(trainer)})
+        self._pending = {}
+
+    def _metrics(self, trainer: pl.Trainer) -> dict[str, float]:
+        return {k: _number(v) for k, v in trainer.callback_metrics.items() if k.split("/")[0] in self.PREFIXES}
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> Path:

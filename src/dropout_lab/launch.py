@@ -1,0 +1,165 @@
+"""Sweep plumbing that lives outside the training loop: job folder names, the worker's GPU claim
+under the joblib ``gpu_pool`` launcher, and the refusal of DDP inside a multirun.
+
+Resolvers registered on import (``dropout_lab.train`` imports this module, so they exist before
+Hydra composes ``conf/config.yaml`` and in every joblib/submitit worker):
+
+* ``${dl_job_dir:${hydra.overrides.task},${hydra.job.config.override_dirname.exclude_keys}}``: the
+  job folder name (:func:`job_dir_name`);
+* ``${dl_pool_size:K}``: ``K`` jobs per visible GPU, or one job per CPU core without a GPU.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, TextIO
+
+from omegaconf import DictConfig, OmegaConf
+
+#: overrides that do not change what a job computes, so that adding them (``resume=true``) or moving
+#: the data keeps the job's folder, and with it its checkpoint and summary
+NEUTRAL_KEYS = ("resume", "data_root", "output_dir")
+#: keys named first in a job folder (then the others, sorted), so a cut name still says what ran
+LEADING_KEYS = ("dropout", "dropout.p", "dataset", "model", "seed")
+#: longest readable part of a job folder name before the hash
+MAX_NAME = 120
+
+#: this worker's GPU-slot lock, held open for the life of the process (a loky worker runs many jobs)
+_claim: tuple[TextIO, int, int] | None = None
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def job_dir_name(overrides: list[str], exclude_keys: list[str] = ()) -> str:
+    """A readable, unique and re-run-stable folder name for one sweep job.
+
+    ``key=value`` pairs of the job's overrides without ``exclude_keys`` and :data:`NEUTRAL_KEYS`,
+    :data:`LEADING_KEYS` first and the rest sorted, joined by ``,``; characters other than letters, digits and ``=.,_+-``
+    (``/`` in ``experiment/seed003=...`` or ``{}: `` in dict values) become ``_``; cut at
+    :data:`MAX_NAME` characters; then ``-`` and 8 hex digits of the SHA-1 of every non-neutral
+    override. The name does not depend on ``hydra.job.num`` (so a re-run with a changed job list finds
+    the same folders) and two jobs that differ only in an excluded key still get different names.
+
+    Example: ``['seed=1', 'dropout.p=0.5', 'dropout=standard']`` -> ``dropout=standard,dropout.p=0.5,seed=1-<hash>``.
+    """
+    rank = lambda o: (LEADING_KEYS.index(_key(o)), o) if _key(o) in LEADING_KEYS else (len(LEADING_KEYS), o)  # noqa: E731
+    kept = sorted((o for o in overrides if _key(o) not in NEUTRAL_KEYS), key=rank)
+    readable = ",".join(o for o in kept if _key(o) not in set(exclude_keys))
+    readable = re.sub(r"[^A-Za-z0-9=.,_+-]", "_", readable)[:MAX_NAME] or "defaults"
+    digest = hashlib.sha1("\n".join(kept).encode()).hexdigest()[:8]
+    return f"{readable}-{digest}"
+
+
+def pool_size(jobs_per_gpu: int = 1) -> int:
+    """Workers for the ``gpu_pool`` launcher: ``jobs_per_gpu`` x visible GPUs, else the CPU cores
+    this process may use (``os.sched_getaffinity``)."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    return int(jobs_per_gpu) * gpus if gpus else len(os.sched_getaffinity(0))
+
+
+for _name, _fn in (("dl_job_dir", lambda o, e: job_dir_name(list(o), list(e or []))), ("dl_pool_size", pool_size)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
+
+
+def claim_slot(n_slots: int, n_gpus: int, lock_dir: str | None = None) -> tuple[int, int]:
+    """Claim one of ``n_slots`` worker slots for the rest of this process' life.
+
+    Slot ``k`` runs on GPU ``k % n_gpus``; it is claimed with a non-blocking ``fcntl.flock`` on
+    ``<lock_dir>/dropout-lab-slot<k>-of<n_slots>.lock`` (``$DROPOUT_LAB_LOCK_DIR``, else the temp
+    folder). The open file stays in this module, so the lock lasts as long as the loky worker and the
+    OS drops it when the worker dies. A second call returns the same claim.
+
+    Returns:
+        (slot, gpu index), gpu = -1 without GPUs.
+
+    Raises:
+        RuntimeError: if every slot is held (another sweep with the same pool size runs on this machine).
+    """
+    global _claim
+    if _claim is not None:
+        return _claim[1], _claim[2]
+    folder = Path(lock_dir or os.environ.get("DROPOUT_LAB_LOCK_DIR") or tempfile.gettempdir())
+    for slot in range(n_slots):
+        handle = open(folder / f"dropout-lab-slot{slot}-of{n_slots}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _claim = (handle, slot, slot % n_gpus if n_gpus else -1)
+        return _claim[1], _claim[2]
+    raise RuntimeError(f"all {n_slots} gpu_pool slots in {folder} are held by other processes; "
+                       "is another sweep running on this machine? (set DROPOUT_LAB_LOCK_DIR to separate them)")
+
+
+def requested_processes(trainer: DictConfig | dict) -> int:
+    """How many processes ``trainer`` (the Lightning Trainer config) would start: devices x num_nodes,
+    or 2 for any ``ddp*``/``fsdp``/``deepspeed`` strategy. ``devices: -1 | auto`` count every GPU."""
+    import torch
+
+    devices, strategy = trainer.get("devices", 1), str(trainer.get("strategy", "auto")).lower()
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if devices in (-1, "auto"):
+        devices = torch.cuda.device_count() if trainer.get("accelerator", "auto") in ("gpu", "cuda", "auto") else 1
+    n = len(devices) if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)) else int(devices or 1)
+    n *= int(trainer.get("num_nodes", 1) or 1)
+    return max(n, 2) if strategy.startswith(("ddp", "fsdp", "deepspeed")) else n
+
+
+def check_multirun(cfg: DictConfig) -> None:
+    """Refuse a multi-process trainer inside a Hydra multirun (call before training).
+
+    Lightning's DDP launcher re-runs ``sys.argv`` for every extra rank (PL 2.6.6
+    ``lightning_fabric/strategies/launchers/subprocess_script.py``, PL issue #11300), so in a
+    ``-m`` run each rank would start the whole sweep again.
+
+    Raises:
+        ValueError: naming ``trainer.devices``/``trainer.strategy``/``trainer.num_nodes`` and the fix.
+    """
+    n = requested_processes(cfg.trainer)
+    if n > 1:
+        t = cfg.trainer
+        raise ValueError(
+            f"trainer.devices={t.get('devices')} trainer.strategy={t.get('strategy', 'auto')} trainer.num_nodes={t.get('num_nodes', 1)} "
+            f"asks for {n} processes inside a Hydra multirun (-m). Lightning relaunches the whole command line for every extra "
+            "DDP process, so each would start the sweep again. Use one device per job (trainer.devices=1, the default) with "
+            "hydra/launcher=gpu_pool or hydra/launcher=slurm, or run multi-GPU training as a single run without -m.")
+
+
+def place_job(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
+    """Set up a job for its launcher before training; return what was decided (for the log).
+
+    Under the joblib launcher (``hydra/launcher=gpu_pool`` or ``joblib``) the worker claims a slot
+    (:func:`claim_slot`, ``n_jobs`` slots) and, with GPUs, trains on GPU ``slot % n_gpus`` only
+    (``trainer.devices=[i]``, ``trainer.accelerator=gpu``); without GPUs it limits torch to
+    ``max(1, cores // n_jobs)`` threads so that n_jobs CPU jobs do not oversubscribe the cores.
+    Other launchers are left alone (Slurm isolates GPUs itself).
+    """
+    target = str(hydra_cfg.launcher.get("_target_", ""))
+    if not target.endswith("JoblibLauncher"):
+        return {}
+    import torch
+
+    n_jobs = int(hydra_cfg.launcher.n_jobs)
+    cores = len(os.sched_getaffinity(0))
+    n_jobs = cores if n_jobs < 1 else n_jobs  # joblib's -1 = all cores
+    gpus = torch.cuda.device_count()
+    slot, gpu = claim_slot(n_jobs, gpus)
+    if gpu >= 0:
+        OmegaConf.update(cfg, "trainer.accelerator", "gpu", force_add=True)
+        OmegaConf.update(cfg, "trainer.devices", [gpu], force_add=True)
+        return {"slot": slot, "gpu": gpu}
+    threads = max(1, cores // n_jobs)
+    torch.set_num_threads(threads)
+    return {"slot": slot, "threads": threads}
