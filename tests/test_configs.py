@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from conftest import CONF, make_cfg
@@ -18,9 +19,13 @@ def test_dataset_model_compose_and_instantiate(dataset, model, tmp_path):
     cfg = make_cfg([f"dataset={dataset}", f"model={model}"], tmp_path)
     datamodule = instantiate(cfg.dataset)
     assert datamodule.name == dataset
-    net = instantiate(cfg.model)
-    assert sum(p.numel() for p in net.parameters()) > 0
     assert cfg.model.num_classes == cfg.dataset.num_classes
+    try:
+        net = instantiate(cfg.model)
+    except InstantiationException as err:  # e.g. AlexNet below 63 px: refused with a clear message (test_backbones.py)
+        assert "needs inputs of at least" in str(err), err
+        return
+    assert sum(p.numel() for p in net.parameters()) > 0
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, options in GROUPS.items() for o in options])
