@@ -79,8 +79,12 @@ class ShapleyDropout(ScoredDropout):
     the network in eval mode with only S kept at this site (the others zeroed at the dropout site, i.e.
     after activation/pooling, as Ghorbani & Zou's removal) and every other site the identity, on a fixed
     held-out batch: the first ``heldout`` samples of the datamodule's validation split (so the scores
-    see validation data; the test split stays untouched). Coalitions run as one batched forward of
-    ``max_batch // heldout`` coalitions each, inside :func:`~dropout_lab.dropout.passes.extra_pass`.
+    see validation data; the test split stays untouched). Coalitions are batched inside
+    :func:`~dropout_lab.dropout.passes.extra_pass`: the held-out batch (B samples) runs once through
+    the layers before the site, and the site expands its output to ``max_batch // heldout`` coalitions
+    (M * B rows, coalition-major) for the layers after it. This needs a model in which nothing after
+    the site combines with a tensor computed before it (true at LeNet5/MLP sites and at sites between
+    ResNet stages); otherwise the forward fails with a shape error.
     Shapley values (signed) go into the EMA and the D0 rate map of :class:`ScoredDropout` (rank
     normalisation by default, so a negative value ranks lowest); training forwards are per-sample
     Bernoulli with per-unit rates and 1/(1 - p_j) rescaling; evaluation is the identity.
@@ -124,8 +128,9 @@ class ShapleyDropout(ScoredDropout):
     def forward(self, x: Tensor) -> Tensor:
         if self._coalition is None:
             return super().forward(x)
-        keep = self._coalition.repeat_interleave(len(x) // len(self._coalition), 0)
-        return x * keep.view(*keep.shape, *(1,) * (x.ndim - 2)).to(x.dtype)
+        # (B, F, ...) -> (M * B, F, ...), coalition-major: the layers before the site run once
+        keep = self._coalition.view(len(self._coalition), 1, -1, *(1,) * (x.ndim - 2)).to(x.dtype)
+        return (x.unsqueeze(0) * keep).flatten(0, 1)
 
     @torch.no_grad()
     def shapley_values(self, model: torch.nn.Module, x: Tensor, y: Tensor, num_classes: int) -> Tensor:
@@ -137,7 +142,7 @@ class ShapleyDropout(ScoredDropout):
         def value(masks: Tensor) -> Tensor:
             self._coalition = masks
             try:
-                logits = model(x.repeat(len(masks), *(1,) * (x.ndim - 1))).view(len(masks), B, -1)
+                logits = model(x).view(len(masks), B, -1)
             finally:
                 self._coalition = None
             if self.value == "acc":

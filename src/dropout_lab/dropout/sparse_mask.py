@@ -63,7 +63,7 @@ class SparseMask(DropoutMethod):
         ValueError: if ``p`` is outside [0, 1) or ``lam`` is negative.
     """
 
-    default_sites: ClassVar[str] = "all"
+    default_sites: ClassVar[str] = "fc"
 
     def __init__(self, p: float, site: SiteSpec, lam: float = 1.0, per_sample: bool = True, group_weighted: bool = True) -> None:
         super().__init__(p, site)
