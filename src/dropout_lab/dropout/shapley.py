@@ -107,8 +107,8 @@ class ShapleyDropout(ScoredDropout):
     key: ClassVar[str] = "shapley"
 
     def __init__(self, p: float, site: SiteSpec, initial_rate: float | None = None, max_rate: float | None = None,
-                 drop_target: str = "low", ema: float = 0.9, update_every: int = 200, normalise: str = "rank",
-                 permutations: int = 4, truncation: float = 0.2, value: str = "neg_loss", heldout: int = 128,
+                 drop_target: str = "low", ema: float = 0.9, update_every: int = 50, normalise: str = "rank",
+                 permutations: int = 10, truncation: float = 0.2, value: str = "neg_loss", heldout: int = 128,
                  max_batch: int = 8192) -> None:
         super().__init__(p, site, initial_rate, max_rate, drop_target, ema, update_every, normalise)
         if int(permutations) < 1:
