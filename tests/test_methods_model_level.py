@@ -153,6 +153,15 @@ def test_tmc_shapley_exact_on_additive_game():
     assert (coalitions, calls) == (1 + 3 * 5, 1 + 3 * 3)
 
 
+def test_tmc_shapley_truncates_once_value_reaches_random_level():
+    """v(S) = 1 if player 0 is in S else 0 (random level 0): phi = e_0, and no coalition is evaluated
+    after player 0's removal (chunk of 1)."""
+    phi, coalitions, _ = tmc_shapley(lambda masks: masks[:, 0], 6, permutations=4, truncation=0.2, v_random=0.0, chunk=1,
+                                     generator=torch.Generator().manual_seed(0))
+    assert torch.equal(phi, torch.tensor([1.0, 0, 0, 0, 0, 0]))
+    assert coalitions < 1 + 4 * 6
+
+
 def _shapley(model, **kw):
     (m,) = _attach(model, _target_="dropout_lab.dropout.shapley.ShapleyDropout", name="shapley", p=0.3,
                    initial_rate=0.1, max_rate=0.5, **kw)

@@ -51,22 +51,20 @@ def tmc_shapley(value: Callable[[Tensor], Tensor], n: int, permutations: int, tr
     coalitions, calls = 1, 1
     for _ in range(permutations):
         order = torch.randperm(n, generator=generator).to(device)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n, device=device)  # position of each player in the removal order
         prev = v_full
         for start in range(0, n, chunk):
             steps = torch.arange(start + 1, min(start + chunk, n) + 1, device=device)  # players removed so far
-            rank = torch.empty(n, dtype=torch.long, device=device)
-            rank[order] = torch.arange(n, device=device)
-            masks = (rank.view(1, -1) >= steps.view(-1, 1)).float()  # (M, n): keep players not yet removed
-            vals = value(masks)
+            vals = value((rank.view(1, -1) >= steps.view(-1, 1)).float())  # masks (M, n): keep the not yet removed
             coalitions, calls = coalitions + len(steps), calls + 1
             marg = torch.cat([prev.view(1), vals[:-1]]) - vals
-            done = (vals - v_random).abs() <= tol if truncation > 0 else torch.zeros_like(vals, dtype=torch.bool)
-            if done.any():
-                first = int(done.nonzero()[0])
-                marg[first + 1:] = 0.0
+            done = ((vals - v_random).abs() <= tol).nonzero() if truncation > 0 else []
+            if len(done):
+                marg[int(done[0]) + 1:] = 0.0
             phi[order[start:start + len(steps)]] += marg
             prev = vals[-1]
-            if done.any():
+            if len(done):
                 break
     return phi / permutations, coalitions, calls
 
