@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--shapley-every", type=int, default=50, help="cadence used while timing shapley")
     args = parser.parse_args()
     n = args.steps
-    common = [f"trainer.max_steps={n}", "trainer.limit_val_batches=0", "trainer.limit_test_batches=1",
+    common = [f"++trainer.max_steps={n}", "++trainer.limit_val_batches=0", "++trainer.limit_test_batches=1",
               f"dataset.subset={{train: {n * 128}, val: 256, test: 128}}", "dropout.sites=fc"]
     cases = {"standard": [], "sparse_mask": [], "lrp": [], "lrp_every2": ["dropout.update_every=2"],
              "shapley": [f"dropout.update_every={args.shapley_every}"]}
