@@ -1,0 +1,185 @@
+"""Neuron Shapley dropout (seed 000): unit/channel importance = Neuron Shapley value, estimated by
+truncated Monte-Carlo permutation sampling on a held-out batch (Ghorbani & Zou, "Neuron Shapley:
+Discovering the Responsible Neurons", NeurIPS 2020, arXiv:2002.09815, sec. 2-3, Algorithm 1 without the
+bandit stage), fed into the D0 score -> rate map of :class:`~dropout_lab.dropout.scored.ScoredDropout`."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dropout_lab.dropout import passes
+from dropout_lab.dropout.base import DropoutContext, SiteSpec
+from dropout_lab.dropout.scored import ScoredDropout
+
+VALUES = ("acc", "neg_loss")
+
+
+def tmc_shapley(value: Callable[[Tensor], Tensor], n: int, permutations: int, truncation: float, v_random: float,
+                chunk: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> tuple[Tensor, int, int]:
+    """Truncated Monte-Carlo Shapley values of ``n`` players (Ghorbani & Zou 2020, Algorithm 1).
+
+    Each permutation starts from the full coalition and removes players in a random order; a player's
+    marginal is v(before its removal) - v(after). Coalitions are evaluated ``chunk`` at a time. Once a
+    coalition's value is within ``truncation * |v(full) - v_random|`` of ``v_random`` (random-guess
+    level), the remaining players of that permutation get marginal 0 and no further chunk is evaluated
+    (the check runs at chunk granularity; marginals inside the truncating chunk past the truncation
+    point are also set to 0).
+
+    Args:
+        value: maps keep-masks (M, n) in {0, 1} to coalition values (M,).
+        n: number of players.
+        permutations: permutations to average (>= 1).
+        truncation: relative tolerance (0 disables truncation).
+        v_random: value of a random guess (1/K for accuracy, -log K for negative loss).
+        chunk: coalitions per call of ``value`` (>= 1).
+        generator: RNG for the permutations.
+        device: where masks are built.
+
+    Returns:
+        (phi (n,) mean marginals, coalitions evaluated, calls of ``value``).
+    """
+    phi = torch.zeros(n, device=device)
+    v_full = value(torch.ones(1, n, device=device))[0]
+    tol = truncation * (v_full - v_random).abs()
+    coalitions, calls = 1, 1
+    for _ in range(permutations):
+        order = torch.randperm(n, generator=generator).to(device)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n, device=device)  # position of each player in the removal order
+        prev = v_full
+        for start in range(0, n, chunk):
+            steps = torch.arange(start + 1, min(start + chunk, n) + 1, device=device)  # players removed so far
+            vals = value((rank.view(1, -1) >= steps.view(-1, 1)).float())  # masks (M, n): keep the not yet removed
+            coalitions, calls = coalitions + len(steps), calls + 1
+            marg = torch.cat([prev.view(1), vals[:-1]]) - vals
+            done = ((vals - v_random).abs() <= tol).nonzero() if truncation > 0 else []
+            if len(done):
+                marg[int(done[0]) + 1:] = 0.0
+            phi[order[start:start + len(steps)]] += marg
+            prev = vals[-1]
+            if len(done):
+                break
+    return phi / permutations, coalitions, calls
+
+
+class ShapleyDropout(ScoredDropout):
+    """ScoredDropout whose per-unit score is the unit's Neuron Shapley value at this site.
+
+    Every ``update_every`` optimizer steps (after the step), the players are the site's F units (or
+    C channels); v(S) is the accuracy (``value: acc``) or the negative cross-entropy (``neg_loss``) of
+    the network in eval mode with only S kept at this site (the others zeroed at the dropout site, i.e.
+    after activation/pooling, as Ghorbani & Zou's removal) and every other site the identity, on a fixed
+    held-out batch: the first ``heldout`` samples of the datamodule's validation split (so the scores
+    see validation data; the test split stays untouched). Coalitions are batched inside
+    :func:`~dropout_lab.dropout.passes.extra_pass`: the held-out batch (B samples) runs once through
+    the layers before the site, and the site expands its output to ``max_batch // heldout`` coalitions
+    (M * B rows, coalition-major) for the layers after it. This needs a model in which nothing after
+    the site combines with a tensor computed before it (true at LeNet5/MLP sites and at sites between
+    ResNet stages); otherwise the forward fails with a shape error.
+    Shapley values (signed) go into the EMA and the D0 rate map of :class:`ScoredDropout` (rank
+    normalisation by default, so a negative value ranks lowest); training forwards are per-sample
+    Bernoulli with per-unit rates and 1/(1 - p_j) rescaling; evaluation is the identity.
+
+    Shapes: (N, F) or (N, C, H, W) -> same shape.
+
+    Args:
+        p, site, initial_rate, max_rate, drop_target, ema, update_every, normalise: see :class:`ScoredDropout`.
+        permutations: Monte-Carlo permutations per update (>= 1).
+        truncation: relative truncation tolerance (>= 0; 0 evaluates every coalition).
+        value: ``acc`` | ``neg_loss``.
+        heldout: held-out samples per coalition (>= 1).
+        max_batch: samples per batched forward (>= ``heldout``).
+
+    Raises:
+        ValueError: for a bad argument (naming ``dropout.<key>``), or at the first update if the
+            trainer's datamodule has no validation split.
+    """
+
+    key: ClassVar[str] = "shapley"
+
+    def __init__(self, p: float, site: SiteSpec, initial_rate: float | None = None, max_rate: float | None = None,
+                 drop_target: str = "low", ema: float = 0.9, update_every: int = 50, normalise: str = "rank",
+                 permutations: int = 10, truncation: float = 0.2, value: str = "neg_loss", heldout: int = 128,
+                 max_batch: int = 8192) -> None:
+        super().__init__(p, site, initial_rate, max_rate, drop_target, ema, update_every, normalise)
+        if int(permutations) < 1:
+            raise ValueError(f"dropout.permutations={permutations} must be an integer >= 1")
+        if truncation < 0:
+            raise ValueError(f"dropout.truncation={truncation} must be >= 0")
+        if value not in VALUES:
+            raise ValueError(f"dropout.value={value!r} is not one of {', '.join(VALUES)}")
+        if int(heldout) < 1 or int(max_batch) < int(heldout):
+            raise ValueError(f"dropout.heldout={heldout} must be >= 1 and dropout.max_batch={max_batch} >= heldout")
+        self.permutations, self.truncation, self.value = int(permutations), float(truncation), value
+        self.heldout, self.max_batch = int(heldout), int(max_batch)
+        self.generator = torch.Generator().manual_seed(0)
+        self._coalition: Tensor | None = None
+        self._cost = {"shapley_seconds": 0.0, "shapley_forwards": 0, "shapley_coalitions": 0, "shapley_updates": 0}
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._coalition is None:
+            return super().forward(x)
+        # (B, F, ...) -> (M * B, F, ...), coalition-major: the layers before the site run once
+        keep = self._coalition.view(len(self._coalition), 1, -1, *(1,) * (x.ndim - 2)).to(x.dtype)
+        return (x.unsqueeze(0) * keep).flatten(0, 1)
+
+    @torch.no_grad()
+    def shapley_values(self, model: torch.nn.Module, x: Tensor, y: Tensor, num_classes: int) -> Tensor:
+        """Shapley values (F,) of this site's units for ``model`` on the held-out batch ``x`` (B, ...),
+        ``y`` (B,); runs in eval mode inside :func:`~dropout_lab.dropout.passes.extra_pass` and adds
+        its cost to the stats."""
+        start, B = time.perf_counter(), len(x)
+
+        def value(masks: Tensor) -> Tensor:
+            self._coalition = masks
+            try:
+                logits = model(x).view(len(masks), B, -1)
+            finally:
+                self._coalition = None
+            if self.value == "acc":
+                return (logits.argmax(-1) == y).float().mean(1)
+            return -F.cross_entropy(logits.flatten(0, 1), y.repeat(len(masks)), reduction="none").view(len(masks), B).mean(1)
+
+        v_random = 1.0 / num_classes if self.value == "acc" else -math.log(num_classes)
+        with passes.extra_pass(model, train=False, grad=False):
+            phi, coalitions, calls = tmc_shapley(value, self.site.num_features, self.permutations, self.truncation, v_random,
+                                                 max(self.max_batch // B, 1), self.generator, x.device)
+        self._cost["shapley_seconds"] += time.perf_counter() - start
+        self._cost["shapley_forwards"] += calls
+        self._cost["shapley_coalitions"] += coalitions
+        self._cost["shapley_updates"] += 1
+        return phi
+
+    def on_train_batch_end(self, ctx: DropoutContext) -> None:
+        """Every ``update_every``-th optimizer step (from the first): Shapley values -> EMA -> rates."""
+        if (ctx.global_step - 1) % self.update_every:
+            return
+        dm = getattr(ctx.module.trainer, "datamodule", None)
+        if dm is None or "val" not in getattr(dm, "splits", {}):
+            raise ValueError("dropout=shapley needs a datamodule with a validation split (dataset.val_fraction > 0)")
+        x, y = dm.splits["val"]
+        x, y = x[: self.heldout], y[: self.heldout]
+        self.update_scores(self.shapley_values(ctx.module.model, x, y, dm.num_classes))
+
+    def stats(self) -> dict[str, float]:
+        """ScoredDropout stats plus the cost per update since the last reset: ``shapley_seconds``,
+        ``shapley_forwards`` (batched forwards) and ``shapley_coalitions``, each averaged per update."""
+        out = super().stats()
+        n = self._cost["shapley_updates"]
+        if n:
+            out |= {k: v / n for k, v in self._cost.items() if k != "shapley_updates"}
+        return out
+
+    def reset_stats(self) -> None:
+        super().reset_stats()
+        self._cost = dict.fromkeys(self._cost, 0)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, permutations={self.permutations}, value={self.value}, heldout={self.heldout}"
