@@ -24,9 +24,18 @@ class StandardDropout(DropoutMethod):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.stochastic or self.p == 0.0:
+        return self.drop(x, self.p)
+
+    def drop(self, x: Tensor, p: float) -> Tensor:
+        """Element-wise inverted dropout of ``x`` (N, *) at rate ``p`` (subclasses with schedules pass
+        their current rate); records the realised fraction (0 when ``p = 0``) while training."""
+        if not self.stochastic:
             return x
-        y = F.dropout(x, self.p, training=True)
+        if p == 0.0:
+            if self.training:
+                self.record(0.0)
+            return x
+        y = F.dropout(x, p, training=True)
         if self.training:
             nonzero = x != 0
             self.record(((y == 0) & nonzero).sum() / nonzero.sum().clamp(min=1))

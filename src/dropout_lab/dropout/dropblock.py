@@ -1,0 +1,81 @@
+"""DropBlock: Ghiasi, Lin & Le, "DropBlock: A regularization method for convolutional networks",
+NeurIPS 2018, arXiv:1810.12890, Algorithm 1, eq. (1) and sec. 3 (scheduled DropBlock)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor
+from torchvision.ops import drop_block2d
+
+from dropout_lab.dropout.base import DropoutContext, DropoutMethod, SiteSpec
+
+
+class DropBlock(DropoutMethod):
+    """Drop contiguous ``block_size`` x ``block_size`` squares per sample and channel, via
+    :func:`torchvision.ops.drop_block2d` (centres ~ Bernoulli(gamma) where a whole block fits,
+    gamma = p H W / (bs^2 (H - bs + 1)(W - bs + 1)), eq. (1); output rescaled by numel / kept count).
+
+    Scheduled DropBlock (sec. 3): the drop probability ramps linearly from 0 at step 0 to ``p`` at
+    step ``ramp_steps`` (Lightning's ``global_step``, set in ``on_train_batch_start``), then stays.
+
+    Small maps: torchvision clamps the block to min(bs, H, W) and fails when that is even (LeNet's
+    5x5 and ResNet's 4x4 maps). Rule here: the block used is the largest odd size <= min(bs, H, W)
+    (:meth:`block_for`), so a block never exceeds the map; bs >= H, W drops whole channels.
+
+    Args:
+        p: target drop probability (1 - keep_prob), in [0, 1).
+        site: a conv :class:`~dropout_lab.dropout.base.SiteSpec`.
+        block_size: odd block side in pixels (config key ``dropout.block_size``).
+        ramp_steps: steps of the linear ramp; None = the whole run (``ctx.max_steps``), 0 = no ramp.
+
+    Shapes: (N, C, H, W) -> (N, C, H, W).
+
+    Raises:
+        ValueError: if ``p`` is outside [0, 1), ``block_size`` is not a positive odd integer,
+            ``ramp_steps`` is negative, or the site is not a conv site.
+    """
+
+    default_sites: ClassVar[str] = "conv"
+
+    def __init__(self, p: float, site: SiteSpec, block_size: int = 3, ramp_steps: int | None = None) -> None:
+        super().__init__(p, site)
+        if int(block_size) != block_size or block_size < 1 or block_size % 2 == 0:
+            raise ValueError(f"dropout.block_size={block_size} must be a positive odd integer (torchvision.ops.drop_block2d)")
+        if ramp_steps is not None and ramp_steps < 0:
+            raise ValueError(f"dropout.ramp_steps={ramp_steps} must be >= 0 or null (null = ramp over the whole run)")
+        if site.kind != "conv":
+            raise ValueError(f"dropblock needs conv sites (N, C, H, W); {site.name} is a {site.kind} site: use dropout.sites=conv")
+        self.block_size, self.ramp_steps = int(block_size), ramp_steps
+        self.current_p = self.p if ramp_steps == 0 else 0.0
+
+    def block_for(self, height: int, width: int) -> int:
+        """The block side used on an H x W map: the largest odd size <= min(block_size, H, W)."""
+        side = min(self.block_size, height, width)
+        return side if side % 2 else side - 1
+
+    def ramp(self, step: int, max_steps: int) -> float:
+        """p(t) = p * min(1, t / T), T = ``ramp_steps`` or ``max_steps`` (sec. 3, linear schedule)."""
+        total = max_steps if self.ramp_steps is None else self.ramp_steps
+        return self.p if total == 0 else self.p * min(1.0, step / total)
+
+    def on_train_batch_start(self, ctx: DropoutContext) -> None:
+        self.current_p = self.ramp(ctx.global_step, ctx.max_steps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.stochastic:
+            return x
+        if self.current_p == 0.0:
+            if self.training:
+                self.record(0.0)
+            return x
+        mask = drop_block2d(x.new_ones(x.shape), self.current_p, self.block_for(x.shape[-2], x.shape[-1]), inplace=True)
+        if self.training:
+            self.record((mask == 0).float().mean())
+        return x * mask
+
+    def stats(self) -> dict[str, float]:
+        return super().stats() | {"current_p": self.current_p}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, block_size={self.block_size}, ramp_steps={self.ramp_steps}"
