@@ -159,6 +159,7 @@ def test_biased_drops_the_low_group_at_the_higher_rate():
     x = torch.randn(rows, features)
     y = make(BiasedDropout, p, delta=delta)(x)
     high = torch.zeros_like(x, dtype=torch.bool).scatter_(1, x.abs().topk(features // 2, 1).indices, True)
+    # the split is at the per-sample median of |a|: exactly the floor(F/2) largest for distinct values
     dropped = y == 0
     n = rows * features // 2
     assert abs(dropped[high].float().mean().item() - (p - delta)) <= binomial_tol(p - delta, n)
@@ -166,6 +167,14 @@ def test_biased_drops_the_low_group_at_the_higher_rate():
     kept = ~dropped
     torch.testing.assert_close(y[high & kept], x[high & kept] / (1 - p + delta))
     torch.testing.assert_close(y[~high & kept], x[~high & kept] / (1 - p - delta))
+
+
+def test_biased_ties_at_the_median_join_the_low_group():
+    torch.manual_seed(0)
+    x = torch.cat([torch.zeros(4000, 30), torch.rand(4000, 10) + 0.1], 1)  # 3/4 ReLU zeros
+    y = make(BiasedDropout, 0.5, delta=0.2)(x)
+    dropped = (y == 0)[:, 30:]
+    assert abs(dropped.float().mean().item() - 0.3) <= binomial_tol(0.3, dropped.numel())
 
 
 def test_biased_conv_ranks_and_masks_channels():

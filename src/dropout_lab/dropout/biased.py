@@ -16,11 +16,13 @@ class BiasedDropout(DropoutMethod):
     """Two groups per sample by activation magnitude; the high group is dropped at ``p - delta``, the
     low group at ``p + delta``, each group rescaled by its own keep probability; identity in eval.
 
-    Split rule (harness choice, the abstract does not fix it): per sample, the ``floor(F/2)`` units
-    with the largest ``|a|`` form the high group, the other ``ceil(F/2)`` the low group (ties, e.g.
-    ReLU zeros, are broken arbitrarily). Then ``y = x * r / (1 - p_g)`` with ``r ~ Bernoulli(1 - p_g)``
-    and ``p_g`` the unit's group rate, so ``E[y | x] = x`` element by element. The expected dropped
-    fraction is ``p + delta (F - 2 floor(F/2)) / F`` (exactly ``p`` for even F).
+    Split rule (harness choice, the abstract does not fix it): per sample, the units whose ``|a|`` is
+    strictly above the median (the ``ceil(F/2)``-th smallest ``|a|``) form the high group, the others
+    the low group. With distinct magnitudes that is ``floor(F/2)`` high units; units tied with the
+    median (e.g. when more than half are ReLU zeros) join the low group. Then
+    ``y = x * r / (1 - p_g)`` with ``r ~ Bernoulli(1 - p_g)`` and ``p_g`` the unit's group rate, so
+    ``E[y | x] = x`` element by element. Expected dropped fraction ``p + delta (n_low - n_high) / F``:
+    exactly ``p`` for even F and distinct magnitudes, higher when zeros tie at the median.
 
     Shapes: (N, F) -> (N, F) at fc sites; (N, C, H, W) -> (N, C, H, W) at conv sites, where a
     channel is one unit, ranked by its mean ``|a|`` over positions and masked as a whole.
@@ -49,8 +51,8 @@ class BiasedDropout(DropoutMethod):
             return x
         with torch.no_grad():
             score = unit_activations(x.detach()).abs()
-            top = score.topk(score.shape[1] // 2, dim=1).indices
-            high = torch.zeros_like(score, dtype=torch.bool).scatter_(1, top, True)
+            median = score.kthvalue(score.shape[1] - score.shape[1] // 2, dim=1, keepdim=True).values
+            high = score > median
             rate = torch.where(high, self.p_high, self.p_low)
             drop = torch.rand_like(score) < rate
             scale = ~drop / (1.0 - rate)
