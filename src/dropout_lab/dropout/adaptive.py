@@ -1,0 +1,84 @@
+"""Adaptive (importance-EMA) dropout: seed 001, slide 4, with its rates turned into a sampled,
+unbiased per-unit mask. Nearest paper: Ba & Frey, "Adaptive dropout for training deep neural
+networks", NIPS 2013 ("standout": units with larger activations are kept more often)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+from dropout_lab.dropout.units import per_unit
+
+
+class AdaptiveDropout(DropoutMethod):
+    """Per-unit drop rates that fall with each unit's running importance; identity in eval.
+
+    Each training forward (seed 001, slide 4, then anchoring and clipping, see
+    ``docs/methods_layer_b.md``):
+
+    1. importance EMA (buffer ``importance``, shape (F,), initialised to 1):
+       ``I <- (1 - momentum) I + momentum * mean|a|`` over the batch (and positions at conv sites);
+    2. seed shape ``w_j = 1 - I_j / max_k I_k`` (the most important unit gets 0);
+    3. anchored rates ``p_j = p + c (w_j - mean(w))`` with ``c = min(p, (rate_max - p) / max(w - mean w),
+       (p - rate_min) / max(mean w - w))``: the seed's slope ``p`` (``p_j = p w_j`` up to a shift), shrunk
+       just enough that every ``p_j`` lies in ``[rate_min, rate_max]``; the mean rate is exactly ``p``;
+    4. ``y = x * r / (1 - p_j)``, ``r ~ Bernoulli(1 - p_j)`` per sample and unit (per channel at conv
+       sites), so ``E[y] = x`` unit by unit.
+
+    Shapes: (N, F) -> (N, F) at fc sites; (N, C, H, W) -> (N, C, H, W) at conv sites (one mask entry
+    and one importance per channel). Records the realised fraction of dropped units (mask entries).
+
+    Args:
+        p: mean drop rate over the units, in [0, 1).
+        site: the :class:`~dropout_lab.dropout.base.SiteSpec`.
+        momentum: EMA weight of the new batch statistic (the seed's ``adaptation_rate``), in (0, 1].
+        rate_min: lowest per-unit rate, 0 <= rate_min <= p.
+        rate_max: highest per-unit rate, p <= rate_max < 1.
+
+    Raises:
+        ValueError: if ``p`` is outside [0, 1), ``momentum`` outside (0, 1], or not
+            ``0 <= rate_min <= p <= rate_max < 1``.
+    """
+
+    def __init__(self, p: float, site: SiteSpec, momentum: float = 0.01, rate_min: float = 0.0, rate_max: float = 0.9) -> None:
+        super().__init__(p, site)
+        if not 0.0 < momentum <= 1.0:
+            raise ValueError(f"dropout.momentum={momentum} is outside (0, 1]")
+        if not 0.0 <= rate_min <= self.p <= rate_max < 1.0:
+            raise ValueError(
+                f"dropout.rate_min={rate_min}, dropout.p={self.p}, dropout.rate_max={rate_max}: "
+                "need 0 <= rate_min <= p <= rate_max < 1"
+            )
+        self.momentum, self.rate_min, self.rate_max = float(momentum), float(rate_min), float(rate_max)
+        self.register_buffer("importance", torch.ones(site.num_features))
+
+    def unit_rates(self) -> Tensor:
+        """Current per-unit drop rates, shape (F,), in [rate_min, rate_max] with mean ``p`` (step 2-3)."""
+        tiny = torch.finfo(self.importance.dtype).tiny
+        w = 1.0 - self.importance / self.importance.max().clamp(min=tiny)
+        d = w - w.mean()
+        c = ((self.rate_max - self.p) / d.max().clamp(min=tiny)).clamp(max=self.p)
+        c = torch.minimum(c, (self.p - self.rate_min) / (-d.min()).clamp(min=tiny))
+        return self.p + c * d
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.stochastic or self.p == 0.0:
+            return x
+        if self.training:
+            with torch.no_grad():
+                batch_mean = x.detach().abs().transpose(0, 1).flatten(1).mean(1)
+                self.importance.lerp_(batch_mean.to(self.importance.dtype), self.momentum)
+        rates = self.unit_rates().to(x.dtype)
+        drop = torch.rand(x.shape[:2], device=x.device, dtype=x.dtype) < rates
+        if self.training:
+            self.record(drop.float().mean())
+        return x * per_unit(~drop / (1.0 - rates), x)
+
+    def stats(self) -> dict[str, float]:
+        """Base stats plus the current lowest and highest per-unit rate (``unit_rate_lo``/``_hi``)."""
+        rates = self.unit_rates()
+        return super().stats() | {"unit_rate_lo": float(rates.min()), "unit_rate_hi": float(rates.max())}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, momentum={self.momentum}, rates in [{self.rate_min}, {self.rate_max}]"

@@ -1,0 +1,95 @@
+"""Biased dropout: Poernomo & Kang, "Biased Dropout and Crossmap Dropout: Learning towards effective
+Dropout regularization in convolutional neural network", Neural Networks 104:60-67, 2018 (two
+groups by activation magnitude, the low group dropped more). Also seed 003's continuous variant,
+:class:`BiasedSeed003`."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+from dropout_lab.dropout.units import per_unit, unit_activations
+
+
+class BiasedDropout(DropoutMethod):
+    """Two groups per sample by activation magnitude; the high group is dropped at ``p - delta``, the
+    low group at ``p + delta``, each group rescaled by its own keep probability; identity in eval.
+
+    Split rule (harness choice, the abstract does not fix it): per sample, the units whose ``|a|`` is
+    strictly above the median (the ``ceil(F/2)``-th smallest ``|a|``) form the high group, the others
+    the low group. With distinct magnitudes that is ``floor(F/2)`` high units; units tied with the
+    median (e.g. when more than half are ReLU zeros) join the low group. Then
+    ``y = x * r / (1 - p_g)`` with ``r ~ Bernoulli(1 - p_g)`` and ``p_g`` the unit's group rate, so
+    ``E[y | x] = x`` element by element. Expected dropped fraction ``p + delta (n_low - n_high) / F``:
+    exactly ``p`` for even F and distinct magnitudes, higher when zeros tie at the median.
+
+    Shapes: (N, F) -> (N, F) at fc sites; (N, C, H, W) -> (N, C, H, W) at conv sites, where a
+    channel is one unit, ranked by its mean ``|a|`` over positions and masked as a whole.
+
+    Args:
+        p: mean drop rate, in [0, 1).
+        site: the :class:`~dropout_lab.dropout.base.SiteSpec`.
+        delta: half the gap between the two group rates: ``p_high = p - delta``, ``p_low = p + delta``.
+
+    Raises:
+        ValueError: if ``p`` is outside [0, 1) or not ``0 <= delta <= p`` and ``p + delta < 1``.
+    """
+
+    def __init__(self, p: float, site: SiteSpec, delta: float = 0.2) -> None:
+        super().__init__(p, site)
+        if not (0.0 <= delta <= self.p and self.p + delta < 1.0):
+            raise ValueError(
+                f"dropout.delta={delta} with dropout.p={self.p}: need 0 <= delta <= p and p + delta < 1 "
+                "(group rates p - delta and p + delta)"
+            )
+        self.delta = float(delta)
+        self.p_high, self.p_low = self.p - self.delta, self.p + self.delta
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.stochastic or self.p == 0.0:
+            return x
+        with torch.no_grad():
+            score = unit_activations(x.detach()).abs()
+            median = score.kthvalue(score.shape[1] - score.shape[1] // 2, dim=1, keepdim=True).values
+            high = score > median
+            rate = torch.where(high, self.p_high, self.p_low)
+            drop = torch.rand_like(score) < rate
+            scale = ~drop / (1.0 - rate)
+        if self.training:
+            self.record(drop.float().mean())
+        return x * per_unit(scale, x)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, p_high={self.p_high:g}, p_low={self.p_low:g}"
+
+
+class BiasedSeed003(DropoutMethod):
+    """Seed 003's continuous biased dropout (not the paper's two groups): per sample, min-max normalise
+    the activations, ``z = (a - min a) / (max a - min a)``; drop each unit with ``p_i = p (1 - z_i)`` and
+    scale survivors by ``1 / (1 - p_i)``; identity in eval. Unbiased per element; the smallest unit is
+    dropped with probability ``p``, the largest never, so the mean rate ``mean(p_i)`` is below ``p``.
+
+    Shapes: (N, F) -> (N, F) at fc sites (the seed's last axis); (N, C, H, W) at conv sites with
+    channels as units (normalised over the channel means, masked per channel).
+
+    Args:
+        p: the largest per-unit drop rate (seed: ``base_dropout_rate``), in [0, 1).
+        site: the :class:`~dropout_lab.dropout.base.SiteSpec`.
+
+    Raises:
+        ValueError: if ``p`` is outside [0, 1).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.stochastic or self.p == 0.0:
+            return x
+        with torch.no_grad():
+            a = unit_activations(x.detach())
+            lo, hi = a.amin(1, keepdim=True), a.amax(1, keepdim=True)
+            rate = self.p * (1.0 - (a - lo) / (hi - lo).clamp(min=torch.finfo(a.dtype).tiny))
+            drop = torch.rand_like(a) < rate
+            scale = ~drop / (1.0 - rate)
+        if self.training:
+            self.record(drop.float().mean())
+        return x * per_unit(scale, x)

@@ -1,0 +1,95 @@
+"""MaxDropout: Santos, Colombo, Roder & Papa, "MaxDropout: Deep Neural Network Regularization Based on
+Maximum Output Values", ICPR 2020, arXiv:2007.13723 (Algorithm 1); reference code
+cfsantos/MaxDropout-torch ``model/MaxDropout.py``. Also seed 003's "MaxDropout", a different method
+kept as :class:`MaxKeepSeed003`."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+
+
+class MaxDropout(DropoutMethod):
+    """Drop the largest activations: zero every element whose min-max normalised value exceeds
+    ``1 - rate``; identity in eval.
+
+    Per training forward (arXiv:2007.13723, Algorithm 1):
+
+    * ``rate ~ U(0, p)`` once per forward (``sample_rate: true``, the paper's algorithm) or
+      ``rate = p`` (``sample_rate: false``, the released code's fixed ``--drop``);
+    * ``z = (x - min x) / (max x - min x)`` per sample over all its elements (``per_sample: true``) or
+      over the whole mini-batch tensor (``per_sample: false``, the released code);
+    * ``y = x * [z <= 1 - rate]``. No rescaling (as published), so the method is *not* unbiased and
+      the dropped fraction is the share of elements in the top ``rate`` of the value range, usually
+      far below ``p``; the realised fraction is recorded. The mask is a constant for autograd:
+      dropped elements get zero gradient, kept ones gradient 1.
+
+    The reference ResNet-18 builds the module inside ``forward`` and so also drops at test time;
+    here eval is the identity (``mc_sampling`` switches sampling on explicitly).
+
+    Shapes: (N, *) -> (N, *), element-wise (units at fc sites, every position of every channel at
+    conv sites). A sample whose elements are all equal is left unchanged.
+
+    Args:
+        p: the paper's ``r``, the largest fraction of the value range that is dropped, in [0, 1).
+        site: the :class:`~dropout_lab.dropout.base.SiteSpec`.
+        sample_rate: draw ``rate ~ U(0, p)`` per forward (paper) instead of ``rate = p`` (code).
+        per_sample: normalise each sample on its own (paper reading) instead of the whole batch (code).
+
+    Raises:
+        ValueError: if ``p`` is outside [0, 1).
+    """
+
+    def __init__(self, p: float, site: SiteSpec, sample_rate: bool = True, per_sample: bool = True) -> None:
+        super().__init__(p, site)
+        self.sample_rate, self.per_sample = bool(sample_rate), bool(per_sample)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.stochastic or self.p == 0.0:
+            return x
+        with torch.no_grad():
+            dims = tuple(range(1 if self.per_sample else 0, x.dim()))
+            lo, hi = x.amin(dims, keepdim=True), x.amax(dims, keepdim=True)
+            z = (x - lo) / (hi - lo).clamp(min=torch.finfo(x.dtype).tiny)
+            rate = torch.rand((), device=x.device, dtype=x.dtype) * self.p if self.sample_rate else self.p
+            drop = z > 1.0 - rate
+        if self.training:
+            self.record(drop.float().mean())
+        return x.masked_fill(drop, 0.0)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, sample_rate={self.sample_rate}, per_sample={self.per_sample}"
+
+
+class MaxKeepSeed003(DropoutMethod):
+    """Seed 003's "MaxDropout" (not the paper's): with probability ``p`` per sample keep only the
+    sample's maximum element(s), zero everything else and divide the kept value(s) by their count;
+    otherwise pass the sample unchanged. Identity in eval.
+
+    This *removes almost the whole layer* for the chosen samples, the opposite of
+    :class:`MaxDropout` (which removes the largest values); kept for seed fidelity only. Not
+    unbiased. Expected dropped fraction: ``p (1 - k/D)`` for D elements per sample with k maxima.
+
+    Shapes: (N, *) -> (N, *); the maximum is taken over all D elements of a sample.
+
+    Args:
+        p: probability that a sample is reduced to its maximum, in [0, 1).
+        site: the :class:`~dropout_lab.dropout.base.SiteSpec`.
+
+    Raises:
+        ValueError: if ``p`` is outside [0, 1).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.stochastic or self.p == 0.0:
+            return x
+        flat = x.flatten(1)
+        with torch.no_grad():
+            is_max = flat == flat.amax(1, keepdim=True)
+            chosen = torch.rand(flat.shape[0], 1, device=x.device) < self.p
+            scale = torch.where(chosen, is_max / is_max.sum(1, keepdim=True), torch.ones_like(flat))
+        if self.training:
+            self.record((chosen & ~is_max).float().mean())
+        return (flat * scale).view_as(x)

@@ -1,0 +1,72 @@
+"""Sector-wise dropout: "Enhancing Generalization in Neural Networks: Innovations in Dropout Techniques
+with Sector-wise and LRP-guided Approaches" (csulb-datascience/Sector-wise-and-LRP-guided, seed 002):
+units split into sectors of n, exactly m dropped in each sector, survivors scaled by n / (n - m)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+from dropout_lab.dropout.units import per_unit
+
+
+class SectorDropout(DropoutMethod):
+    """Stratified dropout: the F units are split into contiguous sectors of ``sector_size`` = n (the
+    last one holds the ``F mod n`` remaining units, if any); in every sector of size s exactly
+    ``m_s = round(p s)`` units, chosen uniformly without replacement per sample, are dropped and the
+    others are scaled by ``s / (s - m_s)``; identity in eval.
+
+    ``E[y] = x`` per unit, and the dropped fraction is the constant ``sum_s m_s / F`` (e.g. 25/84 for
+    F = 84, n = 10, p = 0.3), recorded as realised. Vectorised: uniform noise per (sample, sector,
+    slot), ``argsort`` within sectors, the first ``m_s`` slots scattered into the mask.
+
+    Shapes: (N, F) -> (N, F) at fc sites; (N, C, H, W) -> (N, C, H, W) at conv sites, where the
+    sectors are over channels and a channel is dropped as a whole.
+
+    Args:
+        p: target drop fraction per sector, in [0, 1).
+        site: the :class:`~dropout_lab.dropout.base.SiteSpec` (its ``num_features`` is F).
+        sector_size: n >= 1 units per sector (``group_size`` in the reference notebook).
+
+    Raises:
+        ValueError: if ``p`` is outside [0, 1), ``sector_size < 1``, some sector would lose all its units
+            (``round(p s) = s``), or ``p > 0`` rounds to no dropped unit at all.
+    """
+
+    def __init__(self, p: float, site: SiteSpec, sector_size: int = 10) -> None:
+        super().__init__(p, site)
+        if int(sector_size) != sector_size or sector_size < 1:
+            raise ValueError(f"dropout.sector_size={sector_size} must be an integer >= 1")
+        n, features = int(sector_size), site.num_features
+        sizes = [n] * (features // n) + ([features % n] if features % n else [])
+        drops = [math.floor(self.p * s + 0.5) for s in sizes]
+        if any(m == s for m, s in zip(drops, sizes)):
+            raise ValueError(
+                f"dropout.p={self.p} with dropout.sector_size={n} drops every unit of a sector "
+                f"(sizes {sorted(set(sizes))}, round(p * size) = size): lower p or raise sector_size"
+            )
+        if self.p > 0 and not any(drops):
+            raise ValueError(f"dropout.p={self.p} with dropout.sector_size={n} drops no unit (round(p * size) = 0)")
+        self.sector_size, self.num_dropped = n, sum(drops)
+        size, dropped, slot = torch.tensor(sizes)[:, None], torch.tensor(drops)[:, None], torch.arange(n)
+        self.register_buffer("valid", slot < size, persistent=False)  # (S, n): real units, not padding
+        self.register_buffer("dropped_slot", slot < dropped, persistent=False)  # (S, n): first m_s slots
+        scale = (size / (size - dropped)).expand(-1, n)[slot < size]
+        self.register_buffer("scale", scale.float(), persistent=False)  # (F,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.stochastic or self.p == 0.0:
+            return x
+        n_samples, (sectors, n) = x.shape[0], self.valid.shape
+        noise = torch.rand(n_samples, sectors, n, device=x.device).masked_fill_(~self.valid, 2.0)
+        slots = self.dropped_slot.expand(n_samples, -1, -1)
+        drop = torch.zeros_like(slots).scatter_(2, noise.argsort(2), slots).flatten(1)[:, : self.scale.numel()]
+        if self.training:
+            self.record(drop.float().mean())
+        return x * per_unit(~drop * self.scale.to(x.dtype), x)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, sector_size={self.sector_size}, dropped_per_sample={self.num_dropped}"
