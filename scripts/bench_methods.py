@@ -1,15 +1,16 @@
 """Every dropout method against `standard`: training-step time ratio, and full-MNIST accuracy.
 
-    python scripts/bench_methods.py speed [--methods a,b] [--steps 60] [--rounds 3]
+    python scripts/bench_methods.py speed [--methods a,b] [--steps 200] [--rounds 3] [--set key=value ...]
         LeNet5, MNIST, batch 128, CPU; each method at its default sites and cadence. Step time =
         training time / steps (hooks included, validation excluded), median over rounds run
         round-robin so machine noise hits every method alike; ratio to `standard` at the same
         sites (the method's own sites, so conv-site methods are compared with standard on conv sites).
-        Writes docs/bench_methods_speed.md.
+        `--set dropout.update_every=100` etc. applies overrides to the methods (not to `standard`),
+        e.g. to find the cadence of a costly method. Writes docs/bench_methods_speed.md.
 
-    python scripts/bench_methods.py accuracy [--methods a,b] [--epochs 3] [--p 0.3] [--dataset mnist]
-        One full run per method; test accuracy, best validation accuracy and realised drop
-        fraction. Writes docs/zoo_<dataset>.md.
+    python scripts/bench_methods.py accuracy [--methods a,b] [--epochs 3] [--p P] [--dataset mnist]
+        One full run per method at its YAML default p (or --p for all); test accuracy, best
+        validation accuracy and realised drop fraction. Writes docs/zoo_<dataset>.md.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def resolved_sites(method: str) -> str:
     return get_class(node["_target_"]).default_sites if sites == "default" else sites
 
 
-def speed(methods: list[str], steps: int, rounds: int, out: Path) -> None:
+def speed(methods: list[str], steps: int, rounds: int, extra: list[str], out: Path) -> None:
     sites = {m: resolved_sites(m) for m in methods}
     cases = sorted({("standard", s) for s in sites.values()} | {(m, s) for m, s in sites.items()})
     times: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
@@ -57,27 +58,31 @@ def speed(methods: list[str], steps: int, rounds: int, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for method, site in cases:
-                summary = run(Path(tmp) / f"{method}-{site}-{r}", [f"dropout={method}", f"dropout.sites={site}", *common])
+                own = extra if method in methods and method != "standard" else []
+                summary = run(Path(tmp) / f"{method}-{site}-{r}", [f"dropout={method}", f"dropout.sites={site}", *common, *own])
                 times[(method, site)].append(1000 * summary["train_seconds"] / steps)
             print(f"round {r + 1}/{rounds} done", flush=True)
     rows = ["| method | sites | ms/step | x standard |", "| --- | --- | --- | --- |"]
     for method, site in cases:
         ms, base = statistics.median(times[(method, site)]), statistics.median(times[("standard", site)])
         rows.append(f"| {method} | {site} | {ms:.2f} | {ms / base:.2f} |")
+    sets = "".join(f" --set {e}" for e in extra)
     write(out, f"Training-step time, LeNet5, MNIST, batch 128, CPU, {steps} steps x {rounds} rounds (median); "
-               f"`python scripts/bench_methods.py speed --steps {steps} --rounds {rounds}`", rows)
+               f"`python scripts/bench_methods.py speed --steps {steps} --rounds {rounds}{sets}`", rows)
 
 
-def accuracy(methods: list[str], epochs: int, p: float, dataset: str, out: Path) -> None:
+def accuracy(methods: list[str], epochs: int, p: float | None, dataset: str, out: Path) -> None:
     rows = ["| method | p | test acc % | best val acc % | realised drop fraction | s/epoch |", "| --- | --- | --- | --- | --- | --- |"]
     with tempfile.TemporaryDirectory() as tmp:
         for method in methods:
-            s = run(Path(tmp) / method, [f"dropout={method}", f"dropout.p={p}", f"dataset={dataset}", f"trainer.max_epochs={epochs}"])
+            rate = [] if p is None else [f"dropout.p={p}"]
+            s = run(Path(tmp) / method, [f"dropout={method}", *rate, f"dataset={dataset}", f"trainer.max_epochs={epochs}"])
             frac = "n/a" if s["drop_fraction"] is None else f"{s['drop_fraction']:.3f}"
-            rows.append(f"| {method} | {p} | {100 * s['test_acc']:.2f} | {100 * s['best_val_acc']:.2f} | {frac} | {s['wall_seconds'] / epochs:.1f} |")
+            rows.append(f"| {method} | {s['hparams']['p']} | {100 * s['test_acc']:.2f} | {100 * s['best_val_acc']:.2f} | {frac} | {s['wall_seconds'] / epochs:.1f} |")
             print(rows[-1], flush=True)
-    write(out, f"LeNet5 on full {dataset} (54k/6k/10k), Adam 1e-3, batch 128, {epochs} epochs, seed 0, CPU; "
-               f"`python scripts/bench_methods.py accuracy --epochs {epochs} --p {p} --dataset {dataset}`", rows)
+    rate = "" if p is None else f" --p {p}"
+    write(out, f"LeNet5 on full {dataset} (54k/6k/10k), Adam 1e-3, batch 128, {epochs} epochs, seed 0, CPU, each method at its "
+               f"default sites; `python scripts/bench_methods.py accuracy --epochs {epochs}{rate} --dataset {dataset}`", rows)
 
 
 def write(out: Path, header: str, rows: list[str]) -> None:
@@ -92,16 +97,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["speed", "accuracy"])
     parser.add_argument("--methods", default=",".join(ALL), help="comma list of conf/dropout keys (default: all)")
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--p", type=float, default=0.3)
+    parser.add_argument("--p", type=float, help="drop probability for every method (default: each YAML's p)")
+    parser.add_argument("--set", action="append", default=[], help="extra override for the measured methods (speed mode)")
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     methods = args.methods.split(",")
     if args.mode == "speed":
-        speed(methods, args.steps, args.rounds, args.out or ROOT / "docs" / "bench_methods_speed.md")
+        speed(methods, args.steps, args.rounds, args.set, args.out or ROOT / "docs" / "bench_methods_speed.md")
     else:
         accuracy(methods, args.epochs, args.p, args.dataset, args.out or ROOT / "docs" / f"zoo_{args.dataset}.md")
 
