@@ -24,6 +24,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from dropout_lab.dropout import passes
+
 SiteKind = Literal["fc", "conv"]
 
 HOOKS = (
@@ -156,7 +158,10 @@ class DropoutMethod(nn.Module):
         return self.training or self.mc_sampling
 
     def record(self, drop_fraction: Tensor | float) -> None:
-        """Accumulate the fraction of units dropped by one forward pass (no host sync)."""
+        """Accumulate the fraction of units dropped by one forward pass (no host sync); ignored inside
+        an :func:`~dropout_lab.dropout.passes.extra_pass`."""
+        if passes.active():
+            return
         value = drop_fraction.detach() if isinstance(drop_fraction, Tensor) else drop_fraction
         self._drop_sum = value if self._drop_sum is None else self._drop_sum + value
         self._drop_n += 1

@@ -1,0 +1,237 @@
+"""Shared machinery of the score-driven (seed 000) dropout methods: a per-unit importance score
+becomes a per-unit drop probability (methods.md D0).
+
+A subclass of :class:`ScoredDropout` only says how to score units; it does one of:
+
+* override :meth:`ScoredDropout.score_input` (score from the pre-mask input and the neighbouring
+  layers' weights, e.g. ``l2_dynamic``, ``fmre``): called inside ``forward`` on update steps;
+* set ``uses_output_grad = True`` and override :meth:`ScoredDropout.score_grad` (score from the
+  pre-mask activation a and the gradient of the site's *output* dL/dy, e.g. ``grad_dynamic``,
+  ``taylor``): a tensor hook on the output calls it during backward and reduces to per-unit values
+  inside the hook, so scores from step t set the masks of step t+1 and nothing larger than (F,) is
+  kept between steps;
+* call :meth:`ScoredDropout.update_scores` itself from a training hook (e.g. ``obd``, which runs a
+  Hessian pass in :func:`~dropout_lab.dropout.passes.extra_pass`).
+
+Rates. ``p`` is the mean drop rate: the per-unit rates span [``initial_rate``, ``max_rate``], a range
+centred on ``p``. Give neither bound (rates in [p/3, 5p/3], the seed's 0.1..0.5 around 0.3), one bound
+(the other mirrors it around ``p``) or both (their midpoint must equal ``p``). With the default rank
+normalisation the mean rate over a site is exactly ``p``, so a sweep over ``dropout.p`` compares
+methods at the same mean rate as ``standard``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from dropout_lab.dropout import passes
+from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+
+NORMALISATIONS = ("rank", "minmax")
+DROP_TARGETS = ("low", "high")
+
+
+def rate_range(p: float, initial_rate: float | None, max_rate: float | None) -> tuple[float, float]:
+    """The per-unit rate range [lo, hi], centred on the mean rate ``p``.
+
+    Args:
+        p: mean drop rate (``dropout.p``).
+        initial_rate: lower bound, or None.
+        max_rate: upper bound, or None.
+
+    Returns:
+        ``(lo, hi)``: ``(p/3, 5p/3)`` if both are None; the given bound and its mirror ``2p - bound``
+        if one is None; both if both are given.
+
+    Raises:
+        ValueError: if both are given and their midpoint is not ``p``, if lo > hi, if lo < 0 or
+            hi >= 1 (naming ``dropout.initial_rate`` / ``dropout.max_rate``).
+    """
+    if initial_rate is None and max_rate is None:
+        lo, hi = p / 3.0, 5.0 * p / 3.0
+    elif max_rate is None:
+        lo, hi = float(initial_rate), 2.0 * p - float(initial_rate)
+    elif initial_rate is None:
+        lo, hi = 2.0 * p - float(max_rate), float(max_rate)
+    else:
+        lo, hi = float(initial_rate), float(max_rate)
+        if abs((lo + hi) / 2.0 - p) > 1e-9:
+            raise ValueError(
+                f"dropout.initial_rate={lo} and dropout.max_rate={hi} must be centred on the mean rate "
+                f"dropout.p={p} (set dropout.p={(lo + hi) / 2:g}, or give only one bound)"
+            )
+    if not 0.0 <= lo <= hi < 1.0:
+        raise ValueError(
+            f"dropout.initial_rate={lo:g}, dropout.max_rate={hi:g} (mean dropout.p={p}) must satisfy "
+            "0 <= initial_rate <= max_rate < 1"
+        )
+    return lo, hi
+
+
+def normalise_scores(score: Tensor, how: str) -> Tensor:
+    """Map scores (F,) to u (F,) in [0, 1], 1 = most important.
+
+    ``rank``: u_j = rank_j / (F - 1) (ties broken by index; F = 1 gives 0.5), mean exactly 0.5;
+    ``minmax``: u_j = (s_j - min) / (max - min), all 0.5 when the scores are equal.
+    """
+    if how == "rank":
+        if score.numel() == 1:
+            return torch.full_like(score, 0.5)
+        ranks = score.argsort().argsort().to(score.dtype)
+        return ranks / (score.numel() - 1)
+    span = score.max() - score.min()
+    return torch.where(span > 0, (score - score.min()) / span.clamp(min=torch.finfo(score.dtype).tiny), torch.full_like(score, 0.5))
+
+
+def incoming_weight(site: SiteSpec, key: str) -> Tensor:
+    """The weight of ``site.prev`` whose first axis indexes the site's units: a Linear's (F, in) rows
+    or a Conv2d's (C, in/groups, k, k) filters.
+
+    Raises:
+        ValueError: naming ``dropout=<key>`` if ``site.prev`` is missing, has no ``weight`` or its
+            first axis is not ``site.num_features``.
+    """
+    weight = getattr(site.prev, "weight", None)
+    if not isinstance(weight, Tensor) or weight.ndim < 2 or weight.shape[0] != site.num_features:
+        raise ValueError(
+            f"dropout={key} needs the layer before site {site.name!r} to have a weight with one row/filter per "
+            f"unit ({site.num_features}); site.prev is {type(site.prev).__name__}"
+        )
+    return weight
+
+
+class ScoredDropout(DropoutMethod):
+    """Per-unit (fc, (N, F)) or per-channel (conv, (N, C, H, W)) dropout whose rates follow an importance score.
+
+    Algorithm (methods.md D0): S <- ema * S + (1 - ema) * s for each new score s (F,) >= 0 (the first
+    score initialises S); u = normalise(S) in [0, 1]; p_j = lo + (hi - lo) * (1 - u_j) for
+    ``drop_target=low`` (unimportant units dropped more, pruning-aligned) or ``lo + (hi - lo) * u_j``
+    for ``high``; until the first score all rates equal ``p`` (warm-up). Training forward: per-sample
+    Bernoulli keep mask r ~ Bernoulli(1 - p_j), one draw per unit (per channel at conv sites),
+    y = x * r / (1 - p_j) (unbiased per unit); evaluation: identity.
+
+    Buffers (in the state_dict): ``score`` (F,) EMA, ``rates`` (F,) current drop rates, ``scored``
+    (bool scalar, a score exists).
+
+    Args:
+        p: mean drop rate in [0, 1) (see :func:`rate_range`).
+        site: the :class:`~dropout_lab.dropout.base.SiteSpec`.
+        initial_rate: lowest per-unit rate, or None (derived from ``p``).
+        max_rate: highest per-unit rate, or None (derived from ``p``).
+        drop_target: ``low`` | ``high``.
+        ema: EMA factor in [0, 1) (0 = use the latest score only).
+        update_every: score every n-th training forward (= optimizer step without gradient
+            accumulation), n >= 1.
+        normalise: ``rank`` | ``minmax`` (:func:`normalise_scores`).
+
+    Raises:
+        ValueError: for any bad value, naming the ``dropout.<key>``.
+    """
+
+    #: True: forward hooks its output on update steps and calls :meth:`score_grad` during backward
+    uses_output_grad: ClassVar[bool] = False
+    #: config key, for error messages
+    key: ClassVar[str] = "scored"
+
+    def __init__(
+        self,
+        p: float,
+        site: SiteSpec,
+        initial_rate: float | None = None,
+        max_rate: float | None = None,
+        drop_target: str = "low",
+        ema: float = 0.9,
+        update_every: int = 1,
+        normalise: str = "rank",
+    ) -> None:
+        super().__init__(p, site)
+        self.lo, self.hi = rate_range(self.p, initial_rate, max_rate)
+        if drop_target not in DROP_TARGETS:
+            raise ValueError(f"dropout.drop_target={drop_target!r} is not one of {', '.join(DROP_TARGETS)}")
+        if normalise not in NORMALISATIONS:
+            raise ValueError(f"dropout.normalise={normalise!r} is not one of {', '.join(NORMALISATIONS)}")
+        if not 0.0 <= float(ema) < 1.0:
+            raise ValueError(f"dropout.ema={ema} is outside [0, 1)")
+        if int(update_every) < 1 or int(update_every) != update_every:
+            raise ValueError(f"dropout.update_every={update_every} must be an integer >= 1")
+        self.drop_target, self.ema, self.update_every, self.normalise = drop_target, float(ema), int(update_every), normalise
+        F = site.num_features
+        self.register_buffer("score", torch.zeros(F))
+        self.register_buffer("rates", torch.full((F,), self.p))
+        self.register_buffer("scored", torch.zeros((), dtype=torch.bool))
+        self._forwards = 0  # training forwards seen (cadence counter; restarts at 0 on resume)
+
+    # -- what subclasses provide -------------------------------------------------------------------
+    def score_input(self, x: Tensor) -> Tensor | None:
+        """Per-unit score (F,) >= 0 from the detached pre-mask input ``x`` ((N, F) or (N, C, H, W)),
+        called under no_grad on update steps; None (the default) if the method scores elsewhere."""
+        return None
+
+    def score_grad(self, a: Tensor, g: Tensor) -> Tensor:
+        """Per-unit score (F,) >= 0 from the pre-mask activation ``a`` and the output gradient
+        ``g`` = dL/dy (same shape as ``a``); used when ``uses_output_grad``."""
+        raise NotImplementedError
+
+    # -- machinery ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update_scores(self, s: Tensor) -> None:
+        """Fold a new score ``s`` (F,) into the EMA and recompute the rates (no host sync)."""
+        s = s.detach().to(self.score)
+        self.score.copy_(torch.where(self.scored, self.ema * self.score + (1.0 - self.ema) * s, s))
+        self.scored.fill_(True)
+        u = normalise_scores(self.score, self.normalise)
+        weight = 1.0 - u if self.drop_target == "low" else u
+        self.rates.copy_(self.lo + (self.hi - self.lo) * weight)
+
+    def _capture(self, a: Tensor):
+        def hook(g: Tensor) -> None:
+            self.update_scores(self.score_grad(a, g))
+        return hook
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.stochastic:
+            return x
+        if x.ndim < 2 or x.shape[1] != self.site.num_features:
+            raise ValueError(f"{self.site.name}: expected (N, {self.site.num_features}, ...) input, got {tuple(x.shape)}")
+        scoring = self.training and not passes.active()
+        due = scoring and self._forwards % self.update_every == 0
+        if scoring:
+            self._forwards += 1
+        if due:
+            with torch.no_grad():
+                s = self.score_input(x.detach())
+            if s is not None:
+                self.update_scores(s)
+        rates = self.rates.view(-1, *([1] * (x.ndim - 2))).to(x.dtype)
+        keep = torch.rand((x.shape[0], *rates.shape), device=x.device) >= rates
+        y = x * (keep / (1.0 - rates))
+        if due and self.uses_output_grad and y.requires_grad:
+            y.register_hook(self._capture(x.detach()))
+        if self.training:
+            self.record(1.0 - keep.float().mean())
+        return y
+
+    def stats(self) -> dict[str, float]:
+        """Base stats plus ``rate_mean``, ``rate_min``, ``rate_max`` of the current per-unit rates and
+        ``score_mean``, ``score_max`` of the EMA score (0 before the first score)."""
+        return super().stats() | {
+            "rate_mean": float(self.rates.mean()),
+            "rate_min": float(self.rates.min()),
+            "rate_max": float(self.rates.max()),
+            "score_mean": float(self.score.mean()),
+            "score_max": float(self.score.max()),
+        }
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, rates=[{self.lo:g}, {self.hi:g}], drop_target={self.drop_target}, update_every={self.update_every}"
+
+
+def per_unit(t: Tensor) -> Tensor:
+    """Reduce (N, F) or (N, C, H, W) to per-sample, per-unit values (N, F) by summing over space."""
+    return t if t.ndim == 2 else t.flatten(2).sum(2)
+
+
+__all__ = ["ScoredDropout", "incoming_weight", "normalise_scores", "per_unit", "rate_range"]

@@ -1,0 +1,169 @@
+"""ScoredDropout (score -> per-unit rate machinery, output-gradient capture) and extra_pass."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dropout_lab.dropout import passes
+from dropout_lab.dropout.base import SiteSpec
+from dropout_lab.dropout.scored import ScoredDropout, normalise_scores, rate_range
+from tolerance import binomial_tol
+
+
+class FixedScore(ScoredDropout):
+    """Scores unit j with j (unit F-1 is the most important)."""
+
+    def score_input(self, x):
+        return torch.arange(x.shape[1], dtype=x.dtype)
+
+
+class GradSum(ScoredDropout):
+    """Scores with sum |g| per unit (a test double for output-gradient capture)."""
+
+    uses_output_grad = True
+
+    def score_grad(self, a, g):
+        return g.abs().flatten(2).sum((0, 2)) if g.ndim > 2 else g.abs().sum(0)
+
+
+def site(F=8, kind="fc"):
+    return SiteSpec("s", kind, F)
+
+
+def test_rate_range_centred_on_p():
+    assert rate_range(0.3, None, None) == pytest.approx((0.1, 0.5))
+    assert rate_range(0.3, 0.1, 0.5) == pytest.approx((0.1, 0.5))
+    assert rate_range(0.3, 0.2, None) == pytest.approx((0.2, 0.4))
+    with pytest.raises(ValueError, match="dropout.p=0.3"):
+        rate_range(0.3, 0.1, 0.3)
+    with pytest.raises(ValueError, match="dropout.max_rate"):
+        rate_range(0.6, None, None)
+
+
+def test_bad_keys_fail_with_key_name():
+    for kwargs, key in [({"drop_target": "mid"}, "drop_target"), ({"normalise": "z"}, "normalise"), ({"ema": 1.0}, "ema"), ({"update_every": 0}, "update_every")]:
+        with pytest.raises(ValueError, match=f"dropout.{key}"):
+            FixedScore(0.3, site(), **kwargs)
+
+
+def test_rank_normalisation_mean_half_and_minmax():
+    u = normalise_scores(torch.tensor([3.0, -1.0, 10.0, 0.5]), "rank")
+    assert u.tolist() == pytest.approx([2 / 3, 0, 1, 1 / 3])
+    assert normalise_scores(torch.tensor([2.0, 2.0]), "minmax").tolist() == [0.5, 0.5]
+    assert normalise_scores(torch.tensor([0.0, 1.0, 4.0]), "minmax").tolist() == pytest.approx([0, 0.25, 1])
+
+
+@pytest.mark.parametrize("target", ["low", "high"])
+def test_rates_in_range_mean_p_and_target_direction(target):
+    m = FixedScore(0.3, site(), drop_target=target).train()
+    assert torch.all(m.rates == 0.3)  # warm-up at the mean rate until a score exists
+    m(torch.ones(4, 8))
+    assert torch.all((m.rates >= 0.1 - 1e-7) & (m.rates <= 0.5 + 1e-7))
+    assert float(m.rates.mean()) == pytest.approx(0.3)
+    assert (m.rates[0] > m.rates[-1]) == (target == "low")
+    assert float(m.rates.min()) == pytest.approx(0.1) and float(m.rates.max()) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kind,shape", [("fc", (4000, 8)), ("conv", (4000, 8, 3, 3))])
+def test_masks_per_unit_unbiased_and_drop_fraction_recorded(kind, shape):
+    torch.manual_seed(0)
+    m = FixedScore(0.3, site(8, kind)).train()
+    x = torch.ones(shape)
+    y = m(x)
+    kept = (y != 0).float()
+    if kind == "conv":  # one draw per channel: the whole map is kept or dropped
+        assert torch.all(kept.amin((2, 3)) == kept.amax((2, 3)))
+        kept = kept[:, :, 0, 0]
+    n = shape[0]
+    drop = 1 - kept.mean(0)
+    for j in range(8):
+        r = float(m.rates[j])
+        assert abs(float(drop[j]) - r) < binomial_tol(r, n)
+    # unbiased: E[y] = x per unit
+    mean = y.flatten(2).mean(2) if kind == "conv" else y
+    std = torch.sqrt(m.rates / (1 - m.rates))
+    assert torch.all((mean.mean(0) - 1).abs() < 5 * std / n**0.5)
+    stats = m.stats()
+    assert stats["drop_fraction"] == pytest.approx(float(1 - kept.mean()))
+    assert abs(stats["drop_fraction"] - 0.3) < binomial_tol(0.3, n * 8)
+    assert {"rate_mean", "rate_min", "rate_max", "score_mean", "score_max"} <= set(stats)
+
+
+def test_eval_identity_and_buffers_in_state_dict():
+    m = FixedScore(0.3, site())
+    m.train()(torch.ones(3, 8))
+    x = torch.randn(5, 8)
+    assert m.eval()(x) is x
+    sd = m.state_dict()
+    assert {"score", "rates", "scored"} <= set(sd) and bool(sd["scored"])
+    fresh = FixedScore(0.3, site())
+    fresh.load_state_dict(sd)
+    assert torch.equal(fresh.rates, m.rates)
+
+
+def test_ema_and_update_every():
+    m = FixedScore(0.3, site(), ema=0.5, update_every=3).train()
+    m.update_scores(torch.full((8,), 2.0))
+    assert torch.all(m.score == 2.0)  # first score initialises the EMA
+    m.update_scores(torch.zeros(8))
+    assert torch.all(m.score == 1.0)
+    m = FixedScore(0.3, site(), ema=0.0, update_every=3).train()
+    calls = []
+    m.score_input = lambda x: calls.append(1) or torch.arange(8.0)
+    for _ in range(7):
+        m(torch.ones(2, 8))
+    assert len(calls) == 3  # forwards 0, 3, 6
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_grad_capture_uses_output_gradient_and_keeps_nothing_large():
+    torch.manual_seed(0)
+    m = GradSum(0.3, site(6), ema=0.0).train()
+    x = torch.randn(7, 6, requires_grad=True)
+    y = m(x)
+    g_out = torch.randn(7, 6)
+    y.backward(g_out)
+    # every unit is scored from dL/dy, also the ones dropped for some samples
+    assert torch.allclose(m.score, g_out.abs().sum(0))
+    del x, y, g_out
+    gc.collect()
+    big = [t for t in gc.get_objects() if isinstance(t, torch.Tensor) and t.shape[:1] == (7,)]
+    assert not big, "an activation or gradient outlived the step"
+    assert all(b.numel() <= 6 for b in m.buffers())
+
+
+def test_extra_pass_leaves_bn_modes_and_grads_untouched():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2))
+    model.train()
+    model[3].eval()  # a mixed mode that must come back as found
+    x = torch.randn(16, 4)
+    F.cross_entropy(model(x), torch.zeros(16, dtype=torch.long)).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    bn = {k: v.clone() for k, v in model[1].state_dict().items()}
+    for train in (None, True, False):
+        with passes.extra_pass(model, train=train, grad=True):
+            assert passes.active()
+            loss = model(x).square().sum()
+            loss.backward()  # even a stray backward must not leak
+        with passes.extra_pass(model, train=train):
+            assert not torch.is_grad_enabled()
+            model(x)
+    assert not passes.active()
+    assert [m.training for m in model] == [True, True, True, False]
+    for k, v in model[1].state_dict().items():
+        assert torch.equal(v, bn[k]), k
+    for p, g in zip(model.parameters(), grads):
+        assert torch.equal(p.grad, g)
+
+
+def test_extra_pass_is_not_recorded_or_scored():
+    m = FixedScore(0.3, site()).train()
+    with passes.extra_pass(m):
+        m(torch.ones(4, 8))
+    assert not bool(m.scored) and "drop_fraction" not in m.stats()
