@@ -107,14 +107,14 @@ def kept_parameters(model: nn.Module, layout: list[tuple[SiteSpec, slice]], stat
     """
     alive = {p: torch.ones_like(p, dtype=torch.bool) for p in model.parameters() if p.requires_grad}
     for spec, part in layout:
-        dead = ~state[part].to("cpu")
+        dead = ~state[part]
         if _rows_of(spec.prev, spec.num_features):
             for param in (spec.prev.weight, spec.prev.bias):
                 if param is not None and param in alive:
-                    alive[param][dead.to(param.device)] = False
+                    alive[param][dead] = False
         group = _columns_per_unit(spec.next, spec.num_features)
         if group and spec.next.weight in alive:
-            alive[spec.next.weight][:, dead.repeat_interleave(group).to(spec.next.weight.device)] = False
+            alive[spec.next.weight][:, dead.repeat_interleave(group)] = False
     total = sum(p.numel() for p in alive)
     return int(sum(int(a.sum()) for a in alive.values())), total
 
