@@ -63,6 +63,18 @@ def test_layout_and_bad_config():
         edropout(TinyNet(), mutation=1.5)
 
 
+def test_every_state_keeps_a_unit_at_every_site():
+    torch.manual_seed(0)
+    model = TinyNet().train()
+    method = edropout(model, p=0.95)
+    x, y = torch.randn(32, 1, 6, 6), torch.randint(0, 3, (32,))
+    for _ in range(5):
+        for _, part in method.layout:
+            assert method.population[:, part].any(1).all()
+        method.evolve(model, x, y)
+    assert (method.population.sum(1) <= 4).any()  # p = 0.95 still gives sparse states
+
+
 def test_energy_of_population_and_best_never_worse_on_fixed_batch(tiny):
     model, method, x, y = tiny
     method.evolve(model, x, y)

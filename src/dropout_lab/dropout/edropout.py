@@ -166,30 +166,34 @@ class EDropout(DropoutMethod):
         update_every: evolve the population every this many optimizer steps (paper: 1; default 8,
             which keeps a LeNet5 step within 2x of standard dropout); each evolution costs one
             no-grad forward of 2 S copies of the batch.
+        warmup: optimizer steps trained with the full network (best state all ones) before the first
+            evolution (not in the paper; 0 = evolve from step 0, see docs/edropout.md).
 
     Raises:
         ValueError: naming ``dropout.<key>`` for p outside [0, 1), num_states < 4, threshold < 1,
-            update_every < 1 or mutation/crossover outside [0, 1].
+            update_every < 1, warmup < 0 or mutation/crossover outside [0, 1].
     """
 
     default_sites: ClassVar[str] = "all"
 
     def __init__(self, p: float, site: SiteSpec, layout: list[tuple[SiteSpec, slice]], num_states: int = 8,
-                 threshold: int = 100, mutation: float = 0.9, crossover: float = 0.9, update_every: int = 8) -> None:
+                 threshold: int = 100, mutation: float = 0.9, crossover: float = 0.9, update_every: int = 8,
+                 warmup: int = 0) -> None:
         super().__init__(p, site)
         for key, value, ok in (("num_states", num_states, int(num_states) == num_states >= 4),
                                ("threshold", threshold, int(threshold) == threshold >= 1),
                                ("update_every", update_every, int(update_every) == update_every >= 1),
+                               ("warmup", warmup, int(warmup) == warmup >= 0),
                                ("mutation", mutation, 0.0 <= mutation <= 1.0),
                                ("crossover", crossover, 0.0 <= crossover <= 1.0)):
             if not ok:
-                need = "an integer >= 4" if key == "num_states" else "an integer >= 1" if key in ("threshold", "update_every") else "in [0, 1]"
+                need = "an integer >= 4" if key == "num_states" else "an integer >= 1" if key in ("threshold", "update_every") else "an integer >= 0" if key == "warmup" else "in [0, 1]"
                 raise ValueError(f"dropout.{key}={value} must be {need}")
         self.layout = layout
-        self.threshold, self.update_every = int(threshold), int(update_every)
+        self.threshold, self.update_every, self.warmup = int(threshold), int(update_every), int(warmup)
         self.mutation, self.crossover = float(mutation), float(crossover)
         D = site.num_features
-        self.register_buffer("population", torch.rand(int(num_states), D) >= self.p)
+        self.register_buffer("population", self.keep_one_per_site(torch.rand(int(num_states), D) >= self.p))
         self.register_buffer("best", torch.ones(D, dtype=torch.bool))
         self.register_buffer("best_energy", torch.tensor(float("inf")))
         self.register_buffer("last_change", torch.tensor(-1))
@@ -217,6 +221,22 @@ class EDropout(DropoutMethod):
         for s, (_, part) in zip(sites, layout):
             s.method = _StateMask(method, part)
         return [method]
+
+    def keep_one_per_site(self, states: Tensor) -> Tensor:
+        """Set one random bit in every site of a state that has none there, in place, and return
+        ``states`` ((S, D) bool).
+
+        Not in the paper, whose ResNets keep a residual path past every pruned layer: in a plain
+        chain (LeNet5, MLP) a site with no unit left makes the logits constant, whose margin
+        (about 0) beats the negative margin of any untrained network, and the masked weights never
+        train, so the evolution locks onto a dead network (seen on Fashion-MNIST, docs/edropout.md).
+        """
+        rows = torch.arange(states.shape[0], device=states.device)
+        for _, part in self.layout:
+            block = states[:, part]
+            pick = torch.randint(block.shape[1], (states.shape[0],), device=states.device)
+            block[rows, pick] |= ~block.any(1)
+        return states
 
     def active_mask(self) -> Tensor | None:
         """The mask the sites apply now: a candidate (N, D) mask during :meth:`energies`, the best
@@ -267,14 +287,14 @@ class EDropout(DropoutMethod):
 
     @torch.no_grad()
     def evolve(self, model: nn.Module, x: Tensor, y: Tensor) -> bool:
-        """One generation: trials by :func:`binary_de_trials`, members and trials scored on the same
+        """One generation: trials by :func:`binary_de_trials` (and :meth:`keep_one_per_site`), members and trials scored on the same
         batch, each member replaced by its trial if the trial's energy is not higher, best = argmin.
 
         Returns:
             True if the best state changed.
         """
         S = self.population.shape[0]
-        trials = binary_de_trials(self.population, self.mutation, self.crossover)
+        trials = self.keep_one_per_site(binary_de_trials(self.population, self.mutation, self.crossover))
         energy = self.energies(model, x, y, torch.cat([self.population, trials]))
         take = energy[S:] <= energy[:S]
         self.population.copy_(torch.where(take[:, None], trials, self.population))
@@ -286,9 +306,9 @@ class EDropout(DropoutMethod):
         return changed
 
     def on_train_batch_start(self, ctx: DropoutContext) -> None:
-        """Evolve (every ``update_every`` steps until converged), freeze the best state after
+        """Evolve (every ``update_every`` steps from step ``warmup`` until converged), freeze the best state after
         ``threshold`` unchanged steps, and record the fraction of zero bits of the best state."""
-        if not bool(self.converged) and ctx.every(self.update_every):
+        if not bool(self.converged) and ctx.global_step >= self.warmup and (ctx.global_step - self.warmup) % self.update_every == 0:
             x, y = ctx.batch
             if self.evolve(ctx.module.model, x, y) or int(self.last_change) < 0:
                 self.last_change.fill_(ctx.global_step)
