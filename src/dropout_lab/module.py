@@ -31,7 +31,10 @@ class Classifier(pl.LightningModule):
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``, ``hp_metric``
     (= best validation accuracy, for TensorBoard's HParams tab), ``test/loss`` and ``test/acc``;
-    accuracies are fractions in [0, 1]. The training loss is cross-entropy plus every dropout
+    accuracies are fractions in [0, 1]. For every evaluation variant a dropout method exposes
+    (:meth:`~dropout_lab.dropout.base.DropoutMethod.eval_variants`, e.g. ``pruned``) the test loop
+    also evaluates the model inside that variant's context and logs ``test/acc_<name>`` and
+    ``test/loss_<name>``; ``test/acc`` stays the plain (full) network. The training loss is cross-entropy plus every dropout
     method's :meth:`~dropout_lab.dropout.base.DropoutMethod.extra_loss`.
 
     Args:
@@ -56,6 +59,9 @@ class Classifier(pl.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in checkpoints, so a resumed run keeps its best so far
+        self.variants = {name: enter for m in self.methods for name, enter in m.eval_variants().items()}
+        self.variant_acc = nn.ModuleDict({name: MulticlassAccuracy(num_classes, average="micro") for name in self.variants})
+        self.variant_loss = nn.ModuleDict({name: MeanMetric() for name in self.variants})
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -97,11 +103,18 @@ class Classifier(pl.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, self.test_acc, self.test_loss)
+        for name, enter in self.variants.items():
+            with enter():
+                self._step(batch, self.variant_acc[name], self.variant_loss[name])
 
     def on_test_epoch_end(self) -> None:
         self.log_dict({"test/acc": self.test_acc.compute(), "test/loss": self.test_loss.compute()})
         self.test_acc.reset()
         self.test_loss.reset()
+        for name in self.variants:
+            self.log_dict({f"test/acc_{name}": self.variant_acc[name].compute(), f"test/loss_{name}": self.variant_loss[name].compute()})
+            self.variant_acc[name].reset()
+            self.variant_loss[name].reset()
 
     def configure_optimizers(self):
         decay = self.optimizer.keywords.get("weight_decay", 0.0)

@@ -183,6 +183,12 @@ class DropoutMethod(nn.Module):
         """Regulariser added to the training loss, already scaled by 1/``dataset_size``; None if none."""
         return None
 
+    def eval_variants(self) -> dict[str, Any]:
+        """Named alternative networks the test loop also evaluates, as ``{name: f}`` where ``f()``
+        returns a context manager inside which the model is that variant (e.g. EDropout's
+        ``{"pruned": ...}``, logged as ``test/acc_pruned``). Default: none."""
+        return {}
+
     def extra_repr(self) -> str:
         return f"p={self.p}, site={self.site.name}"
 
