@@ -1,0 +1,36 @@
+"""L2-norm dynamic dropout (seed 000 "L2 dynamic dropout"; related: Gomez et al., "Learning Sparse
+Networks Using Targeted Dropout", arXiv:1905.13678, 2019, which drops low-norm units; methods.md §17)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor
+
+from dropout_lab.dropout.base import SiteSpec
+from dropout_lab.dropout.scored import ScoredDropout, incoming_weight
+
+
+class L2DynamicDropout(ScoredDropout):
+    """Per-unit rates from the L2 norm of each unit's incoming weights: s_j = ||W_prev[j]||_2, the row
+    of the preceding Linear (F, in) or the filter of the preceding Conv2d (C, in, k, k) (bias excluded).
+
+    Recomputed from the current weights every ``update_every`` training forwards. With BatchNorm
+    between the layer and the site the norm is functionally meaningless (methods.md §17); LeNet5 and
+    the MLP have none.
+
+    Shapes: (N, F) or (N, C, H, W) -> same. Args: as :class:`~dropout_lab.dropout.scored.ScoredDropout`.
+
+    Raises:
+        ValueError: if ``site.prev`` has no weight with one row/filter per unit, or for a bad key.
+    """
+
+    key: ClassVar[str] = "l2_dynamic"
+
+    def __init__(self, p: float, site: SiteSpec, **kwargs) -> None:
+        super().__init__(p, site, **kwargs)
+        incoming_weight(site, self.key)
+
+    def score_input(self, x: Tensor) -> Tensor:
+        """s_j = ||W_prev[j]||_2 -> (F,) (``x`` is unused)."""
+        return incoming_weight(self.site, self.key).detach().flatten(1).norm(dim=1)

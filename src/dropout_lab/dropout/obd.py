@@ -1,0 +1,92 @@
+"""Optimal Brain Damage dropout (seed 000 "OBD dropout"). Saliency: LeCun, Denker & Solla, "Optimal
+Brain Damage", NIPS 2, 1990, eq. (5)-(7): s_k = h_kk u_k^2 / 2 with the diagonal Hessian h_kk; here
+estimated with Hutchinson's estimator diag(H) = E[v * Hv], v Rademacher (Hutchinson 1990; Bekas, Kokiopoulou
+& Saad 2007), not with the Fisher approximation, which would make it Taylor (methods.md §18)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dropout_lab.dropout.base import DropoutContext, SiteSpec
+from dropout_lab.dropout.passes import extra_pass
+from dropout_lab.dropout.scored import ScoredDropout, incoming_weight
+
+
+class OBDDropout(ScoredDropout):
+    """Per-unit rates from the OBD saliency of each unit's incoming weights:
+    s_j = max(0, sum_k 0.5 * h_kk * w_k^2) over the row/filter k of ``site.prev``'s weight (bias excluded).
+
+    Every ``update_every`` optimizer steps, before the forward, one Hessian pass on the current batch
+    serves all OBD sites of the model: in :func:`~dropout_lab.dropout.passes.extra_pass` (eval mode:
+    every dropout method is the identity, BatchNorm uses running statistics; optimizer gradients
+    untouched) it computes g = dL/dW with ``create_graph=True`` for the incoming weights W of every
+    site, then for each of ``probes`` Rademacher vectors v the Hessian-vector product Hv by a second
+    backward and averages v * Hv. L is the cross-entropy of the model's logits. Negative diagonal
+    sums (non-convex regions, probe noise) are clamped to 0 (least important).
+
+    Cost per update: one forward, one backward with graph and ``probes`` double backwards.
+
+    Shapes: (N, F) or (N, C, H, W) -> same.
+
+    Args:
+        probes: Rademacher probes per update (>= 1).
+        Other args: as :class:`~dropout_lab.dropout.scored.ScoredDropout` (default ``update_every``
+            in ``conf/dropout/obd.yaml``).
+
+    Raises:
+        ValueError: if ``site.prev`` has no weight with one row/filter per unit, if ``probes < 1``,
+            or for a bad key.
+    """
+
+    key: ClassVar[str] = "obd"
+
+    def __init__(self, p: float, site: SiteSpec, probes: int = 1, **kwargs) -> None:
+        super().__init__(p, site, **kwargs)
+        incoming_weight(site, self.key)
+        if int(probes) < 1:
+            raise ValueError(f"dropout.probes={probes} must be >= 1")
+        self.probes = int(probes)
+        self._peers: list[OBDDropout] = [self]
+
+    @classmethod
+    def attach(cls, model: nn.Module, factory: Any, sites: list[Any]) -> list[OBDDropout]:
+        """One instance per site, as the base class; the instances share one Hessian pass per update."""
+        methods = super().attach(model, factory, sites)
+        for m in methods:
+            m._peers = methods
+        return methods
+
+    def on_train_batch_start(self, ctx: DropoutContext) -> None:
+        if self is self._peers[0] and ctx.every(self.update_every):
+            x, y = ctx.batch
+            for peer, s in zip(self._peers, hessian_saliency(ctx.module.model, [p.site.prev.weight for p in self._peers], x, y, self.probes)):
+                peer.update_scores(s)
+
+
+def hessian_saliency(model: nn.Module, weights: list[Tensor], x: Tensor, y: Tensor, probes: int) -> list[Tensor]:
+    """OBD saliency per unit for each weight in ``weights`` (each (F, ...), rows = units).
+
+    Args:
+        model: maps x (N, ...) to logits (N, classes).
+        weights: parameters of ``model`` (distinct tensors).
+        x, y: a batch and its integer labels (N,).
+        probes: number of Rademacher vectors.
+
+    Returns:
+        one (F,) tensor per weight: max(0, sum over the row of 0.5 * diag(H) * w^2), with diag(H) of the
+        cross-entropy estimated by Hutchinson's E[v * Hv].
+    """
+    with extra_pass(model, train=False, grad=True):
+        loss = F.cross_entropy(model(x), y)
+        grads = torch.autograd.grad(loss, weights, create_graph=True)
+        diag = [torch.zeros_like(w) for w in weights]
+        for i in range(probes):
+            vs = [torch.randint_like(w, 2) * 2 - 1 for w in weights]
+            hvs = torch.autograd.grad(grads, weights, grad_outputs=vs, retain_graph=i < probes - 1)
+            for d, v, hv in zip(diag, vs, hvs):
+                d.add_(v * hv)
+    return [(0.5 * d / probes * w.detach().square()).flatten(1).sum(1).clamp(min=0) for d, w in zip(diag, weights)]
