@@ -56,7 +56,10 @@ class ConcreteDropout(DropoutMethod):
         if not (temperature > 0 and length_scale > 0):
             raise ValueError(f"dropout.temperature={temperature} and dropout.length_scale={length_scale} must be > 0")
         if not isinstance(getattr(site.next, "weight", None), Tensor):
-            raise ValueError(f"concrete dropout regularises the weight of the layer after site {site.name}, which has none")
+            raise ValueError(
+                f"concrete dropout regularises the weight of the layer after site {site.name} "
+                f"({type(site.next).__name__}), which has none: choose dropout.sites with a Linear/Conv2d after them (e.g. fc)"
+            )
         self.temperature, self.length_scale = float(temperature), float(length_scale)
         self.p_logit = nn.Parameter(torch.tensor(math.log(self.p) - math.log1p(-self.p)))
 
