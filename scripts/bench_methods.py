@@ -78,7 +78,8 @@ def accuracy(methods: list[str], epochs: int, p: float | None, dataset: str, out
             rate = [] if p is None else [f"dropout.p={p}"]
             s = run(Path(tmp) / method, [f"dropout={method}", *rate, f"dataset={dataset}", f"trainer.max_epochs={epochs}"])
             frac = "n/a" if s["drop_fraction"] is None else f"{s['drop_fraction']:.3f}"
-            rows.append(f"| {method} | {s['hparams']['p']} | {100 * s['test_acc']:.2f} | {100 * s['best_val_acc']:.2f} | {frac} | {s['wall_seconds'] / epochs:.1f} |")
+            variants = "".join(f" ({k.split('_', 1)[1]} {100 * v:.2f})" for k, v in s["metrics"].items() if k.startswith("test/acc_"))
+            rows.append(f"| {method} | {s['hparams']['p']} | {100 * s['test_acc']:.2f}{variants} | {100 * s['best_val_acc']:.2f} | {frac} | {s['wall_seconds'] / epochs:.1f} |")
             print(rows[-1], flush=True)
     rate = "" if p is None else f" --p {p}"
     write(out, f"LeNet5 on full {dataset} (54k/6k/10k), Adam 1e-3, batch 128, {epochs} epochs, seed 0, CPU, each method at its "
