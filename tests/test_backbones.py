@@ -206,3 +206,21 @@ def test_presets_compose(cfg_factory):
     cfg = cfg_factory(["experiment=cifar_resnet", "trainer.max_epochs=30"])
     assert cfg.dataset.name == "cifar10" and cfg.model._target_.endswith("resnet18") and cfg.scheduler.T_max == 30
     assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.nesterov, cfg.optimizer.weight_decay) == (0.1, 0.9, True, 5e-4)
+
+
+@pytest.mark.parametrize("builder, name, pooled", [("resnet18", "drop_layer4", 1), ("alexnet", "drop_features", 6)])
+def test_fmre_scores_through_the_pooling_before_a_linear(builder, name, pooled):
+    """FMRE's s_c at a conv site followed by pooling + Linear equals the removal error of channel c computed
+    with the model's own pooling (global for ResNet's fc, 6x6 for AlexNet's classifier.1)."""
+    from dropout_lab.dropout.fmre import FMREDropout
+    from dropout_lab.models import alexnet, resnet
+    torch.manual_seed(0)
+    net = resnet.resnet18() if builder == "resnet18" else alexnet.alexnet(image_size=63)
+    site = net.get_submodule(name).spec(net)
+    x = torch.randn(4, site.num_features, 3, 3)
+    score = FMREDropout(0.3, site, sub_batch=4).score_input(x)
+    for c in (0, 7):
+        x0 = x.clone()
+        x0[:, c] = 0
+        z = site.next(F.adaptive_avg_pool2d(x, pooled).flatten(1)) - site.next(F.adaptive_avg_pool2d(x0, pooled).flatten(1))
+        torch.testing.assert_close(score[c], z.square().sum(1).mean().detach())

@@ -5,6 +5,7 @@ when it is removed (methods.md §19)."""
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -22,6 +23,9 @@ class FMREDropout(ScoredDropout):
 
     * next Linear with F inputs: ||Z_j||^2 = x_j^2 ||W[:, j]||^2;
     * next Linear on the flattened map (conv site, e.g. LeNet5 conv2 -> fc1): Z_c = W[:, block c] x_c;
+      a Linear with K inputs per channel is taken to read the map adaptive-average-pooled to
+      sqrt(K) x sqrt(K) (ResNet's global pooling before ``fc``: Z_c = W[:, c] mean_hw x_c; AlexNet's 6x6
+      pooling) when the map has another size;
     * next Conv2d: Z_c = W[:, c] * x_c for all c at once with one grouped convolution.
 
     Scored on the first ``sub_batch`` samples of the pre-mask input every ``update_every`` training
@@ -49,13 +53,14 @@ class FMREDropout(ScoredDropout):
             raise ValueError(f"dropout.sub_batch={sub_batch} must be >= 1")
         self.sub_batch = int(sub_batch)
         nxt, n = site.next, site.num_features
-        ok = (isinstance(nxt, nn.Linear) and nxt.in_features % n == 0) or (
+        per_unit = nxt.in_features // n if isinstance(nxt, nn.Linear) and nxt.in_features % n == 0 else 0
+        ok = (per_unit > 0 and (per_unit == 1 if site.kind == "fc" else math.isqrt(per_unit) ** 2 == per_unit)) or (
             isinstance(nxt, nn.Conv2d) and nxt.in_channels == n and nxt.groups == 1
         )
         if not ok:
             raise ValueError(
                 f"dropout=fmre needs the layer after site {site.name!r} to be a Linear or an ungrouped Conv2d "
-                f"taking its {n} units; site.next is {type(nxt).__name__}"
+                f"taking its {n} units; site.next is {type(nxt).__name__}: choose other dropout.sites"
             )
 
     def score_input(self, x: Tensor) -> Tensor:
@@ -69,6 +74,9 @@ class FMREDropout(ScoredDropout):
             return z.unflatten(1, (C, O)).square().flatten(2).sum(2).mean(0)
         if x.ndim == 2 and w.shape[1] == x.shape[1]:
             return x.square().mean(0) * w.square().sum(0)
-        flat = x.flatten(2)  # (n, C, HW); next sees x.flatten(1), so unit c owns columns c*HW..(c+1)*HW
+        side = math.isqrt(w.shape[1] // x.shape[1])  # next reads the map pooled to side x side, flattened
+        if x.shape[2:] != (side, side):
+            x = F.adaptive_avg_pool2d(x, side)  # linear per channel, so Z_c stays the contribution of x_c
+        flat = x.flatten(2)  # (n, C, side^2); unit c owns columns c*side^2..(c+1)*side^2 of next
         z = torch.einsum("nck,ock->noc", flat, w.view(w.shape[0], x.shape[1], -1))
         return z.square().sum(1).mean(0)

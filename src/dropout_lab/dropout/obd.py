@@ -72,7 +72,7 @@ def hessian_saliency(model: nn.Module, weights: list[Tensor], x: Tensor, y: Tens
 
     Args:
         model: maps x (N, ...) to logits (N, classes).
-        weights: parameters of ``model`` (distinct tensors).
+        weights: parameters of ``model`` (a tensor listed twice is estimated once).
         x, y: a batch and its integer labels (N,).
         probes: number of Rademacher vectors.
 
@@ -80,6 +80,7 @@ def hessian_saliency(model: nn.Module, weights: list[Tensor], x: Tensor, y: Tens
         one (F,) tensor per weight: max(0, sum over the row of 0.5 * diag(H) * w^2), with diag(H) of the
         cross-entropy estimated by Hutchinson's E[v * Hv].
     """
+    asked, weights = weights, list(dict.fromkeys(weights))  # sites sharing a prev layer (ResNet layer4) share one estimate
     with extra_pass(model, train=False, grad=True):
         loss = F.cross_entropy(model(x), y)
         grads = torch.autograd.grad(loss, weights, create_graph=True)
@@ -89,4 +90,5 @@ def hessian_saliency(model: nn.Module, weights: list[Tensor], x: Tensor, y: Tens
             hvs = torch.autograd.grad(grads, weights, grad_outputs=vs, retain_graph=i < probes - 1)
             for d, v, hv in zip(diag, vs, hvs):
                 d.add_(v * hv)
-    return [(0.5 * d / probes * w.detach().square()).flatten(1).sum(1).clamp(min=0) for d, w in zip(diag, weights)]
+    saliency = {w: (0.5 * d / probes * w.detach().square()).flatten(1).sum(1).clamp(min=0) for d, w in zip(diag, weights)}
+    return [saliency[w] for w in asked]

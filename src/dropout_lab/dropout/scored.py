@@ -98,7 +98,7 @@ def incoming_weight(site: SiteSpec, key: str) -> Tensor:
     if not isinstance(weight, Tensor) or weight.ndim < 2 or weight.shape[0] != site.num_features:
         raise ValueError(
             f"dropout={key} needs the layer before site {site.name!r} to have a weight with one row/filter per "
-            f"unit ({site.num_features}); site.prev is {type(site.prev).__name__}"
+            f"unit ({site.num_features}); site.prev is {type(site.prev).__name__}: choose other dropout.sites"
         )
     return weight
 

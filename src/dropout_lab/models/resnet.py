@@ -25,7 +25,11 @@ class ResNet(TorchvisionResNet):
     Sites: ``drop_layer3`` (conv, 256 x expansion channels, after stage 3), ``drop_layer4`` (conv,
     512 x expansion channels, after stage 4, before global pooling) and ``drop_fc`` (fc, 512 x expansion
     units, after global pooling, before the classifier: timm's ``drop_rate`` slot). Sites hold no
-    parameters, so the state dict equals torchvision's for the same stem.
+    parameters, so the state dict equals torchvision's for the same stem. Each site's ``prev`` is the last
+    conv of the stage before it (``conv2`` of a BasicBlock, ``conv3`` of a Bottleneck: one filter per
+    channel; the residual sum and BatchNorm after it are ignored) and its ``next`` is the first layer
+    reading it (``layer4.0.conv1``, whose block's downsample branch also reads it, or ``fc``), see
+    docs/backbones.md.
 
     Args:
         block: torchvision's ``BasicBlock`` or ``Bottleneck``.
@@ -56,9 +60,10 @@ class ResNet(TorchvisionResNet):
             self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         width = 512 * block.expansion
-        self.drop_layer3 = Site("conv", width // 2, prev="layer3", next="layer4")
-        self.drop_layer4 = Site("conv", width, prev="layer4", next="fc")
-        self.drop_fc = Site("fc", width, prev="layer4", next="fc")
+        last = "conv3" if block is Bottleneck else "conv2"  # the conv whose filters make a stage's output channels
+        self.drop_layer3 = Site("conv", width // 2, prev=f"layer3.{layers[2] - 1}.{last}", next="layer4.0.conv1")
+        self.drop_layer4 = Site("conv", width, prev=f"layer4.{layers[3] - 1}.{last}", next="fc")
+        self.drop_fc = Site("fc", width, prev=f"layer4.{layers[3] - 1}.{last}", next="fc")
 
     def _forward_impl(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -15,7 +15,9 @@ MIN_SIZE = 17
 class SqueezeNet(TorchvisionSqueezeNet):
     """torchvision's SqueezeNet 1.1; its ``nn.Dropout`` (``classifier[0]``, on the 512-channel map of the last
     fire module, before the 1x1 ``final_conv``) is a conv site. Channel methods (spatial dropout, DropBlock) fit
-    there; ``dropout=standard dropout.sites=conv dropout.p=0.5`` is torchvision's element-wise dropout.
+    there; ``dropout=standard dropout.sites=conv dropout.p=0.5`` is torchvision's element-wise dropout. The
+    site's ``prev`` is the last Fire module (its 512 channels concatenate two convs' 256 filters each), so
+    methods that score one prev layer's filters (``l2_dynamic``, ``obd``) refuse this site.
 
     Args:
         num_classes: output logits.
