@@ -5,8 +5,10 @@
         training time / steps (hooks included, validation excluded), median over rounds run
         round-robin so machine noise hits every method alike; ratio to `standard` at the same
         sites (the method's own sites, so conv-site methods are compared with standard on conv sites).
-        `--set dropout.update_every=100` etc. applies overrides to the methods (not to `standard`),
-        e.g. to find the cadence of a costly method. Writes docs/bench_methods_speed.md.
+        `--set dropout.update_every=100` applies an override to every measured method (not to
+        `standard`), `--set edropout:dropout.warmup=0` to one method, e.g. to find the cadence of a
+        costly method. Run it on a quiet machine with OMP_NUM_THREADS=1 (a second OpenMP thread that
+        competes with another process makes steps 10x slower at random). Writes docs/bench_methods_speed.md.
 
     python scripts/bench_methods.py accuracy [--methods a,b] [--epochs 3] [--p P] [--dataset mnist]
         One full run per method at its YAML default p (or --p for all); test accuracy, best
@@ -21,6 +23,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 
 from dropout_lab.dropout.sites import split_config
@@ -58,7 +61,7 @@ def speed(methods: list[str], steps: int, rounds: int, extra: list[str], out: Pa
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for method, site in cases:
-                own = extra if method in methods and method != "standard" else []
+                own = [] if method == "standard" else [e.split(":", 1)[-1] for e in extra if ":" not in e or e.startswith(f"{method}:")]
                 summary = run(Path(tmp) / f"{method}-{site}-{r}", [f"dropout={method}", f"dropout.sites={site}", *common, *own])
                 times[(method, site)].append(1000 * summary["train_seconds"] / steps)
             print(f"round {r + 1}/{rounds} done", flush=True)
@@ -67,7 +70,7 @@ def speed(methods: list[str], steps: int, rounds: int, extra: list[str], out: Pa
         ms, base = statistics.median(times[(method, site)]), statistics.median(times[("standard", site)])
         rows.append(f"| {method} | {site} | {ms:.2f} | {ms / base:.2f} |")
     sets = "".join(f" --set {e}" for e in extra)
-    write(out, f"Training-step time, LeNet5, MNIST, batch 128, CPU, {steps} steps x {rounds} rounds (median); "
+    write(out, f"Training-step time, LeNet5, MNIST, batch 128, CPU ({torch.get_num_threads()} thread(s)), {steps} steps x {rounds} rounds (median); "
                f"`python scripts/bench_methods.py speed --steps {steps} --rounds {rounds}{sets}`", rows)
 
 
