@@ -30,14 +30,16 @@ class BiasedDropout(DropoutMethod):
     Args:
         p: mean drop rate, in [0, 1).
         site: the :class:`~dropout_lab.dropout.base.SiteSpec`.
-        delta: half the gap between the two group rates: ``p_high = p - delta``, ``p_low = p + delta``.
+        delta: half the gap between the two group rates: ``p_high = p - delta``, ``p_low = p + delta``;
+            None (default) = ``0.4 p`` (0.2 at p = 0.5), so that every p below 0.71 is valid in a sweep.
 
     Raises:
         ValueError: if ``p`` is outside [0, 1) or not ``0 <= delta <= p`` and ``p + delta < 1``.
     """
 
-    def __init__(self, p: float, site: SiteSpec, delta: float = 0.2) -> None:
+    def __init__(self, p: float, site: SiteSpec, delta: float | None = None) -> None:
         super().__init__(p, site)
+        delta = 0.4 * self.p if delta is None else delta
         if not (0.0 <= delta <= self.p and self.p + delta < 1.0):
             raise ValueError(
                 f"dropout.delta={delta} with dropout.p={self.p}: need 0 <= delta <= p and p + delta < 1 "
