@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -29,6 +30,16 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comple
     """Run ``python train.py args`` in a subprocess from ``cwd`` with the test data root."""
     env = {**os.environ, "DROPOUT_LAB_DATA": DATA_ROOT, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """One intra-op thread for the whole suite: on a busy 2-core machine OpenMP's spinning second
+    thread made the deep-ResNet steps ~7x slower (71 s vs 10 s CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -35,16 +35,6 @@ def cheap_side(model: str, dataset: str) -> int:
     return MIN_SIDE.get(model, 65 if dataset == "flowers102" else 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread for this module: on the shared 2-core box, OpenMP's spinning second thread made
-    these tests ~7x slower (71 s vs 10 s CPU for the deep-ResNet steps)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def stand_in(cfg) -> SimpleNamespace:
     """What build_model reads from a datamodule, taken from the composed dataset config (no files needed)."""
     d = cfg.dataset

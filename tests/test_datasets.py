@@ -26,16 +26,6 @@ from dropout_lab.data import CIFARDataModule, Flowers102DataModule, MNISTDataMod
 from dropout_lab.data.augment import BatchTransform, cutout, random_crop, random_flip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread for this module: on the shared 2-core box, OpenMP's spinning second thread made
-    these tests ~7x slower (71 s vs 10 s CPU for the deep-ResNet steps)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def no_md5(monkeypatch):
     exists = lambda path, md5=None: os.path.isfile(path)  # noqa: E731
