@@ -221,6 +221,17 @@ def markdown(sweep: Path, jobs: list[Job], rows: list[dict], best: list[dict]) -
     return "\n".join(lines) + "\n"
 
 
+def _save(fig, ax, path: Path) -> Path:
+    """Add the legend, write ``fig`` as a PNG at ``path`` and close it."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def plots(sweep: Path, rows: list[dict], best: list[dict]) -> list[Path]:
     """Accuracy against p (one line per method/setting, error bars = std over seeds), validation
     curves at each method's best p (mean over seeds), and a method x dataset heat map of the best
@@ -239,11 +250,7 @@ def plots(sweep: Path, rows: list[dict], best: list[dict]) -> list[Path]:
             pts = sorted((r["p"], 100 * r["acc_mean"], 100 * r["acc_std"]) for r in sub if _label(r) == label)
             ax.errorbar([a for a, _, _ in pts], [b for _, b, _ in pts], yerr=[c for _, _, c in pts], marker="o", capsize=3, label=label)
         ax.set(xlabel="p (drop probability)", ylabel="test accuracy (%)", title=f"{dataset} / {model}")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(sweep / f"acc_vs_p_{dataset}_{model}.png")
-        fig.savefig(written[-1], dpi=90)
-        plt.close(fig)
+        written.append(_save(fig, ax, sweep / f"acc_vs_p_{dataset}_{model}.png"))
         fig, ax = plt.subplots(figsize=(6, 4))
         for r in (r for r in best if (r["dataset"], r["model"]) == (dataset, model)):
             length = min(len(c) for c in r["curves"])
@@ -252,11 +259,7 @@ def plots(sweep: Path, rows: list[dict], best: list[dict]) -> list[Path]:
                 ax.plot(range(1, length + 1), curve, marker=".", label=f"{_label(r)} p={r['p']:g}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{dataset} / {model}: best p per method")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(sweep / f"val_curves_{dataset}_{model}.png")
-        fig.savefig(written[-1], dpi=90)
-        plt.close(fig)
+        written.append(_save(fig, ax, sweep / f"val_curves_{dataset}_{model}.png"))
     labels = sorted({_label(r) for r in best})
     columns = sorted({f"{r['dataset']}/{r['model']}" for r in best})
     grid = np.full((len(labels), len(columns)), np.nan)

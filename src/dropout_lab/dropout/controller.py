@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Any
 
 import pytorch_lightning as pl
@@ -25,6 +27,12 @@ class DropoutController(pl.Callback):
         self.methods = methods
         self.dataset_size = dataset_size
         self.hooked = {hook: [m for m in methods if overrides(m, hook)] for hook in HOOKS}
+        self.max_steps = 1
+
+    def on_train_start(self, trainer, pl_module):
+        # computed once (it re-reads the dataloader lengths); infinite training counts as sys.maxsize steps
+        steps = trainer.estimated_stepping_batches
+        self.max_steps = max(int(steps) if math.isfinite(steps) else sys.maxsize, 1)
 
     def _dispatch(self, hook: str, trainer: pl.Trainer, module: pl.LightningModule, batch: Any = None, outputs: Any = None) -> None:
         if not self.hooked[hook]:
@@ -32,7 +40,7 @@ class DropoutController(pl.Callback):
         ctx = DropoutContext(
             global_step=trainer.global_step,
             epoch=trainer.current_epoch,
-            max_steps=max(int(trainer.estimated_stepping_batches), 1),
+            max_steps=self.max_steps,
             dataset_size=self.dataset_size,
             module=module,
             batch=batch,

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from torchvision.models.alexnet import AlexNet as TorchvisionAlexNet
 
 from dropout_lab.dropout.sites import Site
+from dropout_lab.models.inputs import require_min_size
 
 #: smallest input side that survives the 11x11 stride-4 stem and the three 3x3 stride-2 max-pools
 MIN_SIZE = 63
@@ -30,9 +31,7 @@ class AlexNet(TorchvisionAlexNet):
     """
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> None:
-        if image_size < MIN_SIZE:
-            raise ValueError(f"alexnet needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {image_size}x{image_size}; "
-                             "resize them on the device with dataset.image_size=224 (seed 004)")
+        require_min_size("alexnet", image_size, MIN_SIZE)
         super().__init__(num_classes=num_classes)
         if in_channels != 3:
             self.features[0] = nn.Conv2d(in_channels, 64, kernel_size=11, stride=4, padding=2)

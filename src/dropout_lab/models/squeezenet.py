@@ -7,6 +7,7 @@ from torch import nn
 from torchvision.models.squeezenet import SqueezeNet as TorchvisionSqueezeNet
 
 from dropout_lab.dropout.sites import Site
+from dropout_lab.models.inputs import require_min_size
 
 #: smallest input side that survives the 3x3 stride-2 stem and the three ceil-mode 3x3 stride-2 max-pools
 MIN_SIZE = 17
@@ -32,9 +33,7 @@ class SqueezeNet(TorchvisionSqueezeNet):
     """
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> None:
-        if image_size < MIN_SIZE:
-            raise ValueError(f"squeezenet1_1 needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {image_size}x{image_size}; "
-                             "resize them on the device with dataset.image_size=224 (seed 004)")
+        require_min_size("squeezenet1_1", image_size, MIN_SIZE)
         super().__init__(version="1_1", num_classes=num_classes)
         if in_channels != 3:
             self.features[0] = nn.Conv2d(in_channels, 64, kernel_size=3, stride=2)
