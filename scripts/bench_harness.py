@@ -30,6 +30,7 @@ from hydra.utils import instantiate
 
 from dropout_lab.data import TensorBatches
 from dropout_lab.dropout import attach
+from dropout_lab.models.inputs import build
 from dropout_lab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def bare_loop(cfg, epochs: int) -> tuple[float, float]:
     torch.manual_seed(cfg.seed)
     dm = instantiate(cfg.dataset)
     dm.setup("fit")
-    model = instantiate(cfg.model)
+    model = build(cfg.model)
     attach(model, cfg.dropout)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
     x, y = dm.splits["train"]

@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
 from conftest import CONF, SMOKE, make_cfg, run_cli
 from dropout_lab.dropout import DropoutMethod, attach
+from dropout_lab.models.inputs import build
 
 METHODS = sorted(p.stem for p in (CONF / "dropout").glob("*.yaml"))
 
@@ -16,7 +16,7 @@ METHODS = sorted(p.stem for p in (CONF / "dropout").glob("*.yaml"))
 def test_eval_is_deterministic_and_shape_preserving(method, tmp_path):
     torch.manual_seed(0)
     cfg = make_cfg([f"dropout={method}"], tmp_path)  # each method at its default sites
-    model = instantiate(cfg.model)
+    model = build(cfg.model)
     methods = attach(model, cfg.dropout)
     assert methods and all(isinstance(m, DropoutMethod) for m in methods)
     x = torch.randn(8, 1, 28, 28)

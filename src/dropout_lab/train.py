@@ -23,6 +23,7 @@ from dropout_lab import launch
 from dropout_lab.analysis import EVAL_METRICS, ActivationVariance, evaluate
 from dropout_lab.dropout.controller import DropoutController
 from dropout_lab.dropout.sites import attach, split_config
+from dropout_lab.models.inputs import build
 from dropout_lab.module import Classifier
 from dropout_lab.summary import HPARAM_METRICS, SUMMARY_FILE, History, build_summary, flat_hparams, target_name, write_summary
 
@@ -42,7 +43,7 @@ def build_model(cfg: DictConfig, datamodule) -> nn.Module:
     model_name, shape = target_name(cfg.model), (datamodule.in_channels, datamodule.image_size, datamodule.image_size)
     what = f"model '{model_name}' cannot take dataset '{datamodule.name}' (inputs of shape (N, {', '.join(map(str, shape))}), {datamodule.num_classes} classes)"
     try:
-        model = instantiate(cfg.model)
+        model = build(cfg.model, image_size=datamodule.image_size)
         with torch.no_grad():
             out = model.eval()(torch.zeros(2, *shape))
     except (RuntimeError, ValueError, InstantiationException) as err:  # Hydra wraps errors raised in constructors

@@ -67,6 +67,14 @@ def find_sites(model: nn.Module, sites: str) -> list[Site]:
     return found
 
 
+def resolve_default(model: nn.Module, kind: str) -> str:
+    """The sites ``dropout.sites=default`` means on ``model``: the method's ``default_sites`` ``kind`` if the
+    model has a site of that kind, else ``"all"`` (the sites the model has: SqueezeNet's one native dropout
+    slot is a conv site, so an fc method goes there). A model without sites still fails in :func:`find_sites`."""
+    kinds = {m.kind for m in model.modules() if isinstance(m, Site)}
+    return kind if kind == "all" or kind in kinds else "all"
+
+
 def split_config(cfg: DictConfig | dict) -> tuple[str, str, dict[str, Any]]:
     """Split a ``dropout`` config node into (name, sites, constructor config).
 
@@ -95,5 +103,5 @@ def attach(model: nn.Module, cfg: DictConfig | dict) -> list[DropoutMethod]:
     _, sites, node = split_config(cfg)
     factory = instantiate(node)
     cls = factory.func
-    kind = cls.default_sites if sites == "default" else sites
+    kind = resolve_default(model, cls.default_sites) if sites == "default" else sites
     return cls.attach(model, factory, find_sites(model, kind))
