@@ -23,6 +23,7 @@ from dropout_lab import launch
 from dropout_lab.analysis import EVAL_METRICS, ActivationVariance, evaluate
 from dropout_lab.dropout.controller import DropoutController
 from dropout_lab.dropout.sites import attach, split_config
+from dropout_lab.loggers import close, instantiate_loggers, log_hyperparams, log_metrics
 from dropout_lab.models.inputs import build
 from dropout_lab.module import Classifier
 from dropout_lab.summary import HPARAM_METRICS, SUMMARY_FILE, History, build_summary, flat_hparams, target_name, write_summary
@@ -73,7 +74,7 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     methods = attach(model, cfg.dropout)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = Classifier(model, instantiate(cfg.optimizer), scheduler, datamodule.num_classes, datamodule.num_train)
-    logger = instantiate(cfg.logger)
+    loggers = instantiate_loggers(cfg.get("logger"))
     mc_samples = int((cfg.get("eval") or {}).get("mc_samples", 0))
     last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
     resume_from = last if cfg.get("resume") and _readable(last) else None
@@ -81,13 +82,13 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
         log.info("resume: continuing from %s", resume_from)
     else:  # one hparams session per run: a resumed run keeps the one written at its start
         declared = HPARAM_METRICS + (EVAL_METRICS if mc_samples else ())  # no placeholder for a metric never logged
-        logger.log_hyperparams(flat_hparams(cfg), {key: 0.0 for key in declared})
+        log_hyperparams(loggers, flat_hparams(cfg), {key: 0.0 for key in declared})
     callbacks = [DropoutController(methods, datamodule.num_train), history,
                  ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0)]
     extra = cfg.get("callbacks") or {}
     if extra.get("activation_variance"):
         callbacks.append(ActivationVariance(int(extra.get("activation_samples", 32))))
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)  # Ctrl-C: Lightning raises SystemExit
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     # a job killed after its last epoch resumes with nothing left to fit: take the restored best
@@ -96,8 +97,7 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     metrics |= {key: float(value) for key, value in trainer.callback_metrics.items()}
     if mc_samples:
         scores = evaluate(module.model, datamodule.test_dataloader(), datamodule.num_classes, mc_samples)
-        logger.log_metrics(scores, step=trainer.global_step)
-        logger.save()
+        log_metrics(loggers, scores, trainer.global_step)
         metrics |= scores
     return metrics
 
@@ -159,6 +159,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_summary(out, build_summary(cfg, status, history, {}, time.time() - start, error=traceback.format_exc()))
         log.error("job %s in %s: %s", status, out, err)
         raise
+    finally:
+        close()
     path = write_summary(out, build_summary(cfg, "ok", history, metrics, time.time() - start))
     if not cfg.get("keep_checkpoint", False):  # a finished job is skipped on resume: its last.ckpt has no further use
         (out / "checkpoints" / "last.ckpt").unlink(missing_ok=True)
