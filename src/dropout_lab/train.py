@@ -21,6 +21,7 @@ from torch import nn
 
 from dropout_lab import launch
 from dropout_lab.analysis import EVAL_METRICS, ActivationVariance, evaluate
+from dropout_lab.callbacks import instantiate_callbacks
 from dropout_lab.dropout.controller import DropoutController
 from dropout_lab.dropout.sites import attach, split_config
 from dropout_lab.loggers import close, instantiate_loggers, log_hyperparams, log_metrics
@@ -88,6 +89,7 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     extra = cfg.get("callbacks") or {}
     if extra.get("activation_variance"):
         callbacks.append(ActivationVariance(int(extra.get("activation_samples", 32))))
+    callbacks += instantiate_callbacks(extra)
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)  # Ctrl-C: Lightning raises SystemExit
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
