@@ -1,19 +1,106 @@
-"""The ``callbacks`` config group (conf/callbacks/*.yaml) as Lightning callbacks, in lightning-hydra-template's
-layout: ``cfg.callbacks`` maps a name to a callback node, so ``callbacks=[default,lr_monitor,early_stopping]``,
-``callbacks=many`` and ``callbacks=null`` compose. train.py adds the callbacks every run needs (dropout
-controller, history, checkpoint) itself."""
+"""Callbacks: the ``callbacks`` config group (conf/callbacks/*.yaml) as Lightning callbacks, the progress bar
+with the run's two numbers, and the Hydra callbacks that keep the console quiet and close a multirun.
+
+The group uses lightning-hydra-template's layout: ``cfg.callbacks`` maps a name to a callback node, so
+``callbacks=[default,lr_monitor,early_stopping]``, ``callbacks=many`` and ``~callbacks`` compose. train.py
+adds the callbacks every run needs (dropout controller, history, checkpoint) itself.
+"""
 
 from __future__ import annotations
 
+import atexit
+import json
+import logging
+import warnings
+from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
+from hydra.experimental.callback import Callback as HydraCallback
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning import Callback
+from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+
+from dropout_lab.summary import SUMMARY_FILE
+
+#: what the progress bar shows after the step counter: the latest epoch values of these metrics
+BAR_METRICS = ("train/loss", "val/acc")
+#: start-up notices Lightning and torch print on every run that carry no information about it, by
+#: (warning category, message start): the SLURM hint when `srun` merely exists on the machine, and torch
+#: 2.10's deprecation of the LeafSpec class that Lightning 2.6 still builds
+NOISE = ((UserWarning, r"The `srun` command is available on your system but is not used"),
+         (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"))
+#: loggers whose INFO lines are start-up chatter (GPU/TPU available, "Seed set to", the litlogger tip,
+#: "`Trainer.fit` stopped"); their warnings and errors still show
+CHATTY_LOGGERS = ("pytorch_lightning", "lightning_fabric")
 
 
-def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+class MetricsProgressBar(RichProgressBar):
+    """Lightning's rich progress bar showing :data:`BAR_METRICS` (the latest epoch values) instead of
+    the logger version number."""
+
+    def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
+        found = trainer.callback_metrics
+        return {key: f"{float(found[key]):.4f}" for key in BAR_METRICS if key in found}
+
+
+def instantiate_callbacks(cfg: DictConfig | None, progress_bar: bool = True) -> list[Callback]:
     """One Lightning callback per node with a ``_target_`` under ``cfg`` (the ``callbacks`` node), in
     config order; ``[]`` for none. Scalar keys (``activation_variance``, ``activation_samples``: switches
-    train.py reads) are not callbacks and are skipped."""
-    return [instantiate(node) for node in (cfg or {}).values() if isinstance(node, Mapping) and "_target_" in node]
+    train.py reads) are not callbacks and are skipped, and so are progress bars when ``progress_bar`` is
+    False (``trainer.enable_progress_bar=false``: Lightning refuses a progress bar callback then)."""
+    nodes = [node for node in (cfg or {}).values() if isinstance(node, Mapping) and "_target_" in node]
+    callbacks = [instantiate(node) for node in nodes]
+    return [c for c in callbacks if progress_bar or not isinstance(c, ProgressBar)]
+
+
+class QuietConsole(HydraCallback):
+    """Hydra callback (conf/config.yaml ``hydra.callbacks``): before each job, in the process that runs it,
+    silence the start-up noise at its source: the INFO level of :data:`CHATTY_LOGGERS` and the warnings in
+    :data:`NOISE` (matched by category and message; every other warning still shows)."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        for category, message in NOISE:
+            warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def sweep_counts(sweep_dir: Path) -> Counter:
+    """Jobs under ``sweep_dir`` by the ``status`` of their ``metrics.json`` (ok, failed, interrupted)."""
+    counts: Counter = Counter()
+    for path in Path(sweep_dir).rglob(SUMMARY_FILE):
+        try:
+            counts[json.loads(path.read_text()).get("status", "unknown")] += 1
+        except (OSError, ValueError):
+            counts["unreadable"] += 1
+    return counts
+
+
+def sweep_summary(sweep_dir: Path) -> str:
+    """The closing line of a multirun: ``N ok, M failed`` (other statuses named) and the report command."""
+    counts = sweep_counts(sweep_dir)
+    ok = counts.pop("ok", 0)
+    failed = sum(counts.values())
+    others = "".join(f", {n} {status}" for status, n in sorted(counts.items()) if status != "failed")
+    return f"{ok} ok, {failed} failed{others}; report: python scripts/report.py {sweep_dir}"
+
+
+class SweepSummary(HydraCallback):
+    """Hydra callback (conf/config.yaml ``hydra.callbacks``): prints :func:`sweep_summary` once at the end
+    of a multirun. Hydra skips ``on_multirun_end`` when a job failed (its sweeper re-raises the job's
+    error), so the line is also registered to print at exit and printed by whichever comes first."""
+
+    def __init__(self) -> None:
+        self.sweep_dir: Path | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        atexit.register(self.on_multirun_end, config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.sweep_dir is not None:
+            print(sweep_summary(self.sweep_dir), flush=True)
+            self.sweep_dir = None

@@ -89,7 +89,7 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     extra = cfg.get("callbacks") or {}
     if extra.get("activation_variance"):
         callbacks.append(ActivationVariance(int(extra.get("activation_samples", 32))))
-    callbacks += instantiate_callbacks(extra)
+    callbacks += instantiate_callbacks(extra, progress_bar=cfg.trainer.get("enable_progress_bar", True))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)  # Ctrl-C: Lightning raises SystemExit
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
