@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Mapping
@@ -32,9 +33,10 @@ BAR_METRICS = ("train/loss", "val/acc")
 #: 2.10's deprecation of the LeafSpec class that Lightning 2.6 still builds
 NOISE = ((UserWarning, r"The `srun` command is available on your system but is not used"),
          (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"))
-#: loggers whose INFO lines are start-up chatter (GPU/TPU available, "Seed set to", the litlogger tip,
-#: "`Trainer.fit` stopped"); their warnings and errors still show
-CHATTY_LOGGERS = ("pytorch_lightning", "lightning_fabric")
+#: loggers whose INFO lines are start-up chatter: Lightning's (GPU/TPU available, "Seed set to", the litlogger
+#: tip, "`Trainer.fit` stopped"), alembic's "setup plugin" lines and Optuna's "A new study created" when the
+#: Optuna sweeper loads; their warnings and errors still show
+CHATTY_LOGGERS = ("pytorch_lightning", "lightning_fabric", "alembic", "optuna")
 
 
 class MetricsProgressBar(RichProgressBar):
@@ -57,13 +59,19 @@ def instantiate_callbacks(cfg: DictConfig | None, progress_bar: bool = True) -> 
 
 
 class QuietConsole(HydraCallback):
-    """Hydra callback (conf/config.yaml ``hydra.callbacks``): before each job, in the process that runs it,
-    silence the start-up noise at its source: the INFO level of :data:`CHATTY_LOGGERS` and the warnings in
-    :data:`NOISE` (matched by category and message; every other warning still shows)."""
+    """Hydra callback (conf/config.yaml ``hydra.callbacks``): at the start of a multirun (before the sweeper
+    loads) and of each job, in the process that runs it, silence the start-up noise at its source: the INFO
+    level of :data:`CHATTY_LOGGERS` and the warnings in :data:`NOISE` (matched by category and message;
+    every other warning still shows)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.on_job_start(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         for name in CHATTY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        if "optuna" in sys.modules:  # Optuna resets its logger's level on first use unless told through its API
+            sys.modules["optuna"].logging.set_verbosity(logging.WARNING)
         for category, message in NOISE:
             warnings.filterwarnings("ignore", message=message, category=category)
 
