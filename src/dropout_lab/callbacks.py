@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import sys
 import warnings
 from collections import Counter
 from collections.abc import Mapping
@@ -66,12 +65,14 @@ class QuietConsole(HydraCallback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.on_job_start(config)
+        if "Optuna" in str(config.hydra.sweeper.get("_target_")):  # Optuna sets its logger's level on first use
+            import optuna
+
+            optuna.logging.set_verbosity(logging.WARNING)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         for name in CHATTY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
-        if "optuna" in sys.modules:  # Optuna resets its logger's level on first use unless told through its API
-            sys.modules["optuna"].logging.set_verbosity(logging.WARNING)
         for category, message in NOISE:
             warnings.filterwarnings("ignore", message=message, category=category)
 
