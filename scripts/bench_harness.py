@@ -48,7 +48,7 @@ def bare_loop(cfg, epochs: int) -> tuple[float, float]:
     model = instantiate(cfg.model)
     attach(model, cfg.dropout)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
-    x, y = dm.splits["train"]
+    x, y = dm.normalised()["train"]
     model.train()
     start = time.perf_counter()
     for _ in range(epochs):
@@ -59,7 +59,7 @@ def bare_loop(cfg, epochs: int) -> tuple[float, float]:
             optimizer.step()
     speed = epochs * len(x) / (time.perf_counter() - start)
     model.eval()
-    x_test, y_test = dm.splits["test"]
+    x_test, y_test = dm.normalised()["test"]
     with torch.no_grad():
         correct = sum((model(xb).argmax(1) == yb).sum().item() for xb, yb in TensorBatches(x_test, y_test, 1000, shuffle=False))
     return speed, correct / len(y_test)
