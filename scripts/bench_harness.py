@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -122,6 +123,23 @@ def write(out: Path, header: str, rows: list[str], append: bool) -> None:
     else:
         out.write_text(header + "\n\n" + "\n".join(rows) + "\n")
     print(f"wrote {out}")
+
+
+def machine() -> str:
+    """One line naming the machine (CPU, cores this process may use, torch version, GPU if any)."""
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}{gpu}"
+
+
+def write_section(out: Path, title: str, header: str, rows: list[str]) -> None:
+    """Print ``rows`` and write them as the section ``## title`` of ``out`` (replacing that section if present)."""
+    print("\n".join(rows))
+    text = out.read_text() if out.exists() else ""
+    sections = {part.split("\n", 1)[0]: part for part in ("\n" + text).split("\n## ")[1:]}
+    sections[title] = f"{title}\n\n{header}\n\n" + "\n".join(rows) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n\n".join(f"## {part.rstrip()}" for part in sections.values()) + "\n")
+    print(f"wrote {out} (section {title!r})")
 
 
 def main() -> None:
