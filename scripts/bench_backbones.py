@@ -72,7 +72,7 @@ def main() -> None:
                                      f"dataset.subset={{train: {args.batch_size * 8}, val: 1, test: 1}}"])
         dm = instantiate(cfg.dataset)
         dm.setup()
-        x, y = dm.splits["train"]
+        x, y = dm.normalised()["train"]
         x = dm.train_transform(x) if not dm.train_transform.identity else x  # resize once, outside the timing
         x, y = x.to(device), y.to(device)
         for bf16, channels_last in settings:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import urllib.error
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,7 +24,9 @@ import torch
 import torchvision
 from hydra.utils import instantiate
 
-from dropout_lab.data import CIFARDataModule, Flowers102DataModule, MNISTDataModule
+from dropout_lab.errors import ConfigError
+
+from dropout_lab.data import CIFARDataModule, Flowers102DataModule, ImageDataModule, MNISTDataModule
 from dropout_lab.data.augment import BatchTransform, cutout, random_crop, random_flip
 
 
@@ -79,7 +83,8 @@ def test_kmnist_fixture_through_torchvision(tmp_path, cfg_factory):
     dm = instantiate(cfg.dataset)
     assert isinstance(dm, MNISTDataModule) and dm.cls is torchvision.datasets.KMNIST
     dm.setup()
-    (xt, yt), (xv, yv), (xs, ys) = dm.splits["train"], dm.splits["val"], dm.splits["test"]
+    splits = dm.normalised()
+    (xt, yt), (xv, yv), (xs, ys) = splits["train"], splits["val"], splits["test"]
     assert (len(yt), len(yv), len(ys), dm.num_train) == (90, 10, 20, 90)
     assert xt.shape == (90, 1, 28, 28) and xt.dtype == torch.float32
     assert set(torch.cat([yt, yv]).tolist()) == set(range(10)) and ys.min() >= 0 and ys.max() <= 9
@@ -91,7 +96,7 @@ def test_kmnist_fixture_through_torchvision(tmp_path, cfg_factory):
     # a fixed split_seed gives the same split; another seed a different one
     again = instantiate(cfg.dataset)
     again.setup()
-    assert torch.equal(again.splits["val"][0], xv)
+    assert torch.equal(again.normalised()["val"][0], xv)
 
 
 @pytest.mark.parametrize("name,cls,num_classes", [("cifar10", torchvision.datasets.CIFAR10, 10), ("cifar100", torchvision.datasets.CIFAR100, 100)])
@@ -102,21 +107,22 @@ def test_cifar_fixture_through_torchvision(name, cls, num_classes, tmp_path, cfg
     dm = instantiate(cfg.dataset)
     assert isinstance(dm, CIFARDataModule)
     dm.setup()
+    splits = dm.normalised()
     n_train_file = n * len(cls.train_list)
-    assert (len(dm.splits["train"][1]), len(dm.splits["val"][1]), len(dm.splits["test"][1])) == (n_train_file - n_train_file // 10, n_train_file // 10, n)
-    assert dm.splits["train"][0].shape[1:] == (3, 32, 32)
-    labels = torch.cat([dm.splits[s][1] for s in ("train", "val", "test")])
+    assert (len(splits["train"][1]), len(splits["val"][1]), len(splits["test"][1])) == (n_train_file - n_train_file // 10, n_train_file // 10, n)
+    assert splits["train"][0].shape[1:] == (3, 32, 32)
+    labels = torch.cat([splits[s][1] for s in ("train", "val", "test")])
     assert labels.min() == 0 and labels.max() == num_classes - 1
     # per-channel normalisation of the real pixels: pixel (0, 0) of the first test image, channel 0
     raw = cls(str(tmp_path), train=False).data
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     expected = (raw[order[0], 0, 0, 0] / 255 - cfg.dataset.mean[0]) / cfg.dataset.std[0]
-    assert dm.splits["test"][0][0, 0, 0, 0].item() == pytest.approx(expected, abs=1e-5)
+    assert splits["test"][0][0, 0, 0, 0].item() == pytest.approx(expected, abs=1e-5)
     # training batches are augmented (flip/crop/Cutout on), evaluation batches are not
     x, _ = next(iter(dm.train_dataloader()))
     assert x.shape == (16, 3, 32, 32) and (x == 0).all(1).flatten(1).sum(1).min() > 0  # a Cutout hole in every image
     xv, _ = next(iter(dm.val_dataloader()))
-    assert torch.equal(xv, dm.splits["val"][0][: len(xv)])
+    assert torch.equal(xv, splits["val"][0][: len(xv)]) and torch.equal(dm.held_out_batch(len(xv))[0], xv)
 
 
 def test_resize_on_device_for_alexnet(tmp_path, cfg_factory, no_md5):
@@ -127,7 +133,16 @@ def test_resize_on_device_for_alexnet(tmp_path, cfg_factory, no_md5):
     dm.setup()
     x, _ = next(iter(dm.val_dataloader()))
     assert x.shape[1:] == (3, 224, 224)
-    torch.testing.assert_close(x.mean(), dm.splits["val"][0][: len(x)].mean(), atol=0.02, rtol=0)
+    torch.testing.assert_close(x.mean(), dm.normalised()["val"][0][: len(x)].mean(), atol=0.02, rtol=0)
+    assert torch.equal(dm.held_out_batch(len(x))[0], x)
+
+
+def test_image_size_defaults_to_the_models_input_size(cfg_factory):
+    """dataset.image_size follows the model's declared native input size unless set (issue 13 item 7)."""
+    assert cfg_factory(["model=lenet5"]).dataset.image_size == 28
+    assert cfg_factory(["+model.input_size=224"]).dataset.image_size == 224
+    assert cfg_factory(["+model.input_size=224", "dataset.image_size=64"]).dataset.image_size == 64
+    assert cfg_factory(["dataset=cifar10", "+model.input_size=224"]).model.image_size == 224
 
 
 def test_flowers_fixture_through_torchvision(tmp_path, cfg_factory, no_md5):
@@ -148,14 +163,25 @@ def test_flowers_fixture_through_torchvision(tmp_path, cfg_factory, no_md5):
     assert (aug == 0).all(1).flatten(1).sum(1).min() > 0
     dm.trainer = SimpleNamespace(training=False)
     assert torch.equal(dm.on_after_batch_transfer((x, y), 0)[0], x)
+    # the interface's held-out batch: the first images of the Subset split, decoded as by the loaders
+    dm.trainer = None
+    assert isinstance(dm, ImageDataModule)
+    xh, yh = dm.held_out_batch(2, "test")
+    assert torch.equal(xh, torch.stack(xs[:2])) and yh.tolist() == list(ys[:2])
 
 
 @pytest.mark.parametrize("name", ["kmnist", "cifar10", "cifar100", "flowers102"])
-def test_missing_files_name_the_paths(name, tmp_path, cfg_factory):
+def test_missing_files_name_the_paths(name, tmp_path, cfg_factory, monkeypatch):
+    """Offline (no route to the mirrors), a missing dataset fails in a few lines naming the files looked for."""
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     dm = instantiate(cfg_factory([f"dataset={name}", f"data_root={tmp_path}"]).dataset)
-    with pytest.raises(FileNotFoundError, match=rf"dataset '{name}' not found under data_root={tmp_path}") as err:
+    with pytest.raises(ConfigError, match=rf"data_root='{tmp_path}': dataset '{name}' not found \(the download failed") as err:
         dm.setup()
-    assert all(str(path) in str(err.value) for path in dm.expected_files())
+    message = str(err.value)
+    assert all(str(path) in message for path in dm.expected_files()) and "DROPOUT_LAB_DATA" in message
+    assert len(message.splitlines()) <= len(dm.expected_files()) + 2
 
 
 def test_augmentations_batchwise():

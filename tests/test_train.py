@@ -7,6 +7,7 @@ from hydra.errors import MissingConfigException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import SMOKE, make_cfg, run_cli
+from dropout_lab.errors import ConfigError
 from dropout_lab.train import train
 
 
@@ -52,8 +53,8 @@ def test_p_outside_unit_interval_is_refused_before_training(p, tmp_path):
 
 
 def test_missing_dataset_names_the_paths_and_data_root(tmp_path):
-    cfg = make_cfg([*SMOKE, f"data_root={tmp_path / 'nowhere'}"], tmp_path / "run")
-    with pytest.raises(FileNotFoundError) as err:
+    cfg = make_cfg([*SMOKE, f"data_root={tmp_path / 'nowhere'}", "dataset.download=false"], tmp_path / "run")
+    with pytest.raises(ConfigError) as err:
         train(cfg)
     message = str(err.value)
     assert str(tmp_path / "nowhere" / "MNIST" / "raw" / "train-images-idx3-ubyte") in message

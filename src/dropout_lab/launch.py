@@ -6,7 +6,8 @@ Hydra composes ``conf/config.yaml`` and in every joblib/submitit worker):
 
 * ``${dl_job_dir:${hydra.overrides.task},${hydra.job.config.override_dirname.exclude_keys}}``: the
   job folder name (:func:`job_dir_name`);
-* ``${dl_pool_size:K}``: ``K`` jobs per visible GPU, or one job per CPU core without a GPU.
+* ``${dl_pool_size:K}``: ``K`` jobs per visible GPU (``auto``: sized from the job's memory, :func:`pool_size`),
+  or one job per CPU core without a GPU.
 """
 
 from __future__ import annotations
@@ -57,13 +58,44 @@ def job_dir_name(overrides: list[str], exclude_keys: list[str] = ()) -> str:
     return f"{readable}-{digest}"
 
 
-def pool_size(jobs_per_gpu: int = 1) -> int:
-    """Workers for the ``gpu_pool`` launcher: ``jobs_per_gpu`` x visible GPUs, else the CPU cores
-    this process may use (``os.sched_getaffinity``)."""
+#: jobs one GPU takes at most, however large (each job also needs a CPU core to feed it)
+MAX_JOBS_PER_GPU = 8
+
+
+def mps_active() -> bool:
+    """True if a CUDA MPS control daemon is running for this user (its pipe in ``$CUDA_MPS_PIPE_DIRECTORY``,
+    default ``/tmp/nvidia-mps``). Without MPS, jobs sharing a GPU are time-sliced; with it their kernels run
+    concurrently (start it with ``nvidia-cuda-mps-control -d``, stop with ``echo quit | nvidia-cuda-mps-control``)."""
+    return (Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")) / "control").exists()
+
+
+def pool_size(jobs_per_gpu: int | str = "auto", job_memory_gb: float = 3.0) -> int:
+    """Workers for the ``gpu_pool`` launcher: jobs per GPU x visible GPUs, else the CPU cores this process
+    may use (``os.sched_getaffinity``).
+
+    ``jobs_per_gpu="auto"`` sizes it from the job's memory footprint: as many ``job_memory_gb`` jobs as fit
+    in 90 % of the smallest visible GPU's memory, at least 1 and at most :data:`MAX_JOBS_PER_GPU` and the
+    CPU cores per GPU. The default 3 GB covers a LeNet5/MLP MNIST job with its CUDA context and the data on
+    the GPU (8 such jobs on a 40 GB GPU, 4 on a 16 GB one; ``scripts/bench_gpu.py`` prints the measured peak).
+
+    Raises:
+        ValueError: for ``jobs_per_gpu`` other than a positive int or "auto", or ``job_memory_gb`` <= 0.
+    """
     import torch
 
     gpus = torch.cuda.device_count()
-    return int(jobs_per_gpu) * gpus if gpus else len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
+    if not gpus:
+        return cores
+    if jobs_per_gpu == "auto":
+        if float(job_memory_gb) <= 0:
+            raise ValueError(f"hydra.launcher job_memory_gb={job_memory_gb}: must be > 0 (GB one job needs on the GPU)")
+        smallest = min(torch.cuda.get_device_properties(i).total_memory for i in range(gpus)) / 2**30
+        per_gpu = min(int(0.9 * smallest // float(job_memory_gb)), MAX_JOBS_PER_GPU, max(cores // gpus, 1))
+        return max(per_gpu, 1) * gpus
+    if not str(jobs_per_gpu).isdigit() or int(jobs_per_gpu) < 1:
+        raise ValueError(f"dl_pool_size jobs_per_gpu={jobs_per_gpu!r}: must be a positive int or 'auto'")
+    return int(jobs_per_gpu) * gpus
 
 
 for _name, _fn in (("dl_job_dir", lambda o, e: job_dir_name(list(o), list(e or []))), ("dl_pool_size", pool_size)):
@@ -142,8 +174,9 @@ def place_job(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
 
     Under the joblib launcher (``hydra/launcher=gpu_pool`` or ``joblib``) the worker claims a slot
     (:func:`claim_slot`, ``n_jobs`` slots) and, with GPUs, trains on GPU ``slot % n_gpus`` only
-    (``trainer.devices=[i]``, ``trainer.accelerator=gpu``); without GPUs it limits torch to
-    ``max(1, cores // n_jobs)`` threads so that n_jobs CPU jobs do not oversubscribe the cores.
+    (``trainer.devices=[i]``, ``trainer.accelerator=gpu``; with several jobs per GPU the result says whether
+    CUDA MPS is active, :func:`mps_active`); in both cases it limits torch to ``max(1, cores // n_jobs)``
+    threads so that n_jobs jobs do not oversubscribe the cores.
     Other launchers are left alone (Slurm isolates GPUs itself).
     """
     target = str(hydra_cfg.launcher.get("_target_", ""))
@@ -159,7 +192,9 @@ def place_job(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
     if gpu >= 0:
         OmegaConf.update(cfg, "trainer.accelerator", "gpu", force_add=True)
         OmegaConf.update(cfg, "trainer.devices", [gpu], force_add=True)
-        return {"slot": slot, "gpu": gpu}
+        sharing = -(-n_jobs // gpus)
+        torch.set_num_threads(max(1, cores // n_jobs))  # the CPU side of each job: no oversubscription either
+        return {"slot": slot, "gpu": gpu, "jobs_per_gpu": sharing} | ({"mps": mps_active()} if sharing > 1 else {})
     threads = max(1, cores // n_jobs)
     torch.set_num_threads(threads)
     return {"slot": slot, "threads": threads}

@@ -1,5 +1,5 @@
 """CIFAR-10 and CIFAR-100 (Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", 2009),
-read by torchvision's own classes and held in memory like the MNIST family."""
+read by torchvision's own classes and held in memory by :class:`~dropout_lab.data.base.DataModule`."""
 
 from __future__ import annotations
 
@@ -8,21 +8,21 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dropout_lab.data.mnist import MNISTDataModule
+from dropout_lab.data.base import DataModule
 
 
-class CIFARDataModule(MNISTDataModule):
+class CIFARDataModule(DataModule):
     """CIFAR-10/100 as normalised in-memory tensors on the training device, with a seeded validation split
     (45k/5k/10k with ``val_fraction=0.1``, seed 004) and batch-wise augmentation on the device (seed 004:
     horizontal flip, 4-pixel padded random crop and Cutout; :class:`~dropout_lab.data.augment.BatchTransform`).
 
-    Args: as :class:`~dropout_lab.data.mnist.MNISTDataModule`, with ``torchvision_class`` ``CIFAR10`` or
+    Args: as :class:`~dropout_lab.data.base.DataModule`, with ``torchvision_class`` ``CIFAR10`` or
     ``CIFAR100`` (fine labels) and ``root`` holding ``cifar-10-batches-py`` / ``cifar-100-python``.
 
     Shapes: batches are ((B, 3, image_size, image_size) float32, (B,) int64).
 
     Raises:
-        FileNotFoundError: from :meth:`setup` when the files are missing or fail torchvision's md5 check,
+        ConfigError: from :meth:`setup` when the files are missing or fail torchvision's md5 check,
             naming the paths looked for.
     """
 

@@ -13,9 +13,8 @@ from torchvision.datasets import Flowers102
 from torchvision.transforms import v2
 
 from dropout_lab.data.augment import BatchTransform
+from dropout_lab.data.base import SPLITS, check_held_out, read_or_download, training_device
 from dropout_lab.data.splits import permutation, subset_size
-
-SPLITS = ("train", "val", "test")
 
 
 class Flowers102DataModule(pl.LightningDataModule):
@@ -26,6 +25,7 @@ class Flowers102DataModule(pl.LightningDataModule):
     normalise (torchvision transforms v2); training batches are then augmented on the device after the
     transfer (flip, padded random crop, Cutout: :class:`~dropout_lab.data.augment.BatchTransform`, the same
     code as for CIFAR). ``subset`` keeps the first N of a seeded permutation of each split.
+    Implements :class:`~dropout_lab.data.base.ImageDataModule`.
 
     Args:
         name: config name (``flowers102``), used in messages.
@@ -43,14 +43,14 @@ class Flowers102DataModule(pl.LightningDataModule):
     Shapes: batches are ((B, 3, image_size, image_size) float32, (B,) int64).
 
     Raises:
-        FileNotFoundError: from :meth:`setup` when files are missing or fail torchvision's md5 check,
-            naming the paths looked for.
+        ConfigError: from :meth:`setup` when files are missing or fail torchvision's md5 check,
+            naming the paths looked for (:func:`~dropout_lab.data.base.read_or_download`).
         ValueError: for unknown ``augment`` keys or ``image_size`` < 1.
     """
 
     def __init__(self, name: str, root: str, num_classes: int, in_channels: int, image_size: int, mean: list[float], std: list[float],
                  batch_size: int = 128, eval_batch_size: int = 256, num_workers: int = 4, split_seed: int = 0,
-                 subset: int | dict | None = None, download: bool = False, augment: dict | None = None) -> None:
+                 subset: int | dict | None = None, download: bool = True, augment: dict | None = None) -> None:
         super().__init__()
         self.name, self.root = name, str(Path(root).expanduser().absolute())
         self.num_classes, self.in_channels, self.image_size = num_classes, in_channels, image_size
@@ -72,22 +72,23 @@ class Flowers102DataModule(pl.LightningDataModule):
         """Index the three splits once (later calls are no-ops); images are decoded by the loaders."""
         if self.splits:
             return
-        try:
-            sets = {split: Flowers102(self.root, split, transform=self.decode, download=self.download) for split in SPLITS}
-        except RuntimeError as err:
-            looked = "\n  ".join(map(str, self.expected_files()))
-            raise FileNotFoundError(
-                f"dataset '{self.name}' not found under data_root={self.root}; looked for:\n  {looked}\n"
-                "Set data_root=<folder holding flowers-102/> (or the DROPOUT_LAB_DATA environment variable), "
-                "or dataset.download=true where there is internet."
-            ) from err
-        for split, ds in sets.items():
+        for split in SPLITS:
+            ds = read_or_download(self.name, self.root, self.download, self.expected_files(),
+                                  lambda: Flowers102(self.root, split, transform=self.decode, download=self.download))
             self.splits[split] = Subset(ds, permutation(len(ds), self.split_seed)[: subset_size(self.subset, split)].tolist())
 
     @property
     def num_train(self) -> int:
         """Training samples after the subset (N for 1/N-scaled regularisers)."""
         return len(self.splits["train"])
+
+    def held_out_batch(self, n: int, split: str = "val") -> tuple[Tensor, Tensor]:
+        """:meth:`~dropout_lab.data.base.ImageDataModule.held_out_batch`: the first ``n`` images of the split,
+        decoded, resized and normalised as by the loaders, on the training device."""
+        check_held_out(n, split)
+        items = [self.splits[split][i] for i in range(min(n, len(self.splits[split])))]
+        device = training_device(self)
+        return torch.stack([x for x, _ in items]).to(device), torch.tensor([y for _, y in items], dtype=torch.long, device=device)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         workers = self.num_workers

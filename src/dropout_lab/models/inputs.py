@@ -33,14 +33,10 @@ def min_size(node: DictConfig | dict) -> int:
 def build(node: DictConfig, **kwargs: Any) -> nn.Module:
     """Instantiate a ``conf/model`` node.
 
-    ``input_size`` (the model's native input side, which the data is resized to when ``dataset.image_size``
-    is null) is not a constructor argument; a null ``image_size`` becomes ``input_size``. ``kwargs``
-    override the node (``image_size=datamodule.image_size``).
+    ``input_size`` (the model's native input side, which ``dataset.image_size`` follows unless set) is not
+    a constructor argument. ``kwargs`` override the node (``image_size=datamodule.image_size``).
 
     Raises:
         hydra.errors.InstantiationException: wrapping the constructor's error (e.g. an input below :func:`min_size`).
     """
-    params = {key: node[key] for key in node if key != "input_size"}
-    if params.get("image_size") is None:
-        params["image_size"] = node["input_size"]
-    return instantiate(params, **kwargs)
+    return instantiate({key: node[key] for key in node if key != "input_size"}, **kwargs)

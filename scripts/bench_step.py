@@ -1,0 +1,119 @@
+"""Counts per training step, harness vs bare loop: ATen ops, host syncs and Python calls (not times, so the
+numbers hold on a busy machine).
+
+    python scripts/bench_step.py [--model lenet5] [--batch-size 128] [--dropout standard] [--top 12]
+
+Each side runs a short and a long training job (``trainer.max_steps`` = 10 and 40, no validation); the
+difference divided by the 30 extra steps is the per-step count, so start-up and the test epoch cancel out.
+ATen ops are ``torch.profiler`` CPU events named ``aten::*`` (nested ones included, on both sides alike);
+host syncs are ``aten::_local_scalar_dense`` events (``.item()``, ``bool(tensor)``: what blocks on a GPU);
+Python calls are ``sys.setprofile`` "call" events. Writes docs/bench_step.md (appends one section per model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import threading
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from bench_harness import ROOT, config, machine, write_section
+from dropout_lab.data import TensorBatches
+from dropout_lab.dropout import attach
+from dropout_lab.module import fast_kwargs
+from dropout_lab.train import train
+
+SHORT, LONG = 10, 40
+SYNC = "aten::_local_scalar_dense"
+
+
+def bare(cfg, steps: int, fused: bool) -> None:
+    """The plainest loop over the same tensors, model and dropout, with ``torch.optim.Adam`` (the harness's
+    default optimizer) as a user writes it or (``fused``) with the harness's fused kernel."""
+    dm = instantiate(cfg.dataset)
+    dm.setup("fit")
+    model = instantiate(cfg.model)
+    attach(model, cfg.dropout)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr, **(fast_kwargs(torch.optim.Adam, torch.device("cpu")) if fused else {}))
+    x, y = dm.normalised()["train"]
+    model.train()
+    for step, (xb, yb) in enumerate(TensorBatches(x, y, cfg.dataset.batch_size, shuffle=True)):
+        if step == steps:
+            break
+        loss = F.cross_entropy(model(xb), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def counted(run) -> tuple[collections.Counter, int]:
+    """(ATen op counts by name, Python calls in every thread: the progress bar renders in its own) of ``run()``."""
+    calls = 0
+
+    def tracer(frame, event, arg):
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(tracer)
+    threading.setprofile(tracer)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run()
+    ops = collections.Counter(e.name for e in prof.events() if e.name.startswith("aten::"))
+    return ops, calls
+
+
+def per_step(side: str, overrides: list[str], tmp: Path) -> tuple[collections.Counter, float]:
+    """Per-step counts of ``side``: ``bare``, ``bare_fused`` or ``harness``."""
+    def job(steps: int, i: int):
+        cfg = config(tmp / f"{side}{steps}-{i}", [*overrides, f"trainer.max_steps={steps}", "trainer.limit_val_batches=0",
+                                                   "trainer.limit_test_batches=1", "trainer.enable_progress_bar=true"])
+        return (lambda: train(cfg)) if side == "harness" else (lambda: bare(cfg, steps, fused=side == "bare_fused"))
+
+    job(SHORT, 0)()  # warm-up: imports, the data cache, lazy initialisation
+    (short, calls_short), (long, calls_long) = counted(job(SHORT, 1)), counted(job(LONG, 1))
+    diff = collections.Counter({k: (long[k] - short[k]) / (LONG - SHORT) for k in long | short})
+    return diff, (calls_long - calls_short) / (LONG - SHORT)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lenet5")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--dropout", default="standard")
+    parser.add_argument("--top", type=int, default=12, help="list the ATen ops with the largest harness excess")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_step.md")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    overrides = [f"model={args.model}", f"dataset.batch_size={args.batch_size}", f"dropout={args.dropout}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        ops_plain, calls_plain = per_step("bare", overrides, Path(tmp))
+        ops_bare, calls_bare = per_step("bare_fused", overrides, Path(tmp))
+        ops_ours, calls_ours = per_step("harness", overrides, Path(tmp))
+    total_plain, total_bare, total_ours = (sum(ops.values()) for ops in (ops_plain, ops_bare, ops_ours))
+    rows = ["| per training step | bare loop, `Adam(params, lr)` | bare loop, fused Adam | harness (fused Adam) | harness / bare fused |",
+            "| --- | --- | --- | --- | --- |",
+            f"| ATen ops (goal: harness <= 1.1x bare) | {total_plain:.1f} | {total_bare:.1f} | {total_ours:.1f} | {total_ours / total_bare:.3f} |",
+            f"| host syncs (`{SYNC}`; goal 0) | {ops_plain[SYNC]:.1f} | {ops_bare[SYNC]:.1f} | {ops_ours[SYNC]:.1f} | |",
+            f"| Python calls (all threads) | {calls_plain:.0f} | {calls_bare:.0f} | {calls_ours:.0f} | {calls_ours / max(calls_bare, 1):.1f} |"]
+    excess = sorted(ops_ours | ops_bare, key=lambda k: ops_bare[k] - ops_ours[k])[: args.top]
+    rows += ["", "| ATen op | bare fused / step | harness / step |", "| --- | --- | --- |"]
+    rows += [f"| `{k}` | {ops_bare[k]:.1f} | {ops_ours[k]:.1f} |" for k in excess if ops_ours[k] != ops_bare[k]]
+    command = f"python scripts/bench_step.py --model {args.model} --batch-size {args.batch_size} --dropout {args.dropout}"
+    write_section(args.out, f"{args.model}, batch {args.batch_size}, dropout={args.dropout}",
+                  f"`{command}`; CPU, 1 thread, {machine()}; per-step = (count at {LONG} steps - count at {SHORT}) / {LONG - SHORT}",
+                  rows)
+
+
+if __name__ == "__main__":
+    main()
