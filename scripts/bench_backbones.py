@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from dropout_lab.options import options
 from dropout_lab.train import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "alexnet", "squeezenet1_1"]
-MIN_SIDE = {"alexnet": 63}  # the models that cannot take 28x28 inputs get the smallest side they take
+MODELS = [m for m in options("model") if m not in ("lenet5", "mlp")]  # the torchvision backbones of conf/model
 
 
 def measure(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, batch: int, steps: int, warmup: int,
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--image-size", type=int, default=None, help="resize on the device (default: 28, or each model's minimum)")
+    parser.add_argument("--image-size", type=int, default=None, help="resize on the device (default: each model's native input_size, conf/model)")
     parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench_backbones.md"))
     args = parser.parse_args()
@@ -65,11 +65,11 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     rows = []
     for name in args.models:
-        side = args.image_size or MIN_SIDE.get(name, 28)
+        size = [f"dataset.image_size={args.image_size}"] if args.image_size else []  # default: the model's input_size
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("config", [f"model={name}", "dataset=fashion_mnist", f"data_root={args.data_root}", "output_dir=.",
-                                     "optimizer=adadelta", f"dataset.image_size={side}",
-                                     f"dataset.subset={{train: {args.batch_size * 8}, val: 1, test: 1}}"])
+                                     "optimizer=adadelta", *size, f"dataset.subset={{train: {args.batch_size * 8}, val: 1, test: 1}}"])
+        side = cfg.dataset.image_size
         dm = instantiate(cfg.dataset)
         dm.setup()
         x, y = dm.normalised()["train"]

@@ -8,10 +8,11 @@ from hydra.utils import instantiate
 
 from conftest import CONF, make_cfg
 from dropout_lab.models.inputs import build
+from dropout_lab.options import options
 
-DATASETS = sorted(p.stem for p in (CONF / "dataset").glob("*.yaml"))
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
-GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in ("dropout", "optimizer", "scheduler", "trainer", "logger")}
+DATASETS = options("dataset")
+MODELS = options("model")
+GROUPS = {group: options(group) for group in ("dropout", "optimizer", "scheduler", "trainer", "logger", "callbacks")}
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
