@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from dropout_lab.config import build_model
 from dropout_lab.options import options
-from dropout_lab.train import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = [m for m in options("model") if m not in ("lenet5", "mlp")]  # the torchvision backbones of conf/model

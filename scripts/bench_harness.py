@@ -37,8 +37,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from dropout_lab.data import TensorBatches
-from dropout_lab.dropout import attach
-from dropout_lab.models.inputs import build
+from dropout_lab.config import attach, instantiate_model
 from dropout_lab.module import fast_kwargs
 from dropout_lab.train import train
 
@@ -58,7 +57,7 @@ def bare_loop(cfg, epochs: int, fused: bool = True, max_batches: int | None = No
     torch.manual_seed(cfg.seed)
     dm = instantiate(cfg.dataset)
     dm.setup("fit")
-    model = build(cfg.model)
+    model = instantiate_model(cfg.model)
     attach(model, cfg.dropout)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr, **(fast_kwargs(torch.optim.Adam, torch.device("cpu")) if fused else {}))
     splits = dm.normalised()

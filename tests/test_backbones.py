@@ -14,10 +14,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import CONF, SMOKE, run_cli
-from dropout_lab.dropout.sites import Site, attach
+from dropout_lab.config import attach, build_model
+from dropout_lab.dropout.sites import Site
 from dropout_lab.models.inputs import min_size
 from dropout_lab.options import options
-from dropout_lab.train import build_model
 
 # the torchvision backbones (LeNet5 and the MLP are the seed models of test_train.py / test_configs.py)
 MODELS = [m for m in options("model") if m not in ("lenet5", "mlp")]

@@ -6,8 +6,8 @@ import pytest
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from conftest import CONF, make_cfg
-from dropout_lab.models.inputs import build
+from conftest import make_cfg
+from dropout_lab.config import instantiate_model
 from dropout_lab.options import options
 
 DATASETS = options("dataset")
@@ -23,7 +23,7 @@ def test_dataset_model_compose_and_instantiate(dataset, model, tmp_path):
     assert datamodule.name == dataset
     assert cfg.model.num_classes == cfg.dataset.num_classes
     try:
-        net = build(cfg.model)
+        net = instantiate_model(cfg.model)
     except InstantiationException as err:  # e.g. AlexNet below 63 px: refused with a clear message (test_backbones.py)
         assert "needs inputs of at least" in str(err), err
         return

@@ -13,7 +13,8 @@ from torch import nn
 from conftest import SMOKE, make_cfg
 from dropout_lab.dropout.lrp import LRPDropout, site_relevance
 from dropout_lab.dropout.shapley import ShapleyDropout, tmc_shapley
-from dropout_lab.dropout.sites import Site, attach
+from dropout_lab.config import attach
+from dropout_lab.dropout.sites import Site
 from dropout_lab.dropout.sparse_mask import SparseMask
 from dropout_lab.models.lenet import LeNet5
 from tolerance import binomial_tol

@@ -10,12 +10,12 @@ from hydra.utils import instantiate
 from torch import nn
 
 from conftest import make_cfg
-from dropout_lab.dropout.sites import Site, attach, resolve_default
+from dropout_lab.config import attach, build_model
+from dropout_lab.dropout.sites import Site, resolve_default
 from dropout_lab.models.inputs import min_size
 from dropout_lab.models.lenet import LeNet5
 from dropout_lab.models.squeezenet import SqueezeNet
 from dropout_lab.options import options
-from dropout_lab.train import build_model
 
 
 @pytest.mark.parametrize("dataset", options("dataset"))

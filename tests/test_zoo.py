@@ -6,17 +6,19 @@ import pytest
 import torch
 
 from conftest import CONF, SMOKE, make_cfg, run_cli
-from dropout_lab.dropout import DropoutMethod, attach
-from dropout_lab.models.inputs import build
+from dropout_lab.config import attach, instantiate_model
+from dropout_lab.dropout import DropoutMethod
 
-METHODS = sorted(p.stem for p in (CONF / "dropout").glob("*.yaml"))
+#: refused at every site of the default model (its mask would be standard's / spatial's: tests/test_variational.py)
+REFUSED = ("variational",)
+METHODS = sorted(p.stem for p in (CONF / "dropout").glob("*.yaml") if p.stem not in REFUSED)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_eval_is_deterministic_and_shape_preserving(method, tmp_path):
     torch.manual_seed(0)
     cfg = make_cfg([f"dropout={method}"], tmp_path)  # each method at its default sites
-    model = build(cfg.model)
+    model = instantiate_model(cfg.model)
     methods = attach(model, cfg.dropout)
     assert methods and all(isinstance(m, DropoutMethod) for m in methods)
     x = torch.randn(8, 1, 28, 28)
@@ -31,7 +33,7 @@ def test_eval_is_deterministic_and_shape_preserving(method, tmp_path):
 @pytest.mark.slow
 def test_sweep_over_every_method_completes_and_records_drop_fraction(tmp_path):
     sweep = tmp_path / "sweep"
-    result = run_cli(["-m", "dropout=glob(*)", f"hydra.sweep.dir={sweep}", *SMOKE, "trainer.limit_train_batches=4"], cwd=tmp_path)
+    result = run_cli(["-m", f"dropout=glob(*,exclude=[{','.join(REFUSED)}])", f"hydra.sweep.dir={sweep}", *SMOKE, "trainer.limit_train_batches=4"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     summaries = {json.loads(p.read_text())["hparams"]["method"]: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
     assert sorted(summaries) == METHODS
