@@ -28,7 +28,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from bench_harness import ROOT, config, evaluate, machine, write_section
 from dropout_lab.data import TensorBatches
-from dropout_lab.dropout import attach
+from dropout_lab.config import attach, instantiate_model
 
 
 def members(cfg, k: int) -> list[torch.nn.Module]:
@@ -36,7 +36,7 @@ def members(cfg, k: int) -> list[torch.nn.Module]:
     out = []
     for seed in range(k):
         torch.manual_seed(seed)
-        model = instantiate(cfg.model)
+        model = instantiate_model(cfg.model)
         attach(model, cfg.dropout)
         out.append(model.train())
     return out

@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 
 from bench_harness import ROOT, config, machine, write_section
 from dropout_lab.data import TensorBatches
-from dropout_lab.dropout import attach
+from dropout_lab.config import attach, instantiate_model
 from dropout_lab.module import fast_kwargs
 from dropout_lab.train import train
 
@@ -38,7 +38,7 @@ def bare(cfg, steps: int, fused: bool) -> None:
     default optimizer) as a user writes it or (``fused``) with the harness's fused kernel."""
     dm = instantiate(cfg.dataset)
     dm.setup("fit")
-    model = instantiate(cfg.model)
+    model = instantiate_model(cfg.model)
     attach(model, cfg.dropout)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr, **(fast_kwargs(torch.optim.Adam, torch.device("cpu")) if fused else {}))
     x, y = dm.normalised()["train"]

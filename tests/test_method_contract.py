@@ -15,10 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import CONF, SMOKE, make_cfg
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from torch import nn
 
-from dropout_lab.config import attach
+from dropout_lab.config import attach, instantiate_model
 from dropout_lab.dropout import DropoutMethod, Site
 from dropout_lab.dropout.controller import DropoutController
 from dropout_lab.dropout.curriculum import CurriculumDropout
@@ -32,7 +32,7 @@ def build(key: str, *overrides: str, seed: int = 0) -> tuple[nn.Module, list[Dro
     ``dropout.sites``, or ``dropout.p`` when p is overridden)."""
     torch.manual_seed(seed)
     cfg = make_cfg([f"dropout={key}", *overrides], "unused")
-    model = instantiate(cfg.model)
+    model = instantiate_model(cfg.model)
     try:
         return model, attach(model, cfg.dropout)
     except ValueError as err:
@@ -101,7 +101,7 @@ def test_eval_is_deterministic_and_the_identity_unless_declared(key):
         out = model.eval()(x)
         assert torch.equal(out, model(x))
         if all(type(m).deterministic is DropoutMethod.deterministic for m in methods):
-            bare = instantiate(make_cfg([], "unused").model)
+            bare = instantiate_model(make_cfg([], "unused").model)
             bare.load_state_dict({k: v for k, v in model.state_dict().items() if k in bare.state_dict()})
             assert torch.equal(out, bare.eval()(x))
 
