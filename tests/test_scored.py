@@ -1,16 +1,21 @@
-"""ScoredDropout (score -> per-unit rate machinery, output-gradient capture) and extra_pass."""
+"""ScoredDropout (score -> per-unit rate machinery, output-gradient capture) and what every score-driven method shares (docs/methods/scored.md)."""
 
 from __future__ import annotations
 
 import gc
+import json
 
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import SMOKE, make_cfg
+from scored_nets import KEYS, batch, install, step
 from torch import nn
 
 from dropout_lab.dropout import passes
 from dropout_lab.dropout.base import SiteSpec
+from dropout_lab.dropout.fmre import FMREDropout
+from dropout_lab.dropout.l2_dynamic import L2DynamicDropout
+from dropout_lab.dropout.obd import OBDDropout
 from dropout_lab.dropout.scored import ScoredDropout, normalise_scores, rate_range
 from tolerance import binomial_tol
 
@@ -137,33 +142,80 @@ def test_grad_capture_uses_output_gradient_and_keeps_nothing_large():
     assert all(b.numel() <= 6 for b in m.buffers())
 
 
-def test_extra_pass_leaves_bn_modes_and_grads_untouched():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2))
-    model.train()
-    model[3].eval()  # a mixed mode that must come back as found
-    x = torch.randn(16, 4)
-    F.cross_entropy(model(x), torch.zeros(16, dtype=torch.long)).backward()
-    grads = [p.grad.clone() for p in model.parameters()]
-    bn = {k: v.clone() for k, v in model[1].state_dict().items()}
-    for train in (None, True, False):
-        with passes.extra_pass(model, train=train, grad=True):
-            assert passes.active()
-            loss = model(x).square().sum()
-            loss.backward()  # even a stray backward must not leak
-        with passes.extra_pass(model, train=train):
-            assert not torch.is_grad_enabled()
-            model(x)
-    assert not passes.active()
-    assert [m.training for m in model] == [True, True, True, False]
-    for k, v in model[1].state_dict().items():
-        assert torch.equal(v, bn[k]), k
-    for p, g in zip(model.parameters(), grads):
-        assert torch.equal(p.grad, g)
-
-
 def test_extra_pass_is_not_recorded_or_scored():
     m = FixedScore(0.3, site()).train()
     with passes.extra_pass(m):
         m(torch.ones(4, 8))
     assert not bool(m.scored) and "drop_fraction" not in m.stats()
+
+
+@pytest.mark.parametrize("key", ["taylor", "obd", "fmre"])
+def test_unit_without_outgoing_weights_scores_zero(key):
+    net, m = install(key, **({"probes": 64} if key == "obd" else {}))
+    step(net.train(), m, *batch())
+    assert bool(m.scored)
+    assert float(m.score[0]) == 0.0
+    assert torch.all(m.score[1:] > 0)
+    assert float(m.rates[0]) == pytest.approx(m.hi)  # drop_target=low: the useless unit is dropped most
+
+
+@pytest.mark.parametrize("target", ["low", "high"])
+def test_drop_target_reverses_which_unit_is_dropped_more(target):
+    torch.manual_seed(0)
+    net, m = install("l2_dynamic", drop_target=target)
+    m.train()
+    m(torch.ones(1, 6))  # score from the weights
+    n = 20000
+    dropped = (m(torch.ones(n, 6)) == 0).float().mean(0)
+    lo, hi = float(m.rates.min()), float(m.rates.max())
+    big = float(dropped[5])  # unit with the largest incoming weights
+    expected = lo if target == "low" else hi
+    assert abs(big - expected) < binomial_tol(expected, n)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_rates_in_range_eval_identity_and_buffers(key):
+    net, m = install(key, drop_target="high")
+    for _ in range(3):
+        step(net.train(), m, *batch())
+    assert torch.all((m.rates >= m.lo - 1e-7) & (m.rates <= m.hi + 1e-7))
+    assert (m.lo, m.hi) == pytest.approx((0.1, 0.5))
+    assert 0.0 < m.stats()["drop_fraction"] < 1.0
+    x = torch.randn(5, 6)
+    assert m.eval()(x) is x
+    assert {"drop.method.score", "drop.method.rates", "drop.method.scored"} <= set(net.state_dict())
+
+
+@pytest.mark.parametrize("key", ["grad_dynamic", "taylor"])
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_grad_capture_keeps_nothing_larger_than_per_unit(key):
+    net, m = install(key)
+    x, y = batch(37)  # a batch size no other tensor here has
+    step(net.train(), m, x, y)
+    del x, y
+    gc.collect()
+    assert not [t for t in gc.get_objects() if isinstance(t, torch.Tensor) and t.ndim and t.shape[0] == 37]
+    assert all(b.numel() <= 6 for b in m.buffers())
+
+
+def test_neighbour_errors_name_the_key():
+    spec = SiteSpec("s", "fc", 6, prev=nn.ReLU(), next=nn.ReLU())
+    for cls, key in [(L2DynamicDropout, "l2_dynamic"), (OBDDropout, "obd"), (FMREDropout, "fmre")]:
+        with pytest.raises(ValueError, match=f"dropout={key}"):
+            cls(0.3, spec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", KEYS)
+def test_smoke_training_on_real_mnist(key, tmp_path):
+    """8 batches of 64 on real MNIST: the run completes, every site is scored, and the realised drop
+    fraction matches the mean rate p = 0.3 (rank normalisation keeps the mean rate at p exactly)."""
+    from dropout_lab.train import train
+
+    metrics = train(make_cfg([*SMOKE, f"dropout={key}"], tmp_path))
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "ok"
+    for site in ("drop_fc1", "drop_fc2"):
+        assert metrics[f"dropout/{site}/rate_mean"] == pytest.approx(0.3, abs=1e-6)
+        assert metrics[f"dropout/{site}/score_max"] > 0
+        assert metrics[f"dropout/{site}/rate_max"] > metrics[f"dropout/{site}/rate_min"]
+    assert abs(metrics["dropout/drop_fraction"] - 0.3) < binomial_tol(0.3, 8 * 64 * 84)
