@@ -7,8 +7,9 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import SMOKE, make_cfg
-from scored_nets import KEYS, batch, install, step
+from scored_nets import CLASSES, KEYS, batch, install, step
 from torch import nn
 
 from dropout_lab.dropout import passes
@@ -17,6 +18,8 @@ from dropout_lab.dropout.fmre import FMREDropout
 from dropout_lab.dropout.l2_dynamic import L2DynamicDropout
 from dropout_lab.dropout.obd import OBDDropout
 from dropout_lab.dropout.scored import ScoredDropout, normalise_scores, rate_range
+from dropout_lab.dropout.sites import attach
+from dropout_lab.models.mlp import MLP
 from tolerance import binomial_tol
 
 
@@ -219,3 +222,20 @@ def test_smoke_training_on_real_mnist(key, tmp_path):
         assert metrics[f"dropout/{site}/score_max"] > 0
         assert metrics[f"dropout/{site}/rate_max"] > metrics[f"dropout/{site}/rate_min"]
     assert abs(metrics["dropout/drop_fraction"] - 0.3) < binomial_tol(0.3, 8 * 64 * 84)
+
+
+@pytest.mark.parametrize("key", ["grad_dynamic", "taylor"])
+def test_output_gradient_methods_score_a_site_on_the_input_data(key):
+    """The MLP's input site (model.input_dropout=true) receives data that needs no gradient; its units
+    must still be scored from dL/dy (no silent fallback to the uniform rate p)."""
+    torch.manual_seed(0)
+    mlp = MLP(hidden_sizes=[16], input_dropout=True)
+    (inp, hidden) = attach(mlp, {"_target_": f"{CLASSES[key].__module__}.{CLASSES[key].__name__}", "_partial_": True, "name": key, "p": 0.3, "sites": "fc", "ema": 0.0})
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    x[:, :, :4] = 0  # blank rows (as MNIST's border): for taylor, a * dL/dy = 0 there
+    F.cross_entropy(mlp.train()(x), y).backward()
+    assert bool(inp.scored) and bool(hidden.scored)
+    assert float(inp.rates.max()) > float(inp.rates.min())
+    assert float(inp.rates.mean()) == pytest.approx(0.3, abs=1e-6)
+    if key == "taylor":
+        assert torch.all(inp.score.view(28, 28)[:4] == 0) and float(inp.score.max()) > 0

@@ -208,7 +208,9 @@ class ScoredDropout(DropoutMethod):
         rates = self.rates.view(-1, *([1] * (x.ndim - 2))).to(x.dtype)
         keep = torch.rand((x.shape[0], *rates.shape), device=x.device) >= rates
         y = x * (keep / (1.0 - rates))
-        if due and self.uses_output_grad and y.requires_grad:
+        if due and self.uses_output_grad and torch.is_grad_enabled():
+            if not y.requires_grad:  # a site on the input data (MLP input_dropout): dL/dy is still wanted
+                y.requires_grad_()
             y.register_hook(self._capture(x.detach()))
         if self.training:
             self.record(1.0 - keep.float().mean())
