@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import pytest
 import torch
+from conftest import SMOKE, run_cli
 from model_nets import Net, _attach, _grads_and_bn_unchanged, smoke
+from torch import nn
 
+from dropout_lab.dropout.base import DropoutContext
 from dropout_lab.dropout.shapley import tmc_shapley
+from dropout_lab.dropout.sites import Site
 
 
 def test_tmc_shapley_exact_on_additive_game():
@@ -65,3 +72,43 @@ def test_smoke_training(tmp_path):
     metrics, _ = smoke("shapley", ["dropout.update_every=3", "dropout.permutations=2"], tmp_path)
     assert metrics["dropout/drop_fc1/shapley_seconds"] > 0
     assert 0.1 <= metrics["dropout/drop_fc1/rate_min"] <= metrics["dropout/drop_fc1/rate_max"] <= 0.5
+
+
+class StubDataModule:
+    """The datamodule interface shapley may use (name, num_classes, held_out_batch): raw 28 px images
+    in ``splits`` (which shapley must not read) and 32 px images out of ``held_out_batch``."""
+
+    num_classes = 3
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.splits = {"val": (torch.rand(200, 1, 28, 28, generator=g), torch.randint(0, 3, (200,), generator=g))}
+        self.calls = []
+
+    def held_out_batch(self, n, split="val"):
+        self.calls.append((n, split))
+        x, y = self.splits[split]
+        return nn.functional.interpolate(x[:n], size=32, mode="bilinear"), y[:n]
+
+
+def test_heldout_batch_comes_from_the_datamodule_interface():
+    """Defect: shapley read the datamodule's raw ``splits`` and so bypassed the resize (and crashed)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 8), nn.ReLU(), Site("fc", 8, prev="1", next="3"), nn.Linear(8, 3))
+    m = _shapley(model, permutations=2, heldout=16, update_every=1)
+    dm = StubDataModule()
+    module = SimpleNamespace(model=model, trainer=SimpleNamespace(datamodule=dm))
+    ctx = DropoutContext(global_step=1, epoch=0, max_steps=10, dataset_size=100, module=module)
+    m.on_train_batch_end(ctx)
+    assert dm.calls == [(16, "val")] and bool(m.scored)
+    with pytest.raises(ValueError, match="dropout=shapley"):
+        m.on_train_batch_end(DropoutContext(1, 0, 10, 100, SimpleNamespace(model=model, trainer=SimpleNamespace(datamodule=None))))
+
+
+@pytest.mark.slow
+def test_cli_training_with_resized_inputs(tmp_path):
+    """``train.py dropout=shapley dataset.image_size=32`` (seed 004's 32 px setting) trains and tests."""
+    proc = run_cli([*SMOKE, "dropout=shapley", "dataset.image_size=32", "dropout.update_every=3", "dropout.permutations=2",
+                    f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "ok"

@@ -99,7 +99,7 @@ class ShapleyDropout(ScoredDropout):
 
     Raises:
         ValueError: for a bad argument (naming ``dropout.<key>``), or at the first update if the
-            trainer's datamodule has no validation split.
+            trainer has no datamodule with ``held_out_batch``.
     """
 
     key: ClassVar[str] = "shapley"
@@ -158,14 +158,22 @@ class ShapleyDropout(ScoredDropout):
         return phi
 
     def on_train_batch_end(self, ctx: DropoutContext) -> None:
-        """Every ``update_every``-th optimizer step (from the first): Shapley values -> EMA -> rates."""
+        """Every ``update_every``-th optimizer step (from the first): Shapley values -> EMA -> rates.
+
+        The held-out batch comes from ``trainer.datamodule.held_out_batch(heldout, split="val")``
+        (the datamodule interface, :class:`dropout_lab.data.base.ImageDataModule`): the first
+        ``heldout`` validation samples, preprocessed (normalised, resized) and on the device exactly
+        as the training batches are.
+
+        Raises:
+            ValueError: if the trainer has no datamodule with ``held_out_batch`` (naming ``dropout=shapley``).
+        """
         if (ctx.global_step - 1) % self.update_every:
             return
         dm = getattr(ctx.module.trainer, "datamodule", None)
-        if dm is None or "val" not in getattr(dm, "splits", {}):
-            raise ValueError("dropout=shapley needs a datamodule with a validation split (dataset.val_fraction > 0)")
-        x, y = dm.splits["val"]
-        x, y = x[: self.heldout], y[: self.heldout]
+        if not hasattr(dm, "held_out_batch"):
+            raise ValueError(f"dropout=shapley needs trainer.datamodule with held_out_batch(n, split='val'); got {type(dm).__name__}")
+        x, y = dm.held_out_batch(self.heldout, split="val")
         self.update_scores(self.shapley_values(ctx.module.model, x, y, dm.num_classes))
 
     def stats(self) -> dict[str, float]:
