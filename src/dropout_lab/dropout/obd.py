@@ -44,7 +44,7 @@ class OBDDropout(ScoredDropout):
 
     key: ClassVar[str] = "obd"
 
-    def __init__(self, p: float, site: SiteSpec, probes: int = 1, **kwargs) -> None:
+    def __init__(self, p: float, site: SiteSpec, probes: int = 2, **kwargs) -> None:
         super().__init__(p, site, **kwargs)
         incoming_weight(site, self.key)
         if int(probes) < 1:
