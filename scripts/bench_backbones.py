@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from dropout_lab.train import build_model
+from dropout_lab.config import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "alexnet", "squeezenet1_1"]

@@ -29,7 +29,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from dropout_lab.data import TensorBatches
-from dropout_lab.dropout import attach
+from dropout_lab.config import attach
 from dropout_lab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from dropout_lab.dropout.sites import split_config
+from dropout_lab.config import split_config
 from dropout_lab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,8 @@ import torch
 from conftest import SMOKE, make_cfg
 from torch import nn
 
-from dropout_lab.dropout.sites import Site, attach
+from dropout_lab.config import attach
+from dropout_lab.dropout.sites import Site
 
 
 class Net(nn.Module):

@@ -13,7 +13,8 @@ from dropout_lab.dropout.fmre import FMREDropout
 from dropout_lab.dropout.grad_dynamic import GradDynamicDropout
 from dropout_lab.dropout.l2_dynamic import L2DynamicDropout
 from dropout_lab.dropout.obd import OBDDropout
-from dropout_lab.dropout.sites import Site, attach
+from dropout_lab.config import attach
+from dropout_lab.dropout.sites import Site
 from dropout_lab.dropout.taylor import TaylorDropout
 
 

@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from torch import nn
 
 from conftest import CONF, SMOKE, run_cli
-from dropout_lab.dropout.sites import Site, attach
-from dropout_lab.train import build_model
+from dropout_lab.config import attach, build_model
+from dropout_lab.dropout.sites import Site
 
 MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "alexnet", "squeezenet1_1"]
 DATASETS = ["mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "flowers102"]

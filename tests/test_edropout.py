@@ -13,7 +13,8 @@ from torch import nn
 from conftest import SMOKE, make_cfg
 from dropout_lab.dropout.base import DropoutContext
 from dropout_lab.dropout.edropout import EDropout
-from dropout_lab.dropout.sites import Site, attach
+from dropout_lab.config import attach
+from dropout_lab.dropout.sites import Site
 
 
 class TinyNet(nn.Module):

@@ -8,7 +8,7 @@ from model_nets import Net, _attach, _grads_and_bn_unchanged, smoke
 from torch import nn
 
 from dropout_lab.dropout.lrp import site_relevance
-from dropout_lab.dropout.sites import attach
+from dropout_lab.config import attach
 from dropout_lab.models.lenet import LeNet5
 
 

@@ -15,7 +15,8 @@ from hydra.utils import instantiate
 from tolerance import binomial_tol, mean_tol
 from torch import nn
 
-from dropout_lab.dropout import DropoutContext, NoDropout, SiteSpec, attach
+from dropout_lab.config import attach
+from dropout_lab.dropout import DropoutContext, NoDropout, SiteSpec
 from dropout_lab.dropout.concrete import ConcreteDropout
 from dropout_lab.dropout.curriculum import CurriculumDropout
 from dropout_lab.dropout.dropblock import DropBlock

@@ -14,7 +14,7 @@ from scored_nets import Net, batch
 
 from dropout_lab.dropout.base import DropoutContext
 from dropout_lab.dropout.obd import hessian_saliency
-from dropout_lab.dropout.sites import attach
+from dropout_lab.config import attach
 from dropout_lab.models.lenet import LeNet5
 
 

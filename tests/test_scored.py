@@ -18,7 +18,7 @@ from dropout_lab.dropout.fmre import FMREDropout
 from dropout_lab.dropout.l2_dynamic import L2DynamicDropout
 from dropout_lab.dropout.obd import OBDDropout
 from dropout_lab.dropout.scored import ScoredDropout, normalise_scores, rate_range
-from dropout_lab.dropout.sites import attach
+from dropout_lab.config import attach
 from dropout_lab.models.mlp import MLP
 from tolerance import binomial_tol
 

@@ -9,7 +9,8 @@ import torch
 from model_nets import Net, _attach, smoke
 from torch import nn
 
-from dropout_lab.dropout.sites import Site, attach
+from dropout_lab.config import attach
+from dropout_lab.dropout.sites import Site
 from dropout_lab.models.lenet import LeNet5
 from tolerance import binomial_tol
 

@@ -7,7 +7,8 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import CONF, SMOKE, make_cfg, run_cli
-from dropout_lab.dropout import DropoutMethod, attach
+from dropout_lab.config import attach
+from dropout_lab.dropout import DropoutMethod
 
 METHODS = sorted(p.stem for p in (CONF / "dropout").glob("*.yaml"))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 SUMMARY_FILE = "metrics.json"
@@ -118,6 +119,16 @@ class History(pl.Callback):
         return {k: _number(v) for k, v in trainer.callback_metrics.items() if k.split("/")[0] in self.PREFIXES}
 
 
+def method_info(node: DictConfig | dict) -> dict[str, Any] | None:
+    """``{"p_meaning", "p_is_rate"}`` of the method a ``dropout`` node names (docs/methods/README.md),
+    or None if its ``_target_`` cannot be imported (a job that failed on that is still summarised)."""
+    try:
+        cls = get_class(node["_target_"])
+    except Exception:  # noqa: BLE001 - the job's own error is reported; the summary must still be written
+        return None
+    return {"p_meaning": cls.p_meaning, "p_is_rate": cls.p_is_rate}
+
+
 def write_summary(path: Path, summary: dict[str, Any]) -> Path:
     """Write ``summary`` as JSON to ``path/metrics.json`` atomically (write, then rename); NaN and
     infinities become null."""
@@ -134,7 +145,8 @@ def build_summary(cfg: DictConfig, status: str, history: History | None, metrics
     """The run summary written to ``metrics.json``.
 
     Fields: status (ok | failed), error, hparams (:func:`flat_hparams`), config (the resolved config),
-    best_val_acc, final val/test metrics, drop fractions, epochs, wall_seconds, train_seconds,
+    best_val_acc, final val/test metrics, ``drop_fraction`` and ``p_eq`` (means over all training
+    steps and sites), ``method_info`` (:func:`method_info`), epochs, wall_seconds, train_seconds,
     train_samples_per_s, first_step_time and the per-epoch history. Accuracies are fractions in [0, 1].
     """
     epochs = history.epochs if history else []
@@ -147,6 +159,8 @@ def build_summary(cfg: DictConfig, status: str, history: History | None, metrics
         "best_val_acc": metrics.get("val/acc_best"),
         "test_acc": metrics.get("test/acc"),
         "drop_fraction": metrics.get("dropout/drop_fraction"),
+        "p_eq": metrics.get("dropout/p_eq"),
+        "method_info": method_info(cfg.dropout),
         "epochs": len(epochs),
         "wall_seconds": wall_seconds,
         "train_seconds": train_seconds,

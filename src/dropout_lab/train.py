@@ -12,44 +12,19 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
-from torch import nn
 
 from dropout_lab import launch
 from dropout_lab.analysis import EVAL_METRICS, ActivationVariance, evaluate
+from dropout_lab.config import attach, build_model, split_config
 from dropout_lab.dropout.controller import DropoutController
-from dropout_lab.dropout.sites import attach, split_config
 from dropout_lab.module import Classifier
-from dropout_lab.summary import HPARAM_METRICS, SUMMARY_FILE, History, build_summary, flat_hparams, target_name, write_summary
+from dropout_lab.summary import HPARAM_METRICS, SUMMARY_FILE, History, build_summary, flat_hparams, write_summary
 
 log = logging.getLogger(__name__)
-
-
-def build_model(cfg: DictConfig, datamodule) -> nn.Module:
-    """Instantiate ``cfg.model`` and check that it takes the dataset's input.
-
-    A dummy batch of shape (2, in_channels, image_size, image_size) goes through the model in eval
-    mode; it must give logits of shape (2, num_classes).
-
-    Raises:
-        ValueError: naming the model and the dataset, if construction or the dummy forward fails or
-            the output has the wrong shape.
-    """
-    model_name, shape = target_name(cfg.model), (datamodule.in_channels, datamodule.image_size, datamodule.image_size)
-    what = f"model '{model_name}' cannot take dataset '{datamodule.name}' (inputs of shape (N, {', '.join(map(str, shape))}), {datamodule.num_classes} classes)"
-    try:
-        model = instantiate(cfg.model)
-        with torch.no_grad():
-            out = model.eval()(torch.zeros(2, *shape))
-    except (RuntimeError, ValueError, InstantiationException) as err:  # Hydra wraps errors raised in constructors
-        raise ValueError(f"{what}: {err}") from err
-    if tuple(out.shape) != (2, datamodule.num_classes):
-        raise ValueError(f"{what}: it returns logits of shape {tuple(out.shape)}")
-    return model.train()
 
 
 def fit(cfg: DictConfig, history: History) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Adaptive (importance-EMA) dropout: seed 001, slide 4, with its rates turned into a sampled,
 unbiased per-unit mask. Nearest paper: Ba & Frey, "Adaptive dropout for training deep neural
-networks", NIPS 2013 ("standout": units with larger activations are kept more often)."""
+networks", NIPS 2013 ("standout": units with larger activations are kept more often).
+Method page: docs/methods/adaptive.md."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ class AdaptiveDropout(DropoutMethod):
     """Per-unit drop rates that fall with each unit's running importance; identity in eval.
 
     Each training forward (seed 001, slide 4, then anchoring and clipping, see
-    ``docs/methods_layer_b.md``):
+    docs/methods/adaptive.md):
 
     1. importance EMA (buffer ``importance``, shape (F,), initialised to 1):
        ``I <- (1 - momentum) I + momentum * mean|a|`` over the batch (and positions at conv sites);
@@ -62,18 +63,16 @@ class AdaptiveDropout(DropoutMethod):
         c = torch.minimum(c, (self.p - self.rate_min) / (-d.min()).clamp(min=tiny))
         return self.p + c * d
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.stochastic or self.p == 0.0:
-            return x
-        if self.training:
-            with torch.no_grad():
+    p_meaning = "mean drop probability over the units"
+
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            if self.training:
                 batch_mean = x.detach().abs().transpose(0, 1).flatten(1).mean(1)
                 self.importance.lerp_(batch_mean.to(self.importance.dtype), self.momentum)
-        rates = self.unit_rates().to(x.dtype)
-        drop = torch.rand(x.shape[:2], device=x.device, dtype=x.dtype) < rates
-        if self.training:
-            self.record(drop.float().mean())
-        return x * per_unit(~drop / (1.0 - rates), x)
+            rates = self.unit_rates().to(x.dtype)
+            mask = per_unit((torch.rand(x.shape[:2], device=x.device, dtype=x.dtype) >= rates) / (1.0 - rates), x)
+        return x * mask, mask
 
     def stats(self) -> dict[str, float]:
         """Base stats plus the current lowest and highest per-unit rate (``unit_rate_lo``/``_hi``)."""

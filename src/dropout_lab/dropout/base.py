@@ -1,10 +1,11 @@
 """The dropout-method interface shared by every method in :mod:`dropout_lab.dropout`.
 
 A model declares its dropout *sites* (:class:`~dropout_lab.dropout.sites.Site`); the ``dropout``
-config group names one :class:`DropoutMethod` subclass, which :func:`~dropout_lab.dropout.sites.attach`
+config group names one :class:`DropoutMethod` subclass, which :func:`dropout_lab.config.attach`
 instantiates once per occupied site (or once per model for model-level methods). Three tiers:
 
-* layer-local methods implement only :meth:`DropoutMethod.forward`;
+* layer-local methods implement only :meth:`DropoutMethod.sample` (the stochastic part); the one
+  :meth:`DropoutMethod.forward` here handles evaluation, ``p = 0``, Monte-Carlo sampling and recording;
 * methods with state, schedules or scores also implement some of the training-time hooks
   (``on_train_batch_start``, ``on_after_backward``, ``on_before_optimizer_step``,
   ``on_train_batch_end``, ``on_train_epoch_end``), which
@@ -13,7 +14,8 @@ instantiates once per occupied site (or once per model for model-level methods).
 
 Conventions (as ``torch.nn.Dropout``): ``p`` is the drop probability, kept units are rescaled at
 training time so that evaluation is the identity, and a method is stochastic only while
-``self.training`` (or while ``mc_sampling`` is switched on for Monte-Carlo evaluation).
+``self.training`` (or while ``mc_sampling`` is switched on for Monte-Carlo evaluation). What ``p``
+means for each method and how it maps to the recorded rate: docs/methods/README.md.
 """
 
 from __future__ import annotations
@@ -100,21 +102,41 @@ class DropoutContext:
     batch: Any = None
     outputs: Any = None
 
+    def due(self, every: int = 1, warmup: int = 0) -> bool:
+        """The one schedule test for "every ``every`` steps after ``warmup`` steps": True when
+        ``global_step >= warmup`` and ``(global_step - warmup) % every == 0`` (so step ``warmup``
+        itself is due); False if ``every <= 0``."""
+        return every > 0 and self.global_step >= warmup and (self.global_step - warmup) % every == 0
+
     def every(self, n: int) -> bool:
-        """True on every ``n``-th optimizer step (step 0 included); False if ``n <= 0``."""
-        return n > 0 and self.global_step % n == 0
+        """``due(every=n)``: True on every ``n``-th optimizer step, step 0 included."""
+        return self.due(every=n)
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the planned run done, ``global_step / max_steps`` in [0, 1] (schedules relative
+        to the run length: curriculum, scheduled DropBlock)."""
+        return min(1.0, self.global_step / max(self.max_steps, 1))
 
 
 class DropoutMethod(nn.Module):
     """Base class of every dropout method; one instance per occupied site.
 
-    Subclasses implement :meth:`forward` (input and output of the same shape: (N, F) at fc sites,
-    (N, C, H, W) at conv sites) and call :meth:`record` with the fraction of units they dropped, so
-    the realised drop fraction can be logged. Hooks, :meth:`extra_loss` and :meth:`stats` are
-    optional.
+    :meth:`forward` is written once, here (input and output of the same shape: (N, F) at fc sites,
+    (N, C, H, W) at conv sites):
+
+    * not :attr:`stochastic` (eval without Monte-Carlo sampling): the identity;
+    * :meth:`rate` == 0: the identity, and while training a drop fraction of 0 is recorded;
+    * else ``y, mask = self.sample(x)``; while training (outside an
+      :func:`~dropout_lab.dropout.passes.extra_pass`) :meth:`record_sample` records the mask.
+
+    Subclasses implement :meth:`sample`. Recording accumulates on the device (no host sync) in
+    persistent buffers, over all training forwards of the run (a resumed run keeps them, as they are in
+    the state_dict); :meth:`stats` gives their means. Hooks, :meth:`extra_loss` and extra
+    :meth:`stats` are optional.
 
     Args:
-        p: drop probability in [0, 1).
+        p: drop probability in [0, 1) (see :attr:`p_meaning` for methods where it is something else).
         site: where the method sits (:class:`SiteSpec`).
 
     Raises:
@@ -123,6 +145,12 @@ class DropoutMethod(nn.Module):
 
     #: sites the method occupies when the config says ``sites: default``
     default_sites: ClassVar[str] = "fc"
+    #: what ``p`` is for this method ("drop probability", "initial density", "largest rate", ...)
+    p_meaning: ClassVar[str] = "drop probability"
+    #: True when ``p`` is the probability that a unit is dropped (then E[drop_fraction] is about ``p``)
+    p_is_rate: ClassVar[bool] = True
+    #: config arguments the method accepts and ignores (``("p",)`` for ``none``)
+    ignored_args: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, p: float, site: SiteSpec) -> None:
         super().__init__()
@@ -130,8 +158,10 @@ class DropoutMethod(nn.Module):
         self.site = site
         #: when True the method stays stochastic in eval mode (Monte-Carlo dropout evaluation)
         self.mc_sampling = False
-        self._drop_sum: Tensor | None = None
-        self._drop_n = 0
+        # sums over recorded training forwards (persistent: checkpoints and resumes keep them)
+        self.register_buffer("drop_fraction_sum", torch.zeros(()))
+        self.register_buffer("p_eq_sum", torch.zeros(()))
+        self.register_buffer("recorded", torch.zeros((), dtype=torch.long))
 
     @classmethod
     def attach(cls, model: nn.Module, factory: Any, sites: list[Any]) -> list[DropoutMethod]:
@@ -157,27 +187,77 @@ class DropoutMethod(nn.Module):
         """True when the forward pass should sample (training, or Monte-Carlo evaluation)."""
         return self.training or self.mc_sampling
 
-    def record(self, drop_fraction: Tensor | float) -> None:
-        """Accumulate the fraction of units dropped by one forward pass (no host sync); ignored inside
-        an :func:`~dropout_lab.dropout.passes.extra_pass`."""
+    @property
+    def recording(self) -> bool:
+        """True when a forward pass is recorded: training, outside an extra pass."""
+        return self.training and not passes.active()
+
+    def rate(self) -> float:
+        """The rate in force now; 0 makes :meth:`forward` the identity. Default ``p``; scheduled
+        methods return their current scheduled value."""
+        return self.p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.stochastic:
+            return x
+        if self.rate() == 0.0:
+            if self.recording:
+                self.record(0.0, 0.0)
+            return x
+        y, mask = self.sample(x)
+        if self.recording and mask is not None:
+            self.record_sample(x, y, mask)
+        return y
+
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor | float | None]:
+        """The stochastic forward: ``(y, mask)``, ``y`` of the shape of ``x``.
+
+        ``mask`` is the multiplicative mask (broadcastable to ``x``, ``y = x * mask``), or a float /
+        0-d tensor drop fraction when there is no mask, or None when the method records elsewhere
+        (DropConnect masks weights in a hook). Called only when :attr:`stochastic` and ``rate() > 0``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} implements neither sample() nor forward()")
+
+    def record_sample(self, x: Tensor, y: Tensor, mask: Tensor | float) -> None:
+        """Record one training forward from :meth:`sample`'s output: a mask gives its
+        :func:`mask_rates`; a number is a drop fraction whose ``p_eq`` is itself (a Bernoulli mask).
+        Override for another measure (e.g. ``biased``: live units only)."""
+        if isinstance(mask, Tensor) and mask.dim() > 0:
+            self.record(*mask_rates(mask))
+        else:
+            self.record(mask, mask)
+
+    def record(self, drop_fraction: Tensor | float, p_eq: Tensor | float | None = None) -> None:
+        """Accumulate one forward's drop fraction and equivalent Bernoulli rate (default: the drop
+        fraction) on the device, without a host sync; ignored inside an
+        :func:`~dropout_lab.dropout.passes.extra_pass`.
+
+        Args:
+            drop_fraction: fraction of units zeroed, in [0, 1] (float or 0-d tensor).
+            p_eq: ``Var / (1 + Var)`` of the mask (:func:`mask_rates`), in [0, 1].
+        """
         if passes.active():
             return
-        value = drop_fraction.detach() if isinstance(drop_fraction, Tensor) else drop_fraction
-        self._drop_sum = value if self._drop_sum is None else self._drop_sum + value
-        self._drop_n += 1
+        p_eq = drop_fraction if p_eq is None else p_eq
+        self.drop_fraction_sum.add_(drop_fraction.detach() if isinstance(drop_fraction, Tensor) else drop_fraction)
+        self.p_eq_sum.add_(p_eq.detach() if isinstance(p_eq, Tensor) else p_eq)
+        self.recorded.add_(1)
 
     def stats(self) -> dict[str, float]:
-        """Statistics since the last :meth:`reset_stats`: ``drop_fraction`` (mean realised fraction
-        of dropped units per training forward) and the nominal ``p``. Subclasses add what they learn.
+        """``p`` and, once a training forward was recorded, the means over all recorded training
+        forwards of the run: ``drop_fraction`` (fraction of units zeroed) and ``p_eq`` (equivalent
+        Bernoulli rate). Subclasses add what they learn. Reads the device (host sync): call per epoch.
         """
         out = {"p": float(self.p)}
-        if self._drop_n:
-            out["drop_fraction"] = float(self._drop_sum) / self._drop_n
+        n = int(self.recorded)
+        if n:
+            out["drop_fraction"] = float(self.drop_fraction_sum) / n
+            out["p_eq"] = float(self.p_eq_sum) / n
         return out
 
     def reset_stats(self) -> None:
-        """Forget the accumulated drop fractions (called by the controller after logging)."""
-        self._drop_sum, self._drop_n = None, 0
+        """Forget per-epoch statistics that subclasses add to :meth:`stats` (called by the controller
+        after logging). The recorded drop fractions are never reset: they cover the whole run."""
 
     def extra_loss(self, dataset_size: int) -> Tensor | None:
         """Regulariser added to the training loss, already scaled by 1/``dataset_size``; None if none."""
@@ -209,21 +289,49 @@ class DropoutMethod(nn.Module):
         """At the end of a training epoch, after validation (per-epoch scores)."""
 
 
+def mask_rates(mask: Tensor, where: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Drop fraction and equivalent Bernoulli rate of a multiplicative mask, as 0-d tensors in [0, 1]
+    on the mask's device (no host sync).
+
+    ``drop_fraction = mean(mask == 0)``; ``p_eq = V / (1 + V)`` with ``V = Var(m) / E[m]^2`` (for the
+    unbiased masks, E[m] = 1 and V is the mask's variance), computed as ``1 - E[m]^2 / E[m^2]``.
+    Inverted Bernoulli dropout at rate p has V = p / (1 - p), so p_eq = p = drop_fraction; Gaussian
+    noise N(1, s^2) has p_eq = s^2 / (1 + s^2) (Srivastava et al. 2014, sec. 10) and no zeros. The
+    mask's scale cancels, so un-rescaled masks (MaxDropout) are measured the same way. An all-zero
+    mask gives p_eq = 1.
+
+    Args:
+        mask: multiplicative mask of any shape (broadcastable to the input).
+        where: optional boolean tensor of the mask's shape: only these elements count (``biased``
+            counts live units only); an empty selection gives (0, 0).
+    """
+    m = mask.detach().float()
+    w = torch.ones_like(m) if where is None else where.expand_as(m).float()
+    n = w.sum().clamp(min=1.0)
+    drop = ((m == 0).float() * w).sum() / n
+    mean, second = (m * w).sum() / n, (m.square() * w).sum() / n
+    p_eq = torch.where(second > 0, 1.0 - mean.square() / second.clamp(min=torch.finfo(m.dtype).tiny), (w.sum() > 0).float())
+    return drop, p_eq
+
+
 def overrides(method: DropoutMethod, hook: str) -> bool:
     """True if ``method``'s class overrides the base implementation of ``hook``."""
     return getattr(type(method), hook) is not getattr(DropoutMethod, hook)
 
 
 class NoDropout(DropoutMethod):
-    """The ``none`` baseline: identity at every site, realised drop fraction 0.
+    """The ``none`` baseline: identity at every site, realised drop fraction 0 recorded at every
+    training forward.
 
     Shapes: (N, *) -> (N, *). ``p`` is accepted (so sweeps over ``dropout.p`` compose) and ignored.
     """
 
     default_sites: ClassVar[str] = "all"
+    p_meaning: ClassVar[str] = "ignored (no dropout)"
+    p_is_rate: ClassVar[bool] = False
+    ignored_args: ClassVar[tuple[str, ...]] = ("p",)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.training:
-            self.record(0.0)
-        return x
+    def rate(self) -> float:
+        """Always 0: the base forward is the identity and records 0."""
+        return 0.0
 

@@ -1,18 +1,45 @@
 """Biased dropout: Poernomo & Kang, "Biased Dropout and Crossmap Dropout: Learning towards effective
 Dropout regularization in convolutional neural network", Neural Networks 104:60-67, 2018 (two
 groups by activation magnitude, the low group dropped more). Also seed 003's continuous variant,
-:class:`BiasedSeed003`."""
+:class:`BiasedSeed003`. Method page: docs/methods/biased.md."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+from dropout_lab.dropout.base import DropoutMethod, SiteSpec, mask_rates
 from dropout_lab.dropout.units import per_unit, unit_activations
 
 
-class BiasedDropout(DropoutMethod):
+def biased_mask(x: Tensor, p_high: float, p_low: float) -> Tensor:
+    """Per-unit inverted Bernoulli mask (N, F[, 1, 1]) of Poernomo & Kang's two groups: per sample,
+    units with ``|a|`` strictly above the median (channel means at conv sites) drop at ``p_high``,
+    the others at ``p_low``; each kept unit is scaled by ``1 / (1 - p_group)``."""
+    with torch.no_grad():
+        score = unit_activations(x.detach()).abs()
+        median = score.kthvalue(score.shape[1] - score.shape[1] // 2, dim=1, keepdim=True).values
+        rate = torch.where(score > median, p_high, p_low)
+        return per_unit((torch.rand_like(score) >= rate) / (1.0 - rate), x).to(x.dtype)
+
+
+def biased_dropout(x: Tensor, p: float, delta: float, training: bool = True) -> Tensor:
+    """Biased dropout at mean rate ``p``, group rates ``p -+ delta`` (:func:`biased_mask`); ``x``
+    unchanged unless ``training`` and ``p > 0``. Shapes: (N, F) or (N, C, H, W), unchanged."""
+    return x * biased_mask(x, p - delta, p + delta) if training and p > 0 else x
+
+
+class LiveUnitRecording(DropoutMethod):
+    """Records the drop fraction and p_eq over *live* units only (a unit whose input is 0 everywhere,
+    e.g. a ReLU zero, is not counted: dropping it changes nothing). Base of the biased methods, whose
+    masks depend on activation magnitudes and so drop ReLU zeros at the low-group rate."""
+
+    def record_sample(self, x: Tensor, y: Tensor, mask: Tensor) -> None:
+        live = per_unit(unit_activations(x.detach().abs()) > 0, x)
+        self.record(*mask_rates(mask, live))
+
+
+class BiasedDropout(LiveUnitRecording):
     """Two groups per sample by activation magnitude; the high group is dropped at ``p - delta``, the
     low group at ``p + delta``, each group rescaled by its own keep probability; identity in eval.
 
@@ -22,7 +49,8 @@ class BiasedDropout(DropoutMethod):
     median (e.g. when more than half are ReLU zeros) join the low group. Then
     ``y = x * r / (1 - p_g)`` with ``r ~ Bernoulli(1 - p_g)`` and ``p_g`` the unit's group rate, so
     ``E[y | x] = x`` element by element. Expected dropped fraction ``p + delta (n_low - n_high) / F``:
-    exactly ``p`` for even F and distinct magnitudes, higher when zeros tie at the median.
+    exactly ``p`` for even F and distinct magnitudes, higher when zeros tie at the median. The
+    recorded rates count live units only (:class:`LiveUnitRecording`).
 
     Shapes: (N, F) -> (N, F) at fc sites; (N, C, H, W) -> (N, C, H, W) at conv sites, where a
     channel is one unit, ranked by its mean ``|a|`` over positions and masked as a whole.
@@ -48,25 +76,17 @@ class BiasedDropout(DropoutMethod):
         self.delta = float(delta)
         self.p_high, self.p_low = self.p - self.delta, self.p + self.delta
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.stochastic or self.p == 0.0:
-            return x
-        with torch.no_grad():
-            score = unit_activations(x.detach()).abs()
-            median = score.kthvalue(score.shape[1] - score.shape[1] // 2, dim=1, keepdim=True).values
-            high = score > median
-            rate = torch.where(high, self.p_high, self.p_low)
-            drop = torch.rand_like(score) < rate
-            scale = ~drop / (1.0 - rate)
-        if self.training:
-            self.record(drop.float().mean())
-        return x * per_unit(scale, x)
+    p_meaning = "mean drop probability of the two groups"
+
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mask = biased_mask(x, self.p_high, self.p_low)
+        return x * mask, mask
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, p_high={self.p_high:g}, p_low={self.p_low:g}"
 
 
-class BiasedSeed003(DropoutMethod):
+class BiasedSeed003(LiveUnitRecording):
     """Seed 003's continuous biased dropout (not the paper's two groups): per sample, min-max normalise
     the activations, ``z = (a - min a) / (max a - min a)``; drop each unit with ``p_i = p (1 - z_i)`` and
     scale survivors by ``1 / (1 - p_i)``; identity in eval. Unbiased per element; the smallest unit is
@@ -83,15 +103,13 @@ class BiasedSeed003(DropoutMethod):
         ValueError: if ``p`` is outside [0, 1).
     """
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.stochastic or self.p == 0.0:
-            return x
+    p_meaning = "largest per-unit drop rate"
+    p_is_rate = False
+
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             a = unit_activations(x.detach())
             lo, hi = a.amin(1, keepdim=True), a.amax(1, keepdim=True)
             rate = self.p * (1.0 - (a - lo) / (hi - lo).clamp(min=torch.finfo(a.dtype).tiny))
-            drop = torch.rand_like(a) < rate
-            scale = ~drop / (1.0 - rate)
-        if self.training:
-            self.record(drop.float().mean())
-        return x * per_unit(scale, x)
+            mask = per_unit((torch.rand_like(a) >= rate) / (1.0 - rate), x).to(x.dtype)
+        return x * mask, mask

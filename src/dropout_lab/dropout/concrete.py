@@ -1,6 +1,7 @@
 """Concrete dropout: Gal, Hron & Kendall, "Concrete Dropout", NeurIPS 2017, arXiv:1705.07832,
 (the relaxed Bernoulli mask and the KL regulariser of the dropout probability);
-reference code yaringal/ConcreteDropout. Not seed 001's snippet (methods.md sec. 3 lists its bugs)."""
+reference code yaringal/ConcreteDropout. Not seed 001's snippet (docs/methods/concrete.md lists its
+bugs). Method page: docs/methods/concrete.md."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+from dropout_lab.dropout.base import DropoutMethod, SiteSpec, mask_rates
 
 
 class ConcreteDropout(DropoutMethod):
@@ -31,7 +32,8 @@ class ConcreteDropout(DropoutMethod):
     for inverted scaling (M = W / (1 - p)). The reference code uses l^2 / N and 2 / N, the same terms
     doubled. Do not also put weight decay on W (double counting; our default optimizers have none).
 
-    The recorded drop fraction is the mean relaxed indicator z; ``stats()`` adds ``p_learned``.
+    The recorded drop fraction is the mean relaxed indicator z (near-binary at t = 0.1), ``p_eq`` the
+    mask's Var / (1 + Var); ``stats()`` adds ``p_learned``.
 
     Args:
         p: initial drop probability, in (0, 1) (the reference initialises at 0.1).
@@ -47,6 +49,8 @@ class ConcreteDropout(DropoutMethod):
     """
 
     default_sites: ClassVar[str] = "fc"
+    p_meaning: ClassVar[str] = "initial drop probability (learned)"
+    p_is_rate: ClassVar[bool] = False
     eps: ClassVar[float] = 1e-7
 
     def __init__(self, p: float, site: SiteSpec, temperature: float = 0.1, length_scale: float = 1e-4) -> None:
@@ -67,15 +71,17 @@ class ConcreteDropout(DropoutMethod):
         """The current p = sigmoid(p_logit), a 0-d tensor in the graph."""
         return torch.sigmoid(self.p_logit)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.stochastic:
-            return x
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         shape = x.shape if self.site.kind == "fc" else (*x.shape[:2], *(1,) * (x.dim() - 2))
         u = torch.rand(shape, dtype=x.dtype, device=x.device)
         z = torch.sigmoid((self.p_logit + torch.log(u + self.eps) - torch.log(1 - u + self.eps)) / self.temperature)
-        if self.training:
-            self.record(z.mean())
-        return x * ((1 - z) / (1 - self.drop_prob()))
+        mask = (1 - z) / (1 - self.drop_prob())
+        return x * mask, mask
+
+    def record_sample(self, x: Tensor, y: Tensor, mask: Tensor) -> None:
+        """Drop fraction: the mean relaxed indicator z = 1 - mask (1 - p); p_eq from the mask."""
+        z = 1 - mask.detach() * (1 - self.drop_prob().detach())
+        self.record(z.mean(), mask_rates(mask)[1])
 
     def extra_loss(self, dataset_size: int) -> Tensor:
         """The regulariser above for a training set of ``dataset_size`` examples; a 0-d tensor."""

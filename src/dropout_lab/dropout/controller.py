@@ -15,8 +15,10 @@ class DropoutController(pl.Callback):
     """Dispatch the hooks of :class:`DropoutMethod` modules and log their :meth:`~DropoutMethod.stats`.
 
     Only methods that override a hook are called for it, so layer-local methods cost nothing here.
-    At each training-epoch end it logs ``dropout/<site>/<stat>`` per site and ``dropout/drop_fraction``
-    (mean over sites) to the loggers and ``trainer.callback_metrics``, then resets the stats.
+    At each training-epoch end it logs ``dropout/<site>/<stat>`` per site, and ``dropout/drop_fraction``
+    and ``dropout/p_eq`` (means over sites of the per-site means over all training forwards so far:
+    the run's mean at the last epoch) to the loggers and ``trainer.callback_metrics``, then calls
+    :meth:`~DropoutMethod.reset_stats` for the methods' per-epoch extras.
 
     Args:
         methods: the method modules returned by :func:`~dropout_lab.dropout.sites.attach`.
@@ -63,14 +65,14 @@ class DropoutController(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self._dispatch("on_train_epoch_end", trainer, pl_module)
-        metrics, fractions = {}, []
+        metrics, rates = {}, {"drop_fraction": [], "p_eq": []}
         for method in self.methods:
             stats = method.stats()
             metrics.update({f"dropout/{method.site.name}/{key}": value for key, value in stats.items()})
-            if "drop_fraction" in stats:
-                fractions.append(stats["drop_fraction"])
+            for key, values in rates.items():
+                if key in stats:
+                    values.append(stats[key])
             method.reset_stats()
-        if fractions:
-            metrics["dropout/drop_fraction"] = sum(fractions) / len(fractions)
+        metrics |= {f"dropout/{key}": sum(values) / len(values) for key, values in rates.items() if values}
         if metrics:
             pl_module.log_dict(metrics, on_step=False, on_epoch=True)

@@ -1,12 +1,11 @@
 """Curriculum dropout: Morerio, Cavazza, Volpi, Vidal & Murino, "Curriculum Dropout", ICCV 2017,
 arXiv:1703.06229: the retain probability decays per optimisation step as
-theta(t) = (1 - theta_bar) exp(-gamma t) + theta_bar, from 1 (no dropout) towards theta_bar = 1 - p."""
+theta(t) = (1 - theta_bar) exp(-gamma t) + theta_bar, from 1 (no dropout) towards theta_bar = 1 - p.
+Method page: docs/methods/curriculum.md."""
 
 from __future__ import annotations
 
 import math
-
-from torch import Tensor
 
 from dropout_lab.dropout.base import DropoutContext, SiteSpec
 from dropout_lab.dropout.standard import StandardDropout
@@ -15,42 +14,49 @@ from dropout_lab.dropout.standard import StandardDropout
 class CurriculumDropout(StandardDropout):
     """Standard inverted dropout at the scheduled rate p(t) = 1 - theta(t) = p (1 - exp(-gamma t)).
 
-    ``t`` is Lightning's ``global_step`` (optimizer steps), read in ``on_train_batch_start`` so the
+    The decay is relative to the run: ``gamma = decay / T`` with T the planned optimizer steps
+    (``ctx.max_steps``). The paper's gamma = 1e-3 per step over its ~64k-step runs is ``decay``
+    = gamma T = 64: the rate is within 1 % of ``p`` after 7 % of the run (ln 100 / 64), whatever the
+    run length. A fixed per-step gamma would not reach ``p`` in a short run (gamma T = 0.16 gives
+    p(T) = 0.15 p). ``t`` is Lightning's ``global_step``, read in ``on_train_batch_start`` so the
     schedule survives a resume; before the first hook call t = 0 (no dropout). Not seed 001's linear
     per-epoch ramp. Eval is the identity; with ``mc_sampling`` the last scheduled rate is used.
 
     Args:
         p: target drop probability 1 - theta_bar, in [0, 1).
         site: the :class:`~dropout_lab.dropout.base.SiteSpec`.
-        gamma: decay rate per optimizer step (config key ``dropout.gamma``); the paper's reference
-            code uses 1e-3.
+        decay: gamma x T, e-foldings of the schedule over the planned run (config key
+            ``dropout.decay``; 64 = the paper's schedule at its length).
 
     Shapes: (N, *) -> (N, *).
 
     Raises:
-        ValueError: if ``p`` is outside [0, 1) or ``gamma`` is not positive.
+        ValueError: if ``p`` is outside [0, 1) or ``decay`` is not positive.
     """
 
-    def __init__(self, p: float, site: SiteSpec, gamma: float = 1e-3) -> None:
+    p_meaning = "final drop probability (the schedule rises to it)"
+
+    def __init__(self, p: float, site: SiteSpec, decay: float = 64.0) -> None:
         super().__init__(p, site)
-        if not gamma > 0:
-            raise ValueError(f"dropout.gamma={gamma} must be > 0 (decay rate of the keep probability per step)")
-        self.gamma = float(gamma)
+        if not decay > 0:
+            raise ValueError(f"dropout.decay={decay} must be > 0 (gamma x planned steps, the paper's schedule is 64)")
+        self.decay = float(decay)
         self.current_p = 0.0
 
-    def keep_prob(self, step: int) -> float:
-        """theta(t) = (1 - theta_bar) exp(-gamma t) + theta_bar with theta_bar = 1 - p (Morerio et al. 2017)."""
+    def keep_prob(self, progress: float) -> float:
+        """theta = (1 - theta_bar) exp(-decay * progress) + theta_bar, theta_bar = 1 - p, at
+        ``progress`` = t / T (Morerio et al. 2017, with gamma = decay / T)."""
         theta_bar = 1.0 - self.p
-        return (1.0 - theta_bar) * math.exp(-self.gamma * step) + theta_bar
+        return (1.0 - theta_bar) * math.exp(-self.decay * progress) + theta_bar
 
     def on_train_batch_start(self, ctx: DropoutContext) -> None:
-        self.current_p = 1.0 - self.keep_prob(ctx.global_step)
+        self.current_p = 1.0 - self.keep_prob(ctx.progress)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(x, self.current_p)
+    def rate(self) -> float:
+        return self.current_p
 
     def stats(self) -> dict[str, float]:
         return super().stats() | {"current_p": self.current_p}
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, gamma={self.gamma}"
+        return f"{super().extra_repr()}, decay={self.decay}"

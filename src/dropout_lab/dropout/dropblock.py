@@ -1,5 +1,6 @@
 """DropBlock: Ghiasi, Lin & Le, "DropBlock: A regularization method for convolutional networks",
-NeurIPS 2018, arXiv:1810.12890, Algorithm 1, eq. (1) and sec. 3 (scheduled DropBlock)."""
+NeurIPS 2018, arXiv:1810.12890, Algorithm 1, eq. (1) and sec. 3 (scheduled DropBlock).
+Method page: docs/methods/dropblock.md."""
 
 from __future__ import annotations
 
@@ -9,6 +10,25 @@ from torch import Tensor
 from torchvision.ops import drop_block2d
 
 from dropout_lab.dropout.base import DropoutContext, DropoutMethod, SiteSpec
+
+
+def block_for(block_size: int, height: int, width: int) -> int:
+    """The block side used on an H x W map: the largest odd size <= min(block_size, H, W)
+    (torchvision clamps to min(bs, H, W) and fails when that is even)."""
+    side = min(block_size, height, width)
+    return side if side % 2 else side - 1
+
+
+def dropblock_mask(x: Tensor, p: float, block_size: int) -> Tensor:
+    """The DropBlock mask of ``x`` (N, C, H, W): 0 in dropped blocks, numel / kept elsewhere
+    (:func:`torchvision.ops.drop_block2d` applied to ones, block side :func:`block_for`)."""
+    return drop_block2d(x.new_ones(x.shape), p, block_for(block_size, x.shape[-2], x.shape[-1]), inplace=True)
+
+
+def dropblock(x: Tensor, p: float, block_size: int, training: bool = True) -> Tensor:
+    """DropBlock of ``x`` (N, C, H, W) -> (N, C, H, W) at drop probability ``p``; ``x`` unchanged
+    unless ``training`` and ``p > 0``."""
+    return x * dropblock_mask(x, p, block_size) if training and p > 0 else x
 
 
 class DropBlock(DropoutMethod):
@@ -21,13 +41,14 @@ class DropBlock(DropoutMethod):
 
     Small maps: torchvision clamps the block to min(bs, H, W) and fails when that is even (LeNet's
     5x5 and ResNet's 4x4 maps). Rule here: the block used is the largest odd size <= min(bs, H, W)
-    (:meth:`block_for`), so a block never exceeds the map; bs >= H, W drops whole channels.
+    (:func:`block_for`), so a block never exceeds the map; bs >= H, W drops whole channels. The
+    recorded drop fraction is the fraction of zeros in the mask (about the scheduled rate).
 
     Args:
         p: target drop probability (1 - keep_prob), in [0, 1).
         site: a conv :class:`~dropout_lab.dropout.base.SiteSpec`.
         block_size: odd block side in pixels (config key ``dropout.block_size``).
-        ramp_steps: steps of the linear ramp; None = the whole run (``ctx.max_steps``), 0 = no ramp.
+        ramp_steps: steps of the linear ramp; None = the whole planned run (``ctx.progress``), 0 = no ramp.
 
     Shapes: (N, C, H, W) -> (N, C, H, W).
 
@@ -37,6 +58,7 @@ class DropBlock(DropoutMethod):
     """
 
     default_sites: ClassVar[str] = "conv"
+    p_meaning: ClassVar[str] = "drop probability reached at the end of the ramp"
 
     def __init__(self, p: float, site: SiteSpec, block_size: int = 3, ramp_steps: int | None = None) -> None:
         super().__init__(p, site)
@@ -49,30 +71,21 @@ class DropBlock(DropoutMethod):
         self.block_size, self.ramp_steps = int(block_size), ramp_steps
         self.current_p = self.p if ramp_steps == 0 else 0.0
 
-    def block_for(self, height: int, width: int) -> int:
-        """The block side used on an H x W map: the largest odd size <= min(block_size, H, W)."""
-        side = min(self.block_size, height, width)
-        return side if side % 2 else side - 1
-
-    def ramp(self, step: int, max_steps: int) -> float:
-        """p(t) = p * min(1, t / T), T = ``ramp_steps`` or ``max_steps`` (sec. 3, linear schedule)."""
-        total = max_steps if self.ramp_steps is None else self.ramp_steps
-        return self.p if total == 0 else self.p * min(1.0, step / total)
+    def ramp(self, ctx: DropoutContext) -> float:
+        """p(t) = p * min(1, t / T), T = ``ramp_steps`` or the planned run (sec. 3, linear schedule)."""
+        if self.ramp_steps is None:
+            return self.p * ctx.progress
+        return self.p if self.ramp_steps == 0 else self.p * min(1.0, ctx.global_step / self.ramp_steps)
 
     def on_train_batch_start(self, ctx: DropoutContext) -> None:
-        self.current_p = self.ramp(ctx.global_step, ctx.max_steps)
+        self.current_p = self.ramp(ctx)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.stochastic:
-            return x
-        if self.current_p == 0.0:
-            if self.training:
-                self.record(0.0)
-            return x
-        mask = drop_block2d(x.new_ones(x.shape), self.current_p, self.block_for(x.shape[-2], x.shape[-1]), inplace=True)
-        if self.training:
-            self.record((mask == 0).float().mean())
-        return x * mask
+    def rate(self) -> float:
+        return self.current_p
+
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mask = dropblock_mask(x, self.current_p, self.block_size)
+        return x * mask, mask
 
     def stats(self) -> dict[str, float]:
         return super().stats() | {"current_p": self.current_p}

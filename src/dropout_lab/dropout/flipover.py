@@ -1,5 +1,6 @@
 """Flipover: Liang, Niu, Yan & Wang, "Flipover outperforms dropout in deep learning", Visual Computing
-for Industry, Biomedicine, and Art 7:4, 2024, doi:10.1186/s42492-024-00153-y."""
+for Industry, Biomedicine, and Art 7:4, 2024, doi:10.1186/s42492-024-00153-y.
+Method page: docs/methods/flipover.md."""
 
 from __future__ import annotations
 
@@ -9,6 +10,19 @@ from torch import Tensor
 from dropout_lab.dropout.base import DropoutMethod, SiteSpec
 
 
+def flip_mask(x: Tensor, p: float, flip_factor: float = 1.0) -> Tensor:
+    """Multiplier of ``x``'s shape: ``-flip_factor s`` with probability ``p``, else ``s``, with
+    ``s = 1 / (1 - p (1 + flip_factor))`` so that its mean is 1. Needs ``p (1 + flip_factor) < 1``."""
+    scale = 1.0 / (1.0 - p * (1.0 + flip_factor))
+    return torch.where(torch.rand_like(x) < p, -flip_factor * scale, scale).to(x.dtype)
+
+
+def flipover(x: Tensor, p: float, flip_factor: float = 1.0, training: bool = True) -> Tensor:
+    """``x * flip_mask(x, p, flip_factor)``; ``x`` unchanged unless ``training`` and ``p > 0``.
+    Shapes: (N, *) -> (N, *)."""
+    return x * flip_mask(x, p, flip_factor) if training and p > 0 else x
+
+
 class Flipover(DropoutMethod):
     """Flip a random fraction ``p`` of the units to a negative multiple of themselves, rescaled so the
     expectation is kept; identity in eval.
@@ -16,9 +30,9 @@ class Flipover(DropoutMethod):
     ``m = 1`` with probability ``1 - p`` and ``m = -flip_factor`` with probability ``p`` per element;
     ``y = x * m / (1 - p (1 + flip_factor))``, so ``E[y] = x`` (the paper selects units as dropout does
     and multiplies them by a negative factor; its factor and rescaling are not in the abstract, see
-    ``docs/methods_layer_b.md``). No zeros are introduced. Flipped elements get gradient
-    ``-flip_factor / (1 - p (1 + flip_factor))``. The recorded "drop fraction" is the realised fraction
-    of flipped elements.
+    docs/methods/flipover.md). Flipped elements get gradient ``-flip_factor / (1 - p (1 + flip_factor))``.
+    No zeros are introduced, so the recorded drop fraction is 0; ``p_eq`` = Var(m) / (1 + Var(m)) of
+    the multiplier (1 - (1 - p (1 + a))^2 / (1 - p + p a^2) in expectation, 0.75 at p = 0.25, a = 1).
 
     Shapes: (N, *) -> (N, *), element-wise (as ``torch.nn.functional.dropout``).
 
@@ -32,6 +46,9 @@ class Flipover(DropoutMethod):
             (the expectation-keeping scale would be infinite or negative).
     """
 
+    p_meaning = "flip probability"
+    p_is_rate = False
+
     def __init__(self, p: float, site: SiteSpec, flip_factor: float = 1.0) -> None:
         super().__init__(p, site)
         if not flip_factor > 0.0:
@@ -42,15 +59,10 @@ class Flipover(DropoutMethod):
                 f"= {1.0 / (1.0 + flip_factor):g}, else E[m] = 1 - p (1 + flip_factor) <= 0 cannot be rescaled"
             )
         self.flip_factor = float(flip_factor)
-        self.scale = 1.0 / (1.0 - self.p * (1.0 + self.flip_factor))
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.stochastic or self.p == 0.0:
-            return x
-        flip = torch.rand_like(x) < self.p
-        if self.training:
-            self.record(flip.float().mean())
-        return x * torch.where(flip, -self.flip_factor * self.scale, self.scale)
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mask = flip_mask(x, self.p, self.flip_factor)
+        return x * mask, mask
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, flip_factor={self.flip_factor}"

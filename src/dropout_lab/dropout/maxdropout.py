@@ -1,7 +1,7 @@
 """MaxDropout: Santos, Colombo, Roder & Papa, "MaxDropout: Deep Neural Network Regularization Based on
 Maximum Output Values", ICPR 2020, arXiv:2007.13723 (Algorithm 1); reference code
 cfsantos/MaxDropout-torch ``model/MaxDropout.py``. Also seed 003's "MaxDropout", a different method
-kept as :class:`MaxKeepSeed003`."""
+kept as :class:`MaxKeepSeed003`. Method page: docs/methods/maxdropout.md."""
 
 from __future__ import annotations
 
@@ -9,6 +9,26 @@ import torch
 from torch import Tensor
 
 from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+
+
+def maxdropout_mask(x: Tensor, rate: Tensor | float, per_sample: bool = True) -> Tensor:
+    """``[z <= 1 - rate]`` in ``x``'s dtype, ``z`` the min-max normalised ``x`` (per sample over all
+    its elements, or over the whole tensor); no gradient flows through the mask."""
+    with torch.no_grad():
+        dims = tuple(range(1 if per_sample else 0, x.dim()))
+        lo, hi = x.amin(dims, keepdim=True), x.amax(dims, keepdim=True)
+        z = (x - lo) / (hi - lo).clamp(min=torch.finfo(x.dtype).tiny)
+        return (z <= 1.0 - rate).to(x.dtype)
+
+
+def maxdropout(x: Tensor, p: float, training: bool = True, sample_rate: bool = True, per_sample: bool = True) -> Tensor:
+    """MaxDropout (Santos et al. 2020, Algorithm 1): zero the elements in the top ``rate`` of the
+    min-max normalised range, ``rate ~ U(0, p)`` (``sample_rate``) or ``p``; no rescaling; ``x``
+    unchanged unless ``training`` and ``p > 0``. Shapes: (N, *) -> (N, *)."""
+    if not (training and p > 0):
+        return x
+    rate = torch.rand((), device=x.device, dtype=x.dtype) * p if sample_rate else p
+    return x * maxdropout_mask(x, rate, per_sample)
 
 
 class MaxDropout(DropoutMethod):
@@ -42,22 +62,17 @@ class MaxDropout(DropoutMethod):
         ValueError: if ``p`` is outside [0, 1).
     """
 
+    p_meaning = "largest fraction of the value range dropped"
+    p_is_rate = False
+
     def __init__(self, p: float, site: SiteSpec, sample_rate: bool = True, per_sample: bool = True) -> None:
         super().__init__(p, site)
         self.sample_rate, self.per_sample = bool(sample_rate), bool(per_sample)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.stochastic or self.p == 0.0:
-            return x
-        with torch.no_grad():
-            dims = tuple(range(1 if self.per_sample else 0, x.dim()))
-            lo, hi = x.amin(dims, keepdim=True), x.amax(dims, keepdim=True)
-            z = (x - lo) / (hi - lo).clamp(min=torch.finfo(x.dtype).tiny)
-            rate = torch.rand((), device=x.device, dtype=x.dtype) * self.p if self.sample_rate else self.p
-            drop = z > 1.0 - rate
-        if self.training:
-            self.record(drop.float().mean())
-        return x.masked_fill(drop, 0.0)
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        rate = torch.rand((), device=x.device, dtype=x.dtype) * self.p if self.sample_rate else self.p
+        mask = maxdropout_mask(x, rate, self.per_sample)
+        return x * mask, mask
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, sample_rate={self.sample_rate}, per_sample={self.per_sample}"
@@ -82,14 +97,13 @@ class MaxKeepSeed003(DropoutMethod):
         ValueError: if ``p`` is outside [0, 1).
     """
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.stochastic or self.p == 0.0:
-            return x
-        flat = x.flatten(1)
+    p_meaning = "probability that a sample is reduced to its maximum"
+    p_is_rate = False
+
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
+            flat = x.flatten(1)
             is_max = flat == flat.amax(1, keepdim=True)
             chosen = torch.rand(flat.shape[0], 1, device=x.device) < self.p
-            scale = torch.where(chosen, is_max / is_max.sum(1, keepdim=True), torch.ones_like(flat))
-        if self.training:
-            self.record((chosen & ~is_max).float().mean())
-        return (flat * scale).view_as(x)
+            mask = torch.where(chosen, is_max / is_max.sum(1, keepdim=True), torch.ones_like(flat)).view_as(x)
+        return x * mask, mask

@@ -1,6 +1,7 @@
 """Sector-wise dropout: "Enhancing Generalization in Neural Networks: Innovations in Dropout Techniques
 with Sector-wise and LRP-guided Approaches" (csulb-datascience/Sector-wise-and-LRP-guided, seed 002):
-units split into sectors of n, exactly m dropped in each sector, survivors scaled by n / (n - m)."""
+units split into sectors of n, exactly m dropped in each sector, survivors scaled by n / (n - m).
+Method page: docs/methods/sector.md."""
 
 from __future__ import annotations
 
@@ -57,16 +58,15 @@ class SectorDropout(DropoutMethod):
         scale = (size / (size - dropped)).expand(-1, n)[slot < size]
         self.register_buffer("scale", scale.float(), persistent=False)  # (F,)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.stochastic or self.p == 0.0:
-            return x
+    p_meaning = "drop fraction per sector"
+
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         n_samples, (sectors, n) = x.shape[0], self.valid.shape
         noise = torch.rand(n_samples, sectors, n, device=x.device).masked_fill_(~self.valid, 2.0)
         slots = self.dropped_slot.expand(n_samples, -1, -1)
         drop = torch.zeros_like(slots).scatter_(2, noise.argsort(2), slots).flatten(1)[:, : self.scale.numel()]
-        if self.training:
-            self.record(drop.float().mean())
-        return x * per_unit(~drop * self.scale.to(x.dtype), x)
+        mask = per_unit(~drop * self.scale.to(x.dtype), x)
+        return x * mask, mask
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, sector_size={self.sector_size}, dropped_per_sample={self.num_dropped}"

@@ -1,20 +1,18 @@
-"""Dropout sites declared by the models, and :func:`attach`, which fills them from the ``dropout`` config."""
+"""Dropout sites declared by the models (no config code here: models import this module without
+Hydra); :func:`dropout_lab.config.attach` fills them from the ``dropout`` config."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from dropout_lab.dropout.base import DropoutMethod, SiteKind, SiteSpec, check_p
+from dropout_lab.dropout.base import SiteKind, SiteSpec
 
 SITE_CHOICES = ("fc", "conv", "all", "default")
 
 
 class Site(nn.Module):
-    """A place in a model where a dropout method may sit; the identity until :func:`attach` fills it.
+    """A place in a model where a dropout method may sit; the identity until
+    :func:`dropout_lab.config.attach` fills it.
 
     Args:
         kind: ``"fc"`` for unit scope after a fully connected layer (input (N, F)), ``"conv"`` for
@@ -65,35 +63,3 @@ def find_sites(model: nn.Module, sites: str) -> list[Site]:
             f"dropout.sites={sites!r}: model {type(model).__name__} has no such site (it has {kinds or 'none'})"
         )
     return found
-
-
-def split_config(cfg: DictConfig | dict) -> tuple[str, str, dict[str, Any]]:
-    """Split a ``dropout`` config node into (name, sites, constructor config).
-
-    Raises:
-        ValueError: if ``p`` is outside [0, 1) or ``sites`` is not one of fc, conv, all, default.
-    """
-    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    name, sites = node.pop("name"), node.pop("sites", "default")
-    check_p(node.get("p", 0.0))
-    if sites not in SITE_CHOICES:
-        raise ValueError(f"dropout.sites={sites!r} is not one of {', '.join(SITE_CHOICES)}")
-    return name, sites, node
-
-
-def attach(model: nn.Module, cfg: DictConfig | dict) -> list[DropoutMethod]:
-    """Instantiate the configured method at the model's sites and return the method modules.
-
-    Args:
-        model: a network with :class:`Site` modules.
-        cfg: the ``dropout`` config node: ``name``, ``sites`` (fc|conv|all|default), ``_target_``
-            (a :class:`DropoutMethod` subclass), ``_partial_: true``, ``p`` and method arguments.
-
-    Raises:
-        ValueError: on a bad ``p`` or ``sites``, or a model without such sites.
-    """
-    _, sites, node = split_config(cfg)
-    factory = instantiate(node)
-    cls = factory.func
-    kind = cls.default_sites if sites == "default" else sites
-    return cls.attach(model, factory, find_sites(model, kind))

@@ -1,6 +1,6 @@
 """SpatialDropout: Tompson, Goroshin, Jain, LeCun & Bregler, "Efficient Object Localization Using
 Convolutional Networks", CVPR 2015, arXiv:1411.4280, sec. 3.2 (drop whole feature maps); the mask of
-``torch.nn.Dropout2d``."""
+``torch.nn.Dropout2d``. Method page: docs/methods/spatial.md."""
 
 from __future__ import annotations
 
@@ -8,17 +8,28 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from dropout_lab.dropout.base import SiteSpec
-from dropout_lab.dropout.variational import VariationalDropout
+from dropout_lab.dropout.base import DropoutMethod
+from dropout_lab.dropout.standard import bernoulli_mask
 
 
-class SpatialDropout(VariationalDropout):
+def channel_mask(x: Tensor, p: float) -> Tensor:
+    """Inverted Bernoulli mask of shape (N, C, 1, ..., 1) for ``x`` of shape (N, C, *): shared along
+    every axis after the channel axis (built explicitly: ``F.dropout2d`` changes meaning on 2-D/3-D
+    inputs)."""
+    return bernoulli_mask(x, p, tuple(range(2, x.dim())))
+
+
+def spatial_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """Channel dropout ``x * r / (1 - p)``, ``r ~ Bernoulli(1 - p)`` of shape (N, C, 1, 1); ``x``
+    unchanged unless ``training`` and ``p > 0``. Shapes: (N, C, *) -> (N, C, *)."""
+    return x * channel_mask(x, p) if training and p > 0 else x
+
+
+class SpatialDropout(DropoutMethod):
     """Channel dropout: y = x * r / (1 - p), r ~ Bernoulli(1 - p) of shape (N, C, 1, 1); identity in eval.
 
-    The mask ``torch.nn.Dropout2d`` draws, built explicitly (methods.md sec. 4: ``F.dropout2d``
-    changes meaning on 2-D/3-D inputs): it is shared along every axis after the channel axis, so at an
-    fc site (N, F) it is standard per-unit dropout. The realised drop fraction is the fraction of
-    dropped (sample, channel) pairs.
+    At an fc site (N, F) this is standard per-unit dropout. The recorded drop fraction is the
+    fraction of dropped (sample, channel) pairs.
 
     Args:
         p: drop probability in [0, 1).
@@ -32,9 +43,6 @@ class SpatialDropout(VariationalDropout):
 
     default_sites: ClassVar[str] = "conv"
 
-    def __init__(self, p: float, site: SiteSpec) -> None:
-        super().__init__(p, site)
-
-    def dims(self, x: Tensor) -> tuple[int, ...]:
-        """Every axis after the channel axis."""
-        return tuple(range(2, x.dim()))
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mask = channel_mask(x, self.p)
+        return x * mask, mask

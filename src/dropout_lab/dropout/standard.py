@@ -1,19 +1,45 @@
 """Standard (inverted) dropout: Srivastava et al., "Dropout: A Simple Way to Prevent Neural Networks
-from Overfitting", JMLR 15, 2014, eq. (2)-(4); inverted scaling as in ``torch.nn.Dropout``."""
+from Overfitting", JMLR 15, 2014, eq. (2)-(4); inverted scaling as in ``torch.nn.Dropout``.
+Method page: docs/methods/standard.md."""
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+from collections.abc import Sequence
+
+import torch
 from torch import Tensor
 
 from dropout_lab.dropout.base import DropoutMethod
 
 
+def bernoulli_mask(x: Tensor, p: float, shared_dims: Sequence[int] = ()) -> Tensor:
+    """An inverted Bernoulli mask for ``x``, constant along ``shared_dims``.
+
+    Args:
+        x: input of shape (N, *).
+        p: drop probability in [0, 1).
+        shared_dims: axes of ``x`` (never 0, the batch axis) of size 1 in the mask.
+
+    Returns:
+        mask of ``x``'s shape with the shared axes set to 1, values 0 (dropped, probability p) or
+        1 / (1 - p) (kept), in ``x``'s dtype and device; broadcasts against ``x``.
+    """
+    shape = [1 if d in shared_dims else s for d, s in enumerate(x.shape)]
+    return torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - p).div_(1.0 - p)
+
+
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """Element-wise inverted dropout, ``x * r / (1 - p)``, ``r ~ Bernoulli(1 - p)``; ``x`` unchanged
+    unless ``training`` and ``p > 0``. Shapes: (N, *) -> (N, *). Same law as
+    :func:`torch.nn.functional.dropout`."""
+    return x * bernoulli_mask(x, p) if training and p > 0 else x
+
+
 class StandardDropout(DropoutMethod):
     """Inverted dropout: y = x * r / (1 - p), r ~ Bernoulli(1 - p) per element; identity in eval.
 
-    Shapes: (N, *) -> (N, *). Reuses :func:`torch.nn.functional.dropout`. The realised drop fraction
-    is measured on the non-zero inputs (a zero input is indistinguishable from a dropped one).
+    Shapes: (N, *) -> (N, *). The recorded drop fraction is the fraction of zeros in the mask
+    (ReLU zeros of the input do not count); ``p_eq`` equals it for this Bernoulli mask.
 
     Args:
         p: drop probability in [0, 1).
@@ -23,20 +49,6 @@ class StandardDropout(DropoutMethod):
         ValueError: if ``p`` is outside [0, 1).
     """
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(x, self.p)
-
-    def drop(self, x: Tensor, p: float) -> Tensor:
-        """Element-wise inverted dropout of ``x`` (N, *) at rate ``p`` (subclasses with schedules pass
-        their current rate); records the realised fraction (0 when ``p = 0``) while training."""
-        if not self.stochastic:
-            return x
-        if p == 0.0:
-            if self.training:
-                self.record(0.0)
-            return x
-        y = F.dropout(x, p, training=True)
-        if self.training:
-            nonzero = x != 0
-            self.record(((y == 0) & nonzero).sum() / nonzero.sum().clamp(min=1))
-        return y
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mask = bernoulli_mask(x, self.rate())
+        return x * mask, mask
