@@ -13,7 +13,7 @@ from scored_nets import CLASSES, KEYS, batch, install, step
 from torch import nn
 
 from dropout_lab.dropout import passes
-from dropout_lab.dropout.base import SiteSpec
+from dropout_lab.dropout.base import DropoutContext, SiteSpec
 from dropout_lab.dropout.fmre import FMREDropout
 from dropout_lab.dropout.l2_dynamic import L2DynamicDropout
 from dropout_lab.dropout.obd import OBDDropout
@@ -123,9 +123,10 @@ def test_ema_and_update_every():
     m = FixedScore(0.3, site(), ema=0.0, update_every=3).train()
     calls = []
     m.score_input = lambda x: calls.append(1) or torch.arange(8.0)
-    for _ in range(7):
+    for step in range(7):
+        m.on_train_batch_start(DropoutContext(step, 0, 7, 2, None))
         m(torch.ones(2, 8))
-    assert len(calls) == 3  # forwards 0, 3, 6
+    assert len(calls) == 3  # steps 0, 3, 6 (ctx.due)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

@@ -66,3 +66,19 @@ def test_l0_penalty_drives_useless_gates_to_zero():
 @pytest.mark.slow
 def test_smoke_training(tmp_path):
     smoke("sparse_mask", ["dropout.lam=0.01"], tmp_path)  # its penalty scales with 1/N, N = 512 here
+
+
+def test_sparse_mask_records_gate_variance_as_p_eq_and_zeros_at_p_0():
+    """Gates are multiplicative masks without rescaling: the recorded p_eq is V / (1 + V) with
+    V = Var(z) / E[z]^2 (the equivalent Bernoulli rate of the gates), beside the zero fraction."""
+    torch.manual_seed(0)
+    (m,) = _attach(Net(), _target_="dropout_lab.dropout.sparse_mask.SparseMask", name="sparse_mask", p=0.3)
+    x = torch.ones(4000, 8)
+    z = m.train()(x)  # x = 1: the output is the gate sample
+    stats = m.stats()
+    assert stats["drop_fraction"] == pytest.approx(float((z == 0).float().mean()))
+    assert stats["p_eq"] == pytest.approx(float(1 - z.mean() ** 2 / z.square().mean()), rel=1e-5)
+    assert stats["p_eq"] > stats["drop_fraction"]  # gates in (0, 1) add variance beyond the zeros
+    (m0,) = _attach(Net(), _target_="dropout_lab.dropout.sparse_mask.SparseMask", name="sparse_mask", p=0.0)
+    m0.train()(x)
+    assert m0.stats()["drop_fraction"] < 0.01 and int(m0.recorded) == 1  # p = 0: recorded (gates still learned)

@@ -154,6 +154,8 @@ REFERENCE_EPOCHS = 200
 class EDropout(DropoutMethod):
     """EDropout (arXiv:2006.04270): an evolving population of binary pruning states over all sites.
 
+    One instance for all sites (:meth:`attach`), so its candidate pass serves every site at once.
+
     State layout: the sites in forward order, C bits per conv site, F bits per fc site (D in all).
     Training forward and evaluation: activations times the best state's bits (no rescaling), i.e. the
     pruned network P; inside :meth:`full` every bit is 1 (the full network F). Stats: ``drop_fraction``
@@ -191,6 +193,8 @@ class EDropout(DropoutMethod):
     """
 
     default_sites: ClassVar[str] = "all"
+    p_meaning: ClassVar[str] = "initial drop probability of each state bit (the evolution moves it)"
+    p_is_rate: ClassVar[bool] = False
 
     def __init__(self, p: float, site: SiteSpec, layout: list[tuple[SiteSpec, slice]], num_states: int = 8,
                  threshold: float = 100, patience: int = 10, mutation: float = 0.9, crossover: float = 0.9,
@@ -329,8 +333,7 @@ class EDropout(DropoutMethod):
         """After the warm-up, evolve every ``update_every`` steps until converged; freeze the best
         state once it has not changed for ``patience`` evolutions from the convergence step on; record
         the fraction of zero bits of the best state."""
-        start = round(self.warmup * ctx.max_steps)
-        if not bool(self.converged) and ctx.global_step >= start and (ctx.global_step - start) % self.update_every == 0:
+        if not bool(self.converged) and ctx.due(every=self.update_every, warmup=round(self.warmup * ctx.max_steps)):
             x, y = ctx.batch
             changed = self.evolve(ctx.module.model, x, y)
             self.unchanged.fill_(0) if changed else self.unchanged.add_(1)

@@ -158,7 +158,7 @@ class ShapleyDropout(ScoredDropout):
         return phi
 
     def on_train_batch_end(self, ctx: DropoutContext) -> None:
-        """Every ``update_every``-th optimizer step (from the first): Shapley values -> EMA -> rates.
+        """After every ``update_every``-th optimizer step (from the first): Shapley values -> EMA -> rates.
 
         The held-out batch comes from ``trainer.datamodule.held_out_batch(heldout, split="val")``
         (the datamodule interface, :class:`dropout_lab.data.base.ImageDataModule`): the first
@@ -168,7 +168,7 @@ class ShapleyDropout(ScoredDropout):
         Raises:
             ValueError: if the trainer has no datamodule with ``held_out_batch`` (naming ``dropout=shapley``).
         """
-        if (ctx.global_step - 1) % self.update_every:
+        if not ctx.due(every=self.update_every, warmup=1):  # the step counter has already advanced
             return
         dm = getattr(ctx.module.trainer, "datamodule", None)
         if not hasattr(dm, "held_out_batch"):

@@ -64,6 +64,8 @@ class SparseMask(DropoutMethod):
     """
 
     default_sites: ClassVar[str] = "fc"
+    p_meaning: ClassVar[str] = "initial P(gate = 0) (gates are learned)"
+    p_is_rate: ClassVar[bool] = False
 
     def __init__(self, p: float, site: SiteSpec, lam: float = 1.0, per_sample: bool = True, group_weighted: bool = True) -> None:
         super().__init__(p, site)
@@ -89,14 +91,24 @@ class SparseMask(DropoutMethod):
         s = torch.sigmoid((u.log() - (-u).log1p() + self.log_alpha) / BETA)
         return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
 
+    def rate(self) -> float:
+        """1: the gates are learned (``p`` only initialises them), so a training forward always samples."""
+        return 1.0
+
     def forward(self, x: Tensor) -> Tensor:
-        if not self.stochastic:
-            z = self.eval_gates().unsqueeze(0)
-        else:
-            z = self.sample_gates(len(x) if self.per_sample else 1)
-            if self.training:
-                self.record((z == 0).float().mean())
-        return x * z.view(*z.shape, *(1,) * (x.ndim - 2))
+        """Evaluation: ``x`` times the deterministic gates (eq. 13; not the identity). Training and
+        Monte-Carlo evaluation: the base forward (:meth:`sample`, recorded)."""
+        if self.stochastic:
+            return super().forward(x)
+        return x * self.eval_gates().view(1, -1, *(1,) * (x.ndim - 2))
+
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x * z, z)`` with hard-concrete gates z (N, F) or (1, F) (``per_sample``), (..., 1, 1) at conv
+        sites; the base records mean(z == 0) and p_eq = V / (1 + V), V = Var(z) / E[z]^2
+        (:func:`~dropout_lab.dropout.base.mask_rates`)."""
+        z = self.sample_gates(len(x) if self.per_sample else 1)
+        z = z.view(*z.shape, *(1,) * (x.ndim - 2))
+        return x * z, z
 
     def extra_loss(self, dataset_size: int) -> Tensor:
         """lambda * sum_j |g_j| P(z_j != 0) / N: a scalar tensor with gradient to log_alpha."""
