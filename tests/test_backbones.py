@@ -23,7 +23,7 @@ DATASETS = ["mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "flowers1
 # trains them (CPU budget)
 GEOMETRY_REPS = {"kmnist", "cifar100", "flowers102"}
 LIGHT = {"resnet18", "alexnet", "squeezenet1_1"}
-DROPOUTS = sorted(p.stem for p in (CONF / "dropout").glob("*.yaml"))
+DROPOUTS = sorted(p.stem for p in (CONF / "dropout").glob("[!_]*.yaml"))  # _*.yaml: shared bases
 # the smallest input side each model accepts; ResNets take any (global pooling)
 MIN_SIDE = {"alexnet": 63, "squeezenet1_1": 17}
 

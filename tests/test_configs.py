@@ -10,7 +10,7 @@ from conftest import CONF, make_cfg
 
 DATASETS = sorted(p.stem for p in (CONF / "dataset").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
-GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in ("dropout", "optimizer", "scheduler", "trainer", "logger")}
+GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("[!_]*.yaml")) for group in ("dropout", "optimizer", "scheduler", "trainer", "logger")}
 
 
 @pytest.mark.parametrize("dataset", DATASETS)

@@ -240,3 +240,21 @@ def test_output_gradient_methods_score_a_site_on_the_input_data(key):
     assert float(inp.rates.mean()) == pytest.approx(0.3, abs=1e-6)
     if key == "taylor":
         assert torch.all(inp.score.view(28, 28)[:4] == 0) and float(inp.score.max()) > 0
+
+
+def test_score_driven_yamls_share_one_base(cfg_factory):
+    """The keys the six score-driven YAMLs share live once, in conf/dropout/_scored.yaml (a Hydra
+    defaults-list base); each method still composes with every shared key and its own overrides."""
+    from omegaconf import OmegaConf
+
+    from conftest import CONF
+
+    shared = OmegaConf.load(CONF / "dropout" / "_scored.yaml")
+    assert set(shared) == {"p", "initial_rate", "max_rate", "drop_target", "normalise", "ema", "sites"}
+    for key in [*KEYS, "shapley"]:
+        own = OmegaConf.load(CONF / "dropout" / f"{key}.yaml")
+        assert list(own.defaults) == ["_scored", "_self_"]
+        assert all(own.get(k) != shared[k] for k in shared if k in own), key  # only real overrides
+        node = cfg_factory([f"dropout={key}"]).dropout
+        assert node.name == key and set(shared) <= set(node)
+    assert cfg_factory(["dropout=obd"]).dropout.ema == 0.98 and cfg_factory(["dropout=taylor"]).dropout.ema == 0.9
