@@ -249,7 +249,7 @@ class EDropout(DropoutMethod):
         Not in the paper, whose ResNets keep a residual path past every pruned layer: in a plain
         chain (LeNet5, MLP) a site with no unit left makes the logits constant, whose margin
         (about 0) beats the negative margin of any untrained network, and the masked weights never
-        train, so the evolution locks onto a dead network (seen on Fashion-MNIST, docs/edropout.md).
+        train, so the evolution locks onto a dead network (seen on Fashion-MNIST, docs/methods/edropout.md).
         """
         rows = torch.arange(states.shape[0], device=states.device)
         for _, part in self.layout:

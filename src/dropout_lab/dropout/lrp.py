@@ -4,7 +4,7 @@ after each parameter update, Layer-wise Relevance Propagation scores every unit 
 by absolute relevance is dropped at the next step. Relevance: the LRP-epsilon rule of Bach et al.,
 "On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise Relevance Propagation",
 PLoS ONE 10(7): e0130140, 2015 (eq. 58), in the form of Montavon et al., "Layer-Wise Relevance
-Propagation: An Overview", 2019, sec. 10.2 ("LRP as gradient x input" implementation)."""
+Propagation: An Overview", 2019, sec. 10.2 ("LRP as gradient x input" implementation); docs/methods/lrp.md."""
 
 from __future__ import annotations
 

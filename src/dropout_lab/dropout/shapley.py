@@ -1,7 +1,8 @@
 """Neuron Shapley dropout (seed 000): unit/channel importance = Neuron Shapley value, estimated by
 truncated Monte-Carlo permutation sampling on a held-out batch (Ghorbani & Zou, "Neuron Shapley:
 Discovering the Responsible Neurons", NeurIPS 2020, arXiv:2002.09815, sec. 2-3, Algorithm 1 without the
-bandit stage), fed into the D0 score -> rate map of :class:`~dropout_lab.dropout.scored.ScoredDropout`."""
+bandit stage), fed into the score -> rate map of :class:`~dropout_lab.dropout.scored.ScoredDropout`;
+docs/methods/shapley.md."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ class ShapleyDropout(ScoredDropout):
     (M * B rows, coalition-major) for the layers after it. This needs a model in which nothing after
     the site combines with a tensor computed before it (true at LeNet5/MLP sites and at sites between
     ResNet stages); otherwise the forward fails with a shape error.
-    Shapley values (signed) go into the EMA and the D0 rate map of :class:`ScoredDropout` (rank
+    Shapley values (signed) go into the EMA and the rate map of :class:`ScoredDropout` (rank
     normalisation by default, so a negative value ranks lowest); training forwards are per-sample
     Bernoulli with per-unit rates and 1/(1 - p_j) rescaling; evaluation is the identity.
 

@@ -1,6 +1,6 @@
 """Learnable sparse masks: hard-concrete gates with an expected-L0 penalty. Louizos, Welling & Kingma,
 "Learning Sparse Neural Networks through L0 Regularization", ICLR 2018, arXiv:1712.01312, sec. 3-4
-(eq. 10-13 for the gate, eq. 12 and the group-sparsity form of sec. 4 for the penalty)."""
+(eq. 10-13 for the gate, eq. 12 and the group-sparsity form of sec. 4 for the penalty); docs/methods/sparse_mask.md."""
 
 from __future__ import annotations
 
