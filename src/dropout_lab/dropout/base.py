@@ -125,7 +125,8 @@ class DropoutMethod(nn.Module):
     :meth:`forward` is written once, here (input and output of the same shape: (N, F) at fc sites,
     (N, C, H, W) at conv sites):
 
-    * not :attr:`stochastic` (eval without Monte-Carlo sampling): the identity;
+    * not :attr:`stochastic` (eval without Monte-Carlo sampling): :meth:`deterministic`, the
+      identity unless a method has a deterministic test-time form (e.g. learned gates);
     * :meth:`rate` == 0: the identity, and while training a drop fraction of 0 is recorded;
     * else ``y, mask = self.sample(x)``; while training (outside an
       :func:`~dropout_lab.dropout.passes.extra_pass`) :meth:`record_sample` records the mask.
@@ -199,7 +200,7 @@ class DropoutMethod(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.stochastic:
-            return x
+            return self.deterministic(x)
         if self.rate() == 0.0:
             if self.recording:
                 self.record(0.0, 0.0)
@@ -208,6 +209,11 @@ class DropoutMethod(nn.Module):
         if self.recording and mask is not None:
             self.record_sample(x, y, mask)
         return y
+
+    def deterministic(self, x: Tensor) -> Tensor:
+        """The evaluation forward (not :attr:`stochastic`): the identity (inverted scaling makes the
+        expected training output equal ``x``). Methods with a test-time transform override it."""
+        return x
 
     def sample(self, x: Tensor) -> tuple[Tensor, Tensor | float | None]:
         """The stochastic forward: ``(y, mask)``, ``y`` of the shape of ``x``.

@@ -194,7 +194,7 @@ class DropConnect(DropoutMethod):
         self._pending = None
         total = torch.zeros_like(mean)
         for _ in range(self.inference_samples):
-            total += activation(mean + std * torch.randn_like(mean))
+            total += activation.forward(mean + std * torch.randn_like(mean))  # forward: not these hooks again
         return total / self.inference_samples
 
     def extra_repr(self) -> str:

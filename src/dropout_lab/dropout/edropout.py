@@ -264,7 +264,15 @@ class EDropout(DropoutMethod):
         return self.best if self._override is None else self._override
 
     def forward(self, x: Tensor) -> Tensor:
+        """Never called: EDropout acts through the :class:`_StateMask` modules in the sites.
+
+        Raises:
+            RuntimeError: always.
+        """
         raise RuntimeError("EDropout acts through the _StateMask modules in the sites, not as a layer")
+
+    #: declares a test-time form: evaluation is the pruned network P (applied by the sites' masks)
+    deterministic = forward
 
     @contextmanager
     def _masked(self, mask: Tensor | None) -> Iterator[None]:

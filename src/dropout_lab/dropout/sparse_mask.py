@@ -91,16 +91,10 @@ class SparseMask(DropoutMethod):
         s = torch.sigmoid((u.log() - (-u).log1p() + self.log_alpha) / BETA)
         return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
 
-    def rate(self) -> float:
-        """1: the gates are learned (``p`` only initialises them), so a training forward always samples."""
-        return 1.0
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Evaluation: ``x`` times the deterministic gates (eq. 13; not the identity). Training and
-        Monte-Carlo evaluation: the base forward (:meth:`sample`, recorded)."""
-        if self.stochastic:
-            return super().forward(x)
-        return x * self.eval_gates().view(1, -1, *(1,) * (x.ndim - 2))
+    def deterministic(self, x: Tensor) -> Tensor:
+        """Evaluation: ``x`` times the deterministic gates (eq. 13; not the identity); at p = 0 (no
+        gates, as every method at p = 0) the identity."""
+        return x * self.eval_gates().view(1, -1, *(1,) * (x.ndim - 2)) if self.p > 0 else x
 
     def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(x * z, z)`` with hard-concrete gates z (N, F) or (1, F) (``per_sample``), (..., 1, 1) at conv
@@ -110,8 +104,11 @@ class SparseMask(DropoutMethod):
         z = z.view(*z.shape, *(1,) * (x.ndim - 2))
         return x * z, z
 
-    def extra_loss(self, dataset_size: int) -> Tensor:
-        """lambda * sum_j |g_j| P(z_j != 0) / N: a scalar tensor with gradient to log_alpha."""
+    def extra_loss(self, dataset_size: int) -> Tensor | None:
+        """lambda * sum_j |g_j| P(z_j != 0) / N: a scalar tensor with gradient to log_alpha; None at
+        p = 0 (no gates)."""
+        if self.p == 0:
+            return None
         return self.lam * self.group * self.prob_open().sum() / max(dataset_size, 1)
 
     @torch.no_grad()

@@ -1,23 +1,95 @@
-"""Layer methods B (adaptive, maxdropout, biased, flipover, sector and the seed-003 variants) against
-their papers: unbiasedness, realised drop fraction, structure, eval identity, gradients, smoke runs.
+"""Layer-level methods without a file of their own, grouped per method: standard, spatial, gaussian,
+none, adaptive, maxdropout, biased, flipover, sector (and the seed-003 variants), against their
+papers: unbiasedness, realised drop fraction and p_eq, structure, eval identity, gradients.
 Tolerances come from tests/tolerance.py (binomial / normal standard errors at fixed seeds)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
-from conftest import SMOKE, make_cfg
+from layer_helpers import P, spec
 from tolerance import binomial_tol, mean_tol
 
+from dropout_lab.dropout import NoDropout
 from dropout_lab.dropout.adaptive import AdaptiveDropout
 from dropout_lab.dropout.base import SiteSpec
 from dropout_lab.dropout.biased import BiasedDropout, BiasedSeed003
 from dropout_lab.dropout.flipover import Flipover
+from dropout_lab.dropout.gaussian import GaussianDropout
 from dropout_lab.dropout.maxdropout import MaxDropout, MaxKeepSeed003
 from dropout_lab.dropout.sector import SectorDropout
+from dropout_lab.dropout.spatial import SpatialDropout
+from dropout_lab.dropout.standard import StandardDropout
+from dropout_lab.dropout.variational import VariationalDropout
+
+
+BERNOULLI = {
+    "standard": (lambda: StandardDropout(P, spec()), (256, 64), 256 * 64),
+    "spatial": (lambda: SpatialDropout(P, spec("conv", 16)), (64, 16, 6, 6), 64 * 16),
+    "variational_seq": (lambda: VariationalDropout(P, spec(), shared_dims=[1]), (64, 12, 32), 64 * 32),
+}
+
+
+@pytest.mark.parametrize("key", BERNOULLI)
+def test_bernoulli_methods_mean_and_drop_fraction(key):
+    """E[y] = x (inverted scaling) and realised drop fraction = p, over many masks."""
+    torch.manual_seed(0)
+    make, shape, n_mask = BERNOULLI[key]
+    method, x, reps = make().train(), torch.ones(shape), 20
+    ys = torch.stack([method(x) for _ in range(reps)])
+    assert abs(ys.mean().item() - 1.0) < mean_tol(math.sqrt(P / (1 - P)), n_mask * reps)
+    assert abs(method.stats()["drop_fraction"] - P) < binomial_tol(P, n_mask * reps)
+    values = ys.unique()
+    assert len(values) == 2 and values[0] == 0 and values[1].item() == pytest.approx(1 / (1 - P))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: StandardDropout(P, spec()),
+    lambda: SpatialDropout(P, spec("conv", 8)),
+    lambda: VariationalDropout(P, spec("conv", 8), shared_dims=[2]),
+])
+def test_bernoulli_dropped_units_get_zero_gradient(make):
+    torch.manual_seed(0)
+    method = make().train()
+    x = torch.ones(16, 8, 7, 7, requires_grad=True)
+    y = method(x)
+    y.sum().backward()
+    dropped = y == 0
+    assert dropped.any() and (~dropped).any()
+    assert torch.all(x.grad[dropped] == 0) and torch.all(x.grad[~dropped] > 0)
+    assert torch.allclose(x.grad, y.detach())  # dy/dx = the scaled mask
+
+
+def test_spatial_drops_whole_channels():
+    torch.manual_seed(0)
+    y = SpatialDropout(P, spec("conv", 16)).train()(torch.ones(32, 16, 5, 5))
+    flat = y.flatten(2)
+    assert torch.all(flat == flat[..., :1])  # constant over H x W in every (sample, channel)
+    assert (flat[..., 0] == 0).any() and (flat[..., 0] != 0).any()
+    assert not torch.all(y == y[:1])  # masks differ between samples
+
+
+def test_gaussian_mean_and_noise_variance():
+    """y = x * N(1, p/(1-p)): mean x, and the realised noise variance gives p_eq = p (the old code
+    recorded only a drop fraction of 0)."""
+    torch.manual_seed(0)
+    method, x, reps = GaussianDropout(P, spec()).train(), torch.ones(256, 64), 10
+    ys = torch.stack([method(x) for _ in range(reps)])
+    alpha, n = P / (1 - P), x.numel() * reps
+    assert abs(ys.mean().item() - 1.0) < mean_tol(math.sqrt(alpha), n)
+    assert abs(ys.var().item() - alpha) < mean_tol(math.sqrt(2) * alpha, n)  # var of a normal sample variance: 2 s^4 / n
+    stats = method.stats()
+    assert stats["drop_fraction"] == 0.0  # no unit is zeroed
+    # equivalent_p = v / (1 + v) is monotone in v: map the variance tolerance through it
+    tol = mean_tol(math.sqrt(2) * alpha, n)
+    assert (alpha - tol) / (1 + alpha - tol) < stats["p_eq"] < (alpha + tol) / (1 + alpha + tol)
+
+
+def test_none_is_identity_in_training():
+    method, x = NoDropout(0.0, spec()).train(), torch.randn(4, 64)
+    assert method(x) is x and method.stats()["drop_fraction"] == 0.0
 
 
 def make(cls, p, features=40, kind="fc", **kwargs):
@@ -30,6 +102,8 @@ def positive(n, features, seed=0):
 
 
 ALL = [AdaptiveDropout, MaxDropout, MaxKeepSeed003, BiasedDropout, BiasedSeed003, Flipover, SectorDropout]
+
+
 UNBIASED = [(AdaptiveDropout, 0.5), (BiasedDropout, 0.5), (BiasedSeed003, 0.5), (Flipover, 0.3), (SectorDropout, 0.3)]
 
 
@@ -43,13 +117,17 @@ def test_unbiased_per_unit(cls, p):
     assert ((y.mean(0) - x0).abs() <= mean_tol(y.std(0), rows)).all()
 
 
-@pytest.mark.parametrize("cls,p", [(AdaptiveDropout, 0.5), (BiasedDropout, 0.5), (Flipover, 0.3)])
+@pytest.mark.parametrize("cls,p", [(AdaptiveDropout, 0.5), (BiasedDropout, 0.5)])
 def test_realised_fraction_matches_p(cls, p):
+    """Realised drop fraction = p, and p_eq = drop fraction for these Bernoulli masks (the group or
+    unit rates differ, so p_eq = 1 - E[m]^2 / E[m^2] is near, not equal to, p)."""
     torch.manual_seed(0)
     x = positive(500, 40)
     method = make(cls, p)
     method(x)
-    assert abs(method.stats()["drop_fraction"] - p) <= binomial_tol(p, x.numel())
+    stats = method.stats()
+    assert abs(stats["drop_fraction"] - p) <= binomial_tol(p, x.numel())
+    assert abs(stats["p_eq"] - p) <= 0.05
 
 
 @pytest.mark.parametrize("cls", ALL)
@@ -73,8 +151,6 @@ def test_dropped_units_get_zero_gradient(cls):
     assert dropped.any() and (~dropped).any()
     assert (x.grad[dropped] == 0).all() and (x.grad[~dropped] > 0).all()
 
-
-# ---- sector-wise -----------------------------------------------------------------------------------
 
 def test_sector_drops_exactly_m_per_sector_and_rescales():
     torch.manual_seed(0)
@@ -107,8 +183,6 @@ def test_sector_rejects_degenerate_sectors(p, n):
     with pytest.raises(ValueError, match="dropout.sector_size"):
         make(SectorDropout, p, features=84, sector_size=n)
 
-
-# ---- MaxDropout ------------------------------------------------------------------------------------
 
 def normalised(x, dims):
     lo, hi = x.amin(dims, keepdim=True), x.amax(dims, keepdim=True)
@@ -150,8 +224,6 @@ def test_maxkeep_seed003_keeps_only_the_maximum_of_chosen_samples():
     assert abs(reduced.float().mean().item() - 0.5) <= binomial_tol(0.5, 2000)
     assert method.stats()["drop_fraction"] == pytest.approx(reduced.float().mean().item() * 39 / 40)
 
-
-# ---- biased ----------------------------------------------------------------------------------------
 
 def test_biased_drops_the_low_group_at_the_higher_rate():
     torch.manual_seed(0)
@@ -204,8 +276,6 @@ def test_biased_seed003_rates_fall_with_activation():
     assert abs(method.stats()["drop_fraction"] - expected) <= binomial_tol(expected, x.numel())
 
 
-# ---- flipover --------------------------------------------------------------------------------------
-
 def test_flipover_flips_signs_at_rate_p_without_zeros():
     torch.manual_seed(0)
     p = 0.3
@@ -218,7 +288,10 @@ def test_flipover_flips_signs_at_rate_p_without_zeros():
     assert (y != 0).all()
     torch.testing.assert_close(y.abs(), x.abs() * scale)
     assert abs(flipped.float().mean().item() - p) <= binomial_tol(p, x.numel())
-    assert method.stats()["drop_fraction"] == pytest.approx(flipped.float().mean().item())
+    # no zeros: drop fraction 0; p_eq from the multiplier m = +-scale: 1 - E[m]^2 / E[m^2] = 1 - (1 - 2 f)^2
+    f = flipped.float().mean().item()
+    assert method.stats()["drop_fraction"] == 0.0
+    assert method.stats()["p_eq"] == pytest.approx(1 - (1 - 2 * f) ** 2, rel=1e-4)
     torch.testing.assert_close(x.grad, torch.where(flipped, -scale, scale))
 
 
@@ -227,8 +300,6 @@ def test_flipover_rejects_p_that_cannot_be_rescaled(p, factor):
     with pytest.raises(ValueError, match="dropout.flip_factor"):
         make(Flipover, p, flip_factor=factor)
 
-
-# ---- adaptive --------------------------------------------------------------------------------------
 
 def test_adaptive_rates_follow_the_ema_within_their_range():
     torch.manual_seed(0)
@@ -270,14 +341,15 @@ def test_adaptive_rejects_bad_ranges(kwargs):
         make(AdaptiveDropout, 0.5, **kwargs)
 
 
-# ---- smoke: real MNIST subset, one epoch of a few batches ----------------------------------------
-
-@pytest.mark.parametrize("key", ["adaptive", "maxdropout", "maxdropout_seed003", "biased", "biased_seed003", "flipover", "sector"])
-def test_smoke_training_records_a_drop_fraction(key, tmp_path):
-    from dropout_lab.train import train
-
-    metrics = train(make_cfg([*SMOKE, f"dropout={key}"], tmp_path))
-    summary = json.loads((tmp_path / "metrics.json").read_text())
-    assert summary["status"] == "ok" and summary["hparams"]["method"] == key
-    assert math.isfinite(metrics["test/acc"])
-    assert 0.0 < summary["drop_fraction"] < 1.0
+def test_biased_records_live_units_only():
+    """Units whose input is 0 (ReLU zeros) are not counted: with 24 of 40 units zero, the 16 live units
+    form the high group and drop at p - delta = 0.3 (the old record counted the zeros, dropped at
+    p + delta, and logged 0.54)."""
+    torch.manual_seed(0)
+    x = positive(2000, 40)
+    x[:, :24] = 0
+    method = make(BiasedDropout, 0.5, delta=0.2)
+    method(x)
+    stats = method.stats()
+    assert abs(stats["drop_fraction"] - 0.3) <= binomial_tol(0.3, 2000 * 16)
+    assert abs(stats["p_eq"] - 0.3) <= binomial_tol(0.3, 2000 * 16) * 2
