@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dropout_lab.dropout.base import DropoutContext, DropoutMethod, SiteSpec
 
