@@ -30,7 +30,7 @@ from dropout_lab.config import split_config
 from dropout_lab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL = sorted(p.stem for p in (ROOT / "conf" / "dropout").glob("*.yaml"))
+ALL = sorted(p.stem for p in (ROOT / "conf" / "dropout").glob("[!_]*.yaml"))  # _*.yaml: shared bases, not methods
 
 
 def config(out: Path, overrides: list[str]):

@@ -19,11 +19,11 @@ from hydra.utils import get_class
 from torch import nn
 
 from dropout_lab.config import attach, instantiate_model
-from dropout_lab.dropout import DropoutMethod, Site
+from dropout_lab.dropout import DropoutContext, DropoutMethod, Site
 from dropout_lab.dropout.controller import DropoutController
 from dropout_lab.dropout.curriculum import CurriculumDropout
 
-METHODS = sorted(p.stem for p in (CONF / "dropout").glob("*.yaml"))
+METHODS = sorted(p.stem for p in (CONF / "dropout").glob("[!_]*.yaml"))  # _*.yaml: shared bases, not methods
 STEPS, BATCH, TRAIN = 3, 16, 512
 
 
@@ -200,3 +200,28 @@ def test_logged_rate_is_the_mean_over_all_training_steps():
         controller.on_train_epoch_end(trainer, module)
     assert logged["dropout/drop_fraction"] == pytest.approx(0.25, abs=0.02)
     assert logged["dropout/p_eq"] == pytest.approx(0.25, abs=0.02)
+
+
+def test_models_declare_sites_without_importing_hydra():
+    """The backbones and the dropout package import no Hydra (config-to-object code is in
+    dropout_lab.config); the old sites.py pulled Hydra into every model."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = "import sys, dropout_lab.models, dropout_lab.dropout; print(sorted({m.split('.')[0] for m in sys.modules} & {'hydra', 'omegaconf'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""}).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(("step", "every", "warmup", "due"), [
+    (0, 1, 0, True), (5, 1, 0, True), (0, 10, 0, True), (5, 10, 0, False), (20, 10, 0, True),
+    (3, 10, 5, False), (5, 10, 5, True), (15, 10, 5, True), (16, 10, 5, False), (7, 0, 0, False),
+])
+def test_context_due_is_every_n_steps_after_warmup(step, every, warmup, due):
+    ctx = DropoutContext(global_step=step, epoch=0, max_steps=40, dataset_size=1, module=None)
+    assert ctx.due(every=every, warmup=warmup) is due
+    assert ctx.every(every) is (every > 0 and step % every == 0)
+    assert ctx.progress == step / 40

@@ -55,9 +55,10 @@ class Classifier(pl.LightningModule):
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``, ``hp_metric``
     (= best validation accuracy, for TensorBoard's HParams tab), ``test/loss`` and ``test/acc``;
     accuracies are fractions in [0, 1]. For every evaluation variant a dropout method exposes
-    (:meth:`~dropout_lab.dropout.base.DropoutMethod.eval_variants`, e.g. ``pruned``) the test loop
+    (:meth:`~dropout_lab.dropout.base.DropoutMethod.eval_variants`, e.g. EDropout's ``full``) the test loop
     also evaluates the model inside that variant's context and logs ``test/acc_<name>`` and
-    ``test/loss_<name>``; ``test/acc`` stays the plain (full) network. The training loss is cross-entropy plus every dropout
+    ``test/loss_<name>``; ``test/acc`` and ``val/acc`` are the model in its own eval mode (for EDropout the
+    pruned network P, COMMON contract 2). The training loss is cross-entropy plus every dropout
     method's :meth:`~dropout_lab.dropout.base.DropoutMethod.extra_loss`.
 
     Args:

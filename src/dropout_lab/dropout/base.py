@@ -272,7 +272,7 @@ class DropoutMethod(nn.Module):
     def eval_variants(self) -> dict[str, Any]:
         """Named alternative networks the test loop also evaluates, as ``{name: f}`` where ``f()``
         returns a context manager inside which the model is that variant (e.g. EDropout's
-        ``{"pruned": ...}``, logged as ``test/acc_pruned``). Default: none."""
+        ``{"full": ...}``, logged as ``test/acc_full``). Default: none."""
         return {}
 
     def extra_repr(self) -> str:

@@ -1,20 +1,23 @@
 """EDropout: Salehinejad & Valaee, "EDropout: Energy-Based Dropout and Pruning of Deep Neural
-Networks", IEEE TNNLS 33(10), 2022, arXiv:2006.04270 (seed 004).
+Networks", IEEE TNNLS 33(10), 2022, arXiv:2006.04270 (seed 004); docs/methods/edropout.md.
 
 A model-level method: one population of binary *pruning states* for the whole network, one bit per
-channel at each conv site and per unit at each fc site. Every ``update_every`` optimizer steps the
-population evolves by binary differential evolution (mutation, binomial crossover, greedy selection)
-on the energy of each state = minus the mean classification margin on the current training batch;
-the lowest-energy state masks the network for the training steps (inside autograd, no rescaling, so
-masked filters and FC inputs get zero gradient). Once the best state has not changed for
-``threshold`` optimizer steps it is frozen (early state convergence: the pruning decision).
-Evaluation reports the full network (F, all bits 1: ``test/acc``) and the pruned one (P, the best
-state: ``test/acc_pruned``, through :meth:`EDropout.eval_variants`).
+channel at each conv site and per unit at each fc site. After a warm-up (a fraction of the planned
+steps) the population evolves at every optimizer step (the reference's cadence) by binary
+differential evolution (mutation, binomial crossover, greedy selection) on the energy of each state =
+minus the mean classification margin on the current training batch; the lowest-energy state masks the
+network (inside autograd, no rescaling, so masked filters and FC inputs get zero gradient). Early state
+convergence follows the reference: from epoch ``threshold`` (100 of the reference's 200 epochs; the
+same fraction of a shorter run) the state is frozen once the best state has not changed for
+``patience`` evolutions. The pruned network P (the best state) is the method's result: evaluation
+(``val/acc``, ``test/acc``) runs P; the full network F is tested beside it as ``test/acc_full``
+(:meth:`EDropout.eval_variants`).
 
-Deviations from the reference code (sparsifai/edropout), see ``docs/edropout.md``: candidates are
+Deviations from the reference code (sparsifai/edropout), see docs/methods/edropout.md: candidates are
 evaluated under :func:`~dropout_lab.dropout.passes.extra_pass` (no BatchNorm statistics updated, mode
 restored, no gradients); masks multiply the site activations instead of editing weights in place;
-target and trial states are scored on the same batch.
+target and trial states are scored on the same batch (so convergence watches the best state, not its
+energy); the warm-up and :meth:`EDropout.keep_one_per_site` keep plain chains (LeNet5) alive.
 """
 
 from __future__ import annotations
@@ -144,14 +147,28 @@ class _StateMask(nn.Module):
         return f"bits={self.part.start}:{self.part.stop}"
 
 
+#: the reference's run length in epochs, for which its early-convergence threshold (100) was set
+REFERENCE_EPOCHS = 200
+
+
 class EDropout(DropoutMethod):
     """EDropout (arXiv:2006.04270): an evolving population of binary pruning states over all sites.
 
+    One instance for all sites (:meth:`attach`), so its candidate pass serves every site at once.
+
     State layout: the sites in forward order, C bits per conv site, F bits per fc site (D in all).
-    Training forward: activations times the best state's bits (no rescaling). Eval: identity (F);
-    inside :meth:`pruned` the best state (P). Stats: ``drop_fraction`` (mean fraction of zero bits
-    in the best state over training steps), ``kept_param_fraction`` (:func:`kept_parameters` of the
-    best state / total), ``energy`` (best energy at the last evolution), ``converged`` (0/1).
+    Training forward and evaluation: activations times the best state's bits (no rescaling), i.e. the
+    pruned network P; inside :meth:`full` every bit is 1 (the full network F). Stats: ``drop_fraction``
+    (mean fraction of zero bits in the best state over training steps), ``kept_param_fraction``
+    (:func:`kept_parameters` of the best state / total), ``energy`` (best energy at the last
+    evolution), ``converged`` (0/1).
+
+    Schedule, in optimizer steps t of a run planned for T steps and E epochs: the best state is all
+    ones until t = round(``warmup`` * T); from then on the population evolves every ``update_every``
+    steps (reference: 1). From t_c = T * ``threshold`` / max(E, 200) (epoch 100 in the reference's 200;
+    half of any run up to 200 epochs) the state freezes once the best state has not changed for
+    ``patience`` consecutive evolutions (reference: ~10 batches); a run that does not converge keeps
+    evolving, and P is its last best state.
 
     Args:
         p: initial drop probability: population bits start Bernoulli(1 - p) (seed 004: 0.5). With
@@ -159,44 +176,47 @@ class EDropout(DropoutMethod):
         site: a :class:`SiteSpec` named ``model`` with D = ``num_features`` (built by :meth:`attach`).
         layout: (site, slice of the state) per occupied site (built by :meth:`attach`).
         num_states: population size S (seed 004: 8; at least 4 for the DE mutation).
-        threshold: optimizer steps without a change of the best state after which it is frozen
-            (seed 004: 100).
+        threshold: early-convergence threshold in epochs (seed 004: 100), scaled to the run as above.
+        patience: evolutions without a change of the best state that freeze it once the threshold is
+            reached (>= 1; the reference looks at the last ~10 batches).
         mutation: DE factor F in [0, 1] (reference: 0.9).
         crossover: DE crossover rate CR in [0, 1] (reference: 0.9).
-        update_every: evolve the population every this many optimizer steps (paper: 1; default 16,
-            which keeps a LeNet5 step within 2x of standard dropout); each evolution costs one
+        update_every: optimizer steps between evolutions (reference: 1); each evolution costs one
             no-grad forward of 2 S copies of the batch.
-        warmup: optimizer steps trained with the full network (best state all ones) before the first
-            evolution (not in the paper; 0 = evolve from step 0, see docs/edropout.md).
+        warmup: fraction of the planned steps trained with the full network before the first
+            evolution, in [0, 0.5) so that every run evolves before its convergence check (not in the
+            paper, whose ResNets keep a residual path; needed on plain chains, docs/methods/edropout.md).
 
     Raises:
-        ValueError: naming ``dropout.<key>`` for p outside [0, 1), num_states < 4, threshold < 1,
-            update_every < 1, warmup < 0 or mutation/crossover outside [0, 1].
+        ValueError: naming ``dropout.<key>`` for p outside [0, 1), num_states < 4, threshold <= 0,
+            patience < 1, update_every < 1, warmup outside [0, 0.5) or mutation/crossover outside [0, 1].
     """
 
     default_sites: ClassVar[str] = "all"
+    p_meaning: ClassVar[str] = "initial drop probability of each state bit (the evolution moves it)"
+    p_is_rate: ClassVar[bool] = False
 
     def __init__(self, p: float, site: SiteSpec, layout: list[tuple[SiteSpec, slice]], num_states: int = 8,
-                 threshold: int = 100, mutation: float = 0.9, crossover: float = 0.9, update_every: int = 16,
-                 warmup: int = 0) -> None:
+                 threshold: float = 100, patience: int = 10, mutation: float = 0.9, crossover: float = 0.9,
+                 update_every: int = 1, warmup: float = 0.2) -> None:
         super().__init__(p, site)
-        for key, value, ok in (("num_states", num_states, int(num_states) == num_states >= 4),
-                               ("threshold", threshold, int(threshold) == threshold >= 1),
-                               ("update_every", update_every, int(update_every) == update_every >= 1),
-                               ("warmup", warmup, int(warmup) == warmup >= 0),
-                               ("mutation", mutation, 0.0 <= mutation <= 1.0),
-                               ("crossover", crossover, 0.0 <= crossover <= 1.0)):
+        for key, value, ok, need in (("num_states", num_states, int(num_states) == num_states >= 4, "an integer >= 4"),
+                                     ("threshold", threshold, threshold > 0, "> 0 (epochs)"),
+                                     ("patience", patience, int(patience) == patience >= 1, "an integer >= 1"),
+                                     ("update_every", update_every, int(update_every) == update_every >= 1, "an integer >= 1"),
+                                     ("warmup", warmup, 0.0 <= warmup < 0.5, "a fraction of the planned steps in [0, 0.5)"),
+                                     ("mutation", mutation, 0.0 <= mutation <= 1.0, "in [0, 1]"),
+                                     ("crossover", crossover, 0.0 <= crossover <= 1.0, "in [0, 1]")):
             if not ok:
-                need = "an integer >= 4" if key == "num_states" else "an integer >= 1" if key in ("threshold", "update_every") else "an integer >= 0" if key == "warmup" else "in [0, 1]"
                 raise ValueError(f"dropout.{key}={value} must be {need}")
         self.layout = layout
-        self.threshold, self.update_every, self.warmup = int(threshold), int(update_every), int(warmup)
+        self.threshold, self.patience, self.update_every, self.warmup = float(threshold), int(patience), int(update_every), float(warmup)
         self.mutation, self.crossover = float(mutation), float(crossover)
         D = site.num_features
         self.register_buffer("population", self.keep_one_per_site(torch.rand(int(num_states), D) >= self.p))
         self.register_buffer("best", torch.ones(D, dtype=torch.bool))
         self.register_buffer("best_energy", torch.tensor(float("inf")))
-        self.register_buffer("last_change", torch.tensor(-1))
+        self.register_buffer("unchanged", torch.tensor(0))  # consecutive evolutions without a change of the best state
         self.register_buffer("converged", torch.tensor(False))
         self._override: Tensor | None = None
         self._model: list[nn.Module] = []  # the network, without registering it as a submodule
@@ -229,7 +249,7 @@ class EDropout(DropoutMethod):
         Not in the paper, whose ResNets keep a residual path past every pruned layer: in a plain
         chain (LeNet5, MLP) a site with no unit left makes the logits constant, whose margin
         (about 0) beats the negative margin of any untrained network, and the masked weights never
-        train, so the evolution locks onto a dead network (seen on Fashion-MNIST, docs/edropout.md).
+        train, so the evolution locks onto a dead network (seen on Fashion-MNIST, docs/methods/edropout.md).
         """
         rows = torch.arange(states.shape[0], device=states.device)
         for _, part in self.layout:
@@ -239,30 +259,36 @@ class EDropout(DropoutMethod):
         return states
 
     def active_mask(self) -> Tensor | None:
-        """The mask the sites apply now: a candidate (N, D) mask during :meth:`energies`, the best
-        state in training mode or inside :meth:`pruned`, else None (full network)."""
-        if self._override is not None:
-            return self._override
-        return self.best if self.training else None
+        """The mask the sites apply now: a candidate (N, D) mask during :meth:`energies`, None inside
+        :meth:`full`, else the best state (training and evaluation: the pruned network P)."""
+        return self.best if self._override is None else self._override
 
     def forward(self, x: Tensor) -> Tensor:
+        """Never called: EDropout acts through the :class:`_StateMask` modules in the sites.
+
+        Raises:
+            RuntimeError: always.
+        """
         raise RuntimeError("EDropout acts through the _StateMask modules in the sites, not as a layer")
 
+    #: declares a test-time form: evaluation is the pruned network P (applied by the sites' masks)
+    deterministic = forward
+
     @contextmanager
-    def _masked(self, mask: Tensor) -> Iterator[None]:
+    def _masked(self, mask: Tensor | None) -> Iterator[None]:
         self._override = mask
         try:
             yield
         finally:
             self._override = None
 
-    def pruned(self):
-        """Context manager: the network evaluates as the pruned network P (the best state)."""
-        return self._masked(self.best)
+    def full(self):
+        """Context manager: the network evaluates as the full network F (every bit 1)."""
+        return self._masked(torch.ones_like(self.best))
 
     def eval_variants(self) -> dict[str, Callable]:
-        """``{"pruned": self.pruned}``: the test loop also reports ``test/acc_pruned``."""
-        return {"pruned": self.pruned}
+        """``{"full": self.full}``: the test loop also reports F as ``test/acc_full`` beside P (``test/acc``)."""
+        return {"full": self.full}
 
     @torch.no_grad()
     def energies(self, model: nn.Module, x: Tensor, y: Tensor, states: Tensor) -> Tensor:
@@ -305,15 +331,22 @@ class EDropout(DropoutMethod):
         self.best_energy.copy_(energy[i])
         return changed
 
+    def convergence_step(self, ctx: DropoutContext) -> int:
+        """t_c = T * threshold / max(E, 200): the step from which the state may freeze (T planned
+        steps, E planned epochs from ``trainer.max_epochs``, taken as <= 200 when unknown)."""
+        epochs = getattr(getattr(ctx.module, "trainer", None), "max_epochs", None) or 0
+        return round(ctx.max_steps * self.threshold / max(epochs, REFERENCE_EPOCHS))
+
     def on_train_batch_start(self, ctx: DropoutContext) -> None:
-        """Evolve (every ``update_every`` steps from step ``warmup`` until converged), freeze the best state after
-        ``threshold`` unchanged steps, and record the fraction of zero bits of the best state."""
-        if not bool(self.converged) and ctx.global_step >= self.warmup and (ctx.global_step - self.warmup) % self.update_every == 0:
+        """After the warm-up, evolve every ``update_every`` steps until converged; freeze the best
+        state once it has not changed for ``patience`` evolutions from the convergence step on; record
+        the fraction of zero bits of the best state."""
+        if not bool(self.converged) and ctx.due(every=self.update_every, warmup=round(self.warmup * ctx.max_steps)):
             x, y = ctx.batch
-            if self.evolve(ctx.module.model, x, y) or int(self.last_change) < 0:
-                self.last_change.fill_(ctx.global_step)
-        if not bool(self.converged) and int(self.last_change) >= 0 and ctx.global_step - int(self.last_change) >= self.threshold:
-            self.converged.fill_(True)
+            changed = self.evolve(ctx.module.model, x, y)
+            self.unchanged.fill_(0) if changed else self.unchanged.add_(1)
+            if ctx.global_step >= self.convergence_step(ctx) and int(self.unchanged) >= self.patience:
+                self.converged.fill_(True)
         self.record(1.0 - self.best.float().mean())
 
     def kept_param_fraction(self) -> float:
@@ -329,5 +362,5 @@ class EDropout(DropoutMethod):
         }
 
     def extra_repr(self) -> str:
-        return (f"p={self.p}, bits={self.site.num_features}, num_states={self.population.shape[0]}, "
-                f"threshold={self.threshold}, update_every={self.update_every}")
+        return (f"p={self.p}, bits={self.site.num_features}, num_states={self.population.shape[0]}, threshold={self.threshold:g} epochs, "
+                f"patience={self.patience}, update_every={self.update_every}, warmup={self.warmup:g}")

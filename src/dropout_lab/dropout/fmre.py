@@ -1,7 +1,7 @@
 """Feature-map reconstruction error dropout (seed 000 "FMRE dynamic dropout"). Criterion after ThiNet:
 Luo, Wu & Lin, "ThiNet: A Filter Level Pruning Method for Deep Neural Network Compression", ICCV 2017,
 arXiv:1707.06342, §3.2 eq. (2)-(5): a channel matters as much as the next layer's output changes
-when it is removed (methods.md §19)."""
+when it is removed (docs/methods/fmre.md)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class FMREDropout(ScoredDropout):
     Scored on the first ``sub_batch`` samples of the pre-mask input every ``update_every`` training
     forwards (ThiNet samples locations from a sub-set of images; here every location of the sub-batch).
     Chosen reading of "reconstruction error": removal error of the next layer's output, not the
-    redundancy of c given the other channels (methods.md §19, documented in docs/methods_scored.md).
+    redundancy of c given the other channels (docs/methods/fmre.md).
 
     Shapes: (N, F) or (N, C, H, W) -> same.
 

@@ -1,5 +1,5 @@
 """L2-norm dynamic dropout (seed 000 "L2 dynamic dropout"; related: Gomez et al., "Learning Sparse
-Networks Using Targeted Dropout", arXiv:1905.13678, 2019, which drops low-norm units; methods.md §17)."""
+Networks Using Targeted Dropout", arXiv:1905.13678, 2019, which drops low-norm units; docs/methods/l2_dynamic.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class L2DynamicDropout(ScoredDropout):
     of the preceding Linear (F, in) or the filter of the preceding Conv2d (C, in, k, k) (bias excluded).
 
     Recomputed from the current weights every ``update_every`` training forwards. With BatchNorm
-    between the layer and the site the norm is functionally meaningless (methods.md §17); LeNet5 and
+    between the layer and the site the norm is functionally meaningless (docs/methods/l2_dynamic.md); LeNet5 and
     the MLP have none.
 
     Shapes: (N, F) or (N, C, H, W) -> same. Args: as :class:`~dropout_lab.dropout.scored.ScoredDropout`.

@@ -4,7 +4,7 @@ after each parameter update, Layer-wise Relevance Propagation scores every unit 
 by absolute relevance is dropped at the next step. Relevance: the LRP-epsilon rule of Bach et al.,
 "On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise Relevance Propagation",
 PLoS ONE 10(7): e0130140, 2015 (eq. 58), in the form of Montavon et al., "Layer-Wise Relevance
-Propagation: An Overview", 2019, sec. 10.2 ("LRP as gradient x input" implementation)."""
+Propagation: An Overview", 2019, sec. 10.2 ("LRP as gradient x input" implementation); docs/methods/lrp.md."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from dropout_lab.dropout import passes
 from dropout_lab.dropout.base import DropoutContext, DropoutMethod, SiteSpec
+from dropout_lab.dropout.passes import SharedPass
 
 
 def _epsilon_hook(eps: float):
@@ -87,7 +88,7 @@ def site_relevance(model: nn.Module, sites: Sequence[nn.Module], x: Tensor, y: T
     return [(a.detach() * g).sum(0).flatten(1).sum(1) if a.ndim > 2 else (a.detach() * g).sum(0) for a, g in zip(outputs, grads)]
 
 
-class LRPDropout(DropoutMethod):
+class LRPDropout(SharedPass, DropoutMethod):
     """Drop the top-p fraction of units (fc) or channels (conv) by |LRP relevance|, recomputed after
     each update (seed 002).
 
@@ -120,6 +121,7 @@ class LRPDropout(DropoutMethod):
     """
 
     default_sites: ClassVar[str] = "fc"
+    p_meaning: ClassVar[str] = "fraction of units dropped (the most relevant, one mask per batch)"
 
     def __init__(self, p: float, site: SiteSpec, eps: float = 1e-2, update_every: int = 1, drop_target: str = "high") -> None:
         super().__init__(p, site)
@@ -133,14 +135,6 @@ class LRPDropout(DropoutMethod):
         self.k = round(self.p * site.num_features)
         self.register_buffer("mask", torch.ones(site.num_features))
         self.register_buffer("relevance", torch.zeros(site.num_features))
-        self.peers: list[LRPDropout] = []  # set on the first instance only: it scores every site at once
-
-    @classmethod
-    def attach(cls, model: nn.Module, factory: Any, sites: list[Any]) -> list[DropoutMethod]:
-        """One instance per site (as the base class); the first one runs the shared relevance pass."""
-        methods = super().attach(model, factory, sites)
-        methods[0].peers = list(methods)
-        return methods
 
     def set_mask(self, relevance: Tensor) -> None:
         """Store ``relevance`` (F,) and drop the k units with the largest (``high``) or smallest
@@ -151,17 +145,18 @@ class LRPDropout(DropoutMethod):
             idx = relevance.abs().topk(self.k, largest=self.drop_target == "high").indices
             self.mask[idx] = 0.0
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.stochastic or self.k == 0:
-            return x
-        keep = self.mask.view(-1, *(1,) * (x.ndim - 2)).to(x.dtype)
-        if self.training:
-            self.record(1.0 - self.mask.mean())
-        return x * keep * (self.mask.numel() / self.mask.sum().clamp(min=1.0))
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x * mask, mask)`` with the batch-shared mask (F,) -> (F, 1, 1) at conv sites: 0 for the
+        dropped units, F / (F - k) for the kept ones (before the first update: all ones)."""
+        mask = self.mask * (self.mask.numel() / self.mask.sum().clamp(min=1.0))
+        mask = mask.view(-1, *(1,) * (x.ndim - 2)).to(x.dtype)
+        return x * mask, mask
 
     def on_train_batch_end(self, ctx: DropoutContext) -> None:
-        """After the optimizer step of every ``update_every``-th step: relevance on this batch -> masks."""
-        if not self.peers or (ctx.global_step - 1) % self.update_every:
+        """After the optimizer step of every ``update_every``-th step (``ctx.due(every, warmup=1)``: the
+        step counter has already advanced), the leading instance computes relevance on this batch for
+        every site (:class:`~dropout_lab.dropout.passes.SharedPass`) -> masks."""
+        if not (self.leads and ctx.due(every=self.update_every, warmup=1)):
             return
         x, y = ctx.batch
         for method, rel in zip(self.peers, site_relevance(ctx.module.model, self.peers, x, y, self.eps)):

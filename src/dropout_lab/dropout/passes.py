@@ -1,8 +1,11 @@
-"""Extra forward passes that leave training untouched (used by ``obd`` here; ``shapley``, ``lrp`` and
-``edropout`` build on it).
+"""Extra forward passes that leave training untouched, and one pass shared by all sites of a method
+(used by ``obd``, ``lrp``, ``shapley`` and ``edropout``; docs/methods/scored.md).
 
 A method that needs its own forward (Hutchinson probes, Shapley coalitions, a relevance pass,
-candidate masks) wraps it in :func:`extra_pass`. Inside it:
+candidate masks) wraps it in :func:`extra_pass`. A method whose one pass serves every site it
+occupies (one Hessian pass, one relevance pass) mixes in :class:`SharedPass`: its first instance
+(:attr:`SharedPass.leads`) runs the pass for all :attr:`SharedPass.peers` (EDropout is one instance
+for all sites, so it needs no mixin). Inside :func:`extra_pass`:
 
 * BatchNorm running statistics are not changed (snapshot and restore of every running buffer);
 * the train/eval flag of every module is restored on exit (``train=`` optionally sets one for the
@@ -13,14 +16,14 @@ candidate masks) wraps it in :func:`extra_pass`. Inside it:
 * :func:`active` is True, so dropout methods neither record drop fractions nor capture scores from
   the extra pass (see :meth:`~dropout_lab.dropout.base.DropoutMethod.record`).
 
-Design note: methods.md "Cross-cutting design notes" (extra forwards with BatchNorm buffers frozen,
-restoring the mode they found).
+Design: extra forwards with BatchNorm buffers frozen, restoring the mode they found (docs/methods/scored.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,3 +79,31 @@ def extra_pass(model: nn.Module, *, train: bool | None = None, grad: bool = Fals
                     getattr(m, k).copy_(b)
         for p, g in grads:
             p.grad = g
+
+
+class SharedPass:
+    """Mixin for a :class:`~dropout_lab.dropout.base.DropoutMethod` whose instances (one per site)
+    share one extra pass: :meth:`attach` links the instances of one model, the first one
+    (:attr:`leads`) runs the pass and hands each of :attr:`peers` its result. An instance built
+    without :meth:`attach` is its own only peer. Put it before the method's base class
+    (``class OBDDropout(SharedPass, ScoredDropout)``)."""
+
+    _peers: list | None = None
+
+    @classmethod
+    def attach(cls, model: nn.Module, factory: Any, sites: list[Any]) -> list:
+        """One instance per site (as the method's base class), all linked as peers."""
+        methods = super().attach(model, factory, sites)
+        for method in methods:
+            method._peers = methods
+        return methods
+
+    @property
+    def peers(self) -> list:
+        """The instances of this method in the model, in forward order (``[self]`` if not attached)."""
+        return self._peers or [self]
+
+    @property
+    def leads(self) -> bool:
+        """True for the instance that runs the shared pass (the first peer)."""
+        return self.peers[0] is self

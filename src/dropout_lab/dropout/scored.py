@@ -1,5 +1,5 @@
 """Shared machinery of the score-driven (seed 000) dropout methods: a per-unit importance score
-becomes a per-unit drop probability (methods.md D0).
+becomes a per-unit drop probability (docs/methods/scored.md).
 
 A subclass of :class:`ScoredDropout` only says how to score units; it does one of:
 
@@ -25,10 +25,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from dropout_lab.dropout import passes
-from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+from dropout_lab.dropout.base import DropoutContext, DropoutMethod, SiteSpec
 
 NORMALISATIONS = ("rank", "minmax")
 DROP_TARGETS = ("low", "high")
@@ -106,7 +105,7 @@ def incoming_weight(site: SiteSpec, key: str) -> Tensor:
 class ScoredDropout(DropoutMethod):
     """Per-unit (fc, (N, F)) or per-channel (conv, (N, C, H, W)) dropout whose rates follow an importance score.
 
-    Algorithm (methods.md D0): S <- ema * S + (1 - ema) * s for each new score s (F,) >= 0 (the first
+    Algorithm (docs/methods/scored.md): S <- ema * S + (1 - ema) * s for each new score s (F,) >= 0 (the first
     score initialises S); u = normalise(S) in [0, 1]; p_j = lo + (hi - lo) * (1 - u_j) for
     ``drop_target=low`` (unimportant units dropped more, pruning-aligned) or ``lo + (hi - lo) * u_j``
     for ``high``; until the first score all rates equal ``p`` (warm-up). Training forward: per-sample
@@ -123,14 +122,14 @@ class ScoredDropout(DropoutMethod):
         max_rate: highest per-unit rate, or None (derived from ``p``).
         drop_target: ``low`` | ``high``.
         ema: EMA factor in [0, 1) (0 = use the latest score only).
-        update_every: score every n-th training forward (= optimizer step without gradient
-            accumulation), n >= 1.
+        update_every: score on every n-th optimizer step (``ctx.due(every=n)``), n >= 1.
         normalise: ``rank`` | ``minmax`` (:func:`normalise_scores`).
 
     Raises:
         ValueError: for any bad value, naming the ``dropout.<key>``.
     """
 
+    p_meaning: ClassVar[str] = "mean per-unit drop rate"
     #: True: forward hooks its output on update steps and calls :meth:`score_grad` during backward
     uses_output_grad: ClassVar[bool] = False
     #: config key, for error messages
@@ -162,7 +161,7 @@ class ScoredDropout(DropoutMethod):
         self.register_buffer("score", torch.zeros(F))
         self.register_buffer("rates", torch.full((F,), self.p))
         self.register_buffer("scored", torch.zeros((), dtype=torch.bool))
-        self._forwards = 0  # training forwards seen (cadence counter; restarts at 0 on resume)
+        self._due = True  # this step scores (set per step by on_train_batch_start; every forward without a controller)
 
     # -- what subclasses provide -------------------------------------------------------------------
     def score_input(self, x: Tensor) -> Tensor | None:
@@ -191,28 +190,36 @@ class ScoredDropout(DropoutMethod):
             self.update_scores(self.score_grad(a, g))
         return hook
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.stochastic:
-            return x
+    def on_train_batch_start(self, ctx: DropoutContext) -> None:
+        """Schedule this step's score: due every ``update_every`` optimizer steps (``ctx.due``)."""
+        self._due = ctx.due(every=self.update_every)
+
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-sample Bernoulli keep mask with the per-unit rates, scaled by 1/(1 - p_j); on a due
+        training step also scores (:meth:`score_input` now, or :meth:`score_grad` in backward).
+
+        Returns:
+            ``(y, mask)``: ``y = x * mask``; ``mask`` (N, F) or (N, C, 1, 1), 0 or 1/(1 - p_j).
+
+        Raises:
+            ValueError: if ``x`` is not (N, F, ...) with F = ``site.num_features``.
+        """
         if x.ndim < 2 or x.shape[1] != self.site.num_features:
             raise ValueError(f"{self.site.name}: expected (N, {self.site.num_features}, ...) input, got {tuple(x.shape)}")
-        scoring = self.training and not passes.active()
-        due = scoring and self._forwards % self.update_every == 0
-        if scoring:
-            self._forwards += 1
+        due = self.recording and self._due
         if due:
             with torch.no_grad():
                 s = self.score_input(x.detach())
             if s is not None:
                 self.update_scores(s)
         rates = self.rates.view(-1, *([1] * (x.ndim - 2))).to(x.dtype)
-        keep = torch.rand((x.shape[0], *rates.shape), device=x.device) >= rates
-        y = x * (keep / (1.0 - rates))
-        if due and self.uses_output_grad and y.requires_grad:
+        mask = (torch.rand((x.shape[0], *rates.shape), device=x.device) >= rates) / (1.0 - rates)
+        y = x * mask
+        if due and self.uses_output_grad and torch.is_grad_enabled():
+            if not y.requires_grad:  # a site on the input data (MLP input_dropout): dL/dy is still wanted
+                y.requires_grad_()
             y.register_hook(self._capture(x.detach()))
-        if self.training:
-            self.record(1.0 - keep.float().mean())
-        return y
+        return y, mask
 
     def stats(self) -> dict[str, float]:
         """Base stats plus ``rate_mean``, ``rate_min``, ``rate_max`` of the current per-unit rates and

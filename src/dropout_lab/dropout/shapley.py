@@ -1,7 +1,8 @@
 """Neuron Shapley dropout (seed 000): unit/channel importance = Neuron Shapley value, estimated by
 truncated Monte-Carlo permutation sampling on a held-out batch (Ghorbani & Zou, "Neuron Shapley:
 Discovering the Responsible Neurons", NeurIPS 2020, arXiv:2002.09815, sec. 2-3, Algorithm 1 without the
-bandit stage), fed into the D0 score -> rate map of :class:`~dropout_lab.dropout.scored.ScoredDropout`."""
+bandit stage), fed into the score -> rate map of :class:`~dropout_lab.dropout.scored.ScoredDropout`;
+docs/methods/shapley.md."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ class ShapleyDropout(ScoredDropout):
     (M * B rows, coalition-major) for the layers after it. This needs a model in which nothing after
     the site combines with a tensor computed before it (true at LeNet5/MLP sites and at sites between
     ResNet stages); otherwise the forward fails with a shape error.
-    Shapley values (signed) go into the EMA and the D0 rate map of :class:`ScoredDropout` (rank
+    Shapley values (signed) go into the EMA and the rate map of :class:`ScoredDropout` (rank
     normalisation by default, so a negative value ranks lowest); training forwards are per-sample
     Bernoulli with per-unit rates and 1/(1 - p_j) rescaling; evaluation is the identity.
 
@@ -99,7 +100,7 @@ class ShapleyDropout(ScoredDropout):
 
     Raises:
         ValueError: for a bad argument (naming ``dropout.<key>``), or at the first update if the
-            trainer's datamodule has no validation split.
+            trainer has no datamodule with ``held_out_batch``.
     """
 
     key: ClassVar[str] = "shapley"
@@ -158,14 +159,22 @@ class ShapleyDropout(ScoredDropout):
         return phi
 
     def on_train_batch_end(self, ctx: DropoutContext) -> None:
-        """Every ``update_every``-th optimizer step (from the first): Shapley values -> EMA -> rates."""
-        if (ctx.global_step - 1) % self.update_every:
+        """After every ``update_every``-th optimizer step (from the first): Shapley values -> EMA -> rates.
+
+        The held-out batch comes from ``trainer.datamodule.held_out_batch(heldout, split="val")``
+        (the datamodule interface, :class:`dropout_lab.data.base.ImageDataModule`): the first
+        ``heldout`` validation samples, preprocessed (normalised, resized) and on the device exactly
+        as the training batches are.
+
+        Raises:
+            ValueError: if the trainer has no datamodule with ``held_out_batch`` (naming ``dropout=shapley``).
+        """
+        if not ctx.due(every=self.update_every, warmup=1):  # the step counter has already advanced
             return
         dm = getattr(ctx.module.trainer, "datamodule", None)
-        if dm is None or "val" not in getattr(dm, "splits", {}):
-            raise ValueError("dropout=shapley needs a datamodule with a validation split (dataset.val_fraction > 0)")
-        x, y = dm.splits["val"]
-        x, y = x[: self.heldout], y[: self.heldout]
+        if not hasattr(dm, "held_out_batch"):
+            raise ValueError(f"dropout=shapley needs trainer.datamodule with held_out_batch(n, split='val'); got {type(dm).__name__}")
+        x, y = dm.held_out_batch(self.heldout, split="val")
         self.update_scores(self.shapley_values(ctx.module.model, x, y, dm.num_classes))
 
     def stats(self) -> dict[str, float]:

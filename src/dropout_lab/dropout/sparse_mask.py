@@ -1,6 +1,6 @@
 """Learnable sparse masks: hard-concrete gates with an expected-L0 penalty. Louizos, Welling & Kingma,
 "Learning Sparse Neural Networks through L0 Regularization", ICLR 2018, arXiv:1712.01312, sec. 3-4
-(eq. 10-13 for the gate, eq. 12 and the group-sparsity form of sec. 4 for the penalty)."""
+(eq. 10-13 for the gate, eq. 12 and the group-sparsity form of sec. 4 for the penalty); docs/methods/sparse_mask.md."""
 
 from __future__ import annotations
 
@@ -64,6 +64,8 @@ class SparseMask(DropoutMethod):
     """
 
     default_sites: ClassVar[str] = "fc"
+    p_meaning: ClassVar[str] = "initial P(gate = 0) (gates are learned)"
+    p_is_rate: ClassVar[bool] = False
 
     def __init__(self, p: float, site: SiteSpec, lam: float = 1.0, per_sample: bool = True, group_weighted: bool = True) -> None:
         super().__init__(p, site)
@@ -89,17 +91,24 @@ class SparseMask(DropoutMethod):
         s = torch.sigmoid((u.log() - (-u).log1p() + self.log_alpha) / BETA)
         return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.stochastic:
-            z = self.eval_gates().unsqueeze(0)
-        else:
-            z = self.sample_gates(len(x) if self.per_sample else 1)
-            if self.training:
-                self.record((z == 0).float().mean())
-        return x * z.view(*z.shape, *(1,) * (x.ndim - 2))
+    def deterministic(self, x: Tensor) -> Tensor:
+        """Evaluation: ``x`` times the deterministic gates (eq. 13; not the identity); at p = 0 (no
+        gates, as every method at p = 0) the identity."""
+        return x * self.eval_gates().view(1, -1, *(1,) * (x.ndim - 2)) if self.p > 0 else x
 
-    def extra_loss(self, dataset_size: int) -> Tensor:
-        """lambda * sum_j |g_j| P(z_j != 0) / N: a scalar tensor with gradient to log_alpha."""
+    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x * z, z)`` with hard-concrete gates z (N, F) or (1, F) (``per_sample``), (..., 1, 1) at conv
+        sites; the base records mean(z == 0) and p_eq = V / (1 + V), V = Var(z) / E[z]^2
+        (:func:`~dropout_lab.dropout.base.mask_rates`)."""
+        z = self.sample_gates(len(x) if self.per_sample else 1)
+        z = z.view(*z.shape, *(1,) * (x.ndim - 2))
+        return x * z, z
+
+    def extra_loss(self, dataset_size: int) -> Tensor | None:
+        """lambda * sum_j |g_j| P(z_j != 0) / N: a scalar tensor with gradient to log_alpha; None at
+        p = 0 (no gates)."""
+        if self.p == 0:
+            return None
         return self.lam * self.group * self.prob_open().sum() / max(dataset_size, 1)
 
     @torch.no_grad()

@@ -2,7 +2,7 @@
 Tyree, Karras, Aila & Kautz, "Pruning Convolutional Neural Networks for Resource Efficient Inference",
 ICLR 2017, arXiv:1611.06440, eq. (8) (|mean over positions of a * dL/da|, averaged over examples);
 see also Molchanov et al., "Importance Estimation for Neural Network Pruning", CVPR 2019,
-arXiv:1906.10771 (methods.md §22)."""
+arXiv:1906.10771 (docs/methods/taylor.md)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class TaylorDropout(ScoredDropout):
     s_j = mean_n |sum_{h,w} a_{n,j,h,w} * dL/dy_{n,j,h,w}| (1611.06440 eq. 8, summed instead of averaged
     over positions; a rank-invariant change).
 
-    ``a`` is the pre-mask activation and ``dL/dy`` the gradient of the site's output (methods.md D0:
+    ``a`` is the pre-mask activation and ``dL/dy`` the gradient of the site's output (docs/methods/scored.md:
     dL/da would be 0 for dropped units and bias their score to 0). No per-layer L2 normalisation is
     needed: rates come from ranks within the site. Scores of step t set the masks of step t+1.
 
