@@ -97,7 +97,7 @@ RANGES: dict[str, Check] = {
     "eval.mc_samples": integer(0),   # 0: no Monte-Carlo test; T: T stochastic passes
     "callbacks.activation_variance": BOOL,
     "callbacks.activation_samples": COUNT,
-    "anchor": FRACTION,              # a source's reported test accuracy, as a fraction
+    "anchor": exactly(None, "no reference") | FRACTION,   # a source's reported test accuracy, as a fraction
     # dataset
     "dataset.num_classes": integer(2),
     "dataset.in_channels": COUNT,
