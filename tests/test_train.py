@@ -69,7 +69,7 @@ def test_unknown_option_lists_the_allowed_values(group, bad, tmp_path):
 
 @pytest.mark.parametrize("override,needle", [("model.in_channels=3", "channels"), ("dataset.image_size=8", "12x12")])
 def test_model_that_cannot_take_the_input_fails_before_training(override, needle, tmp_path):
-    with pytest.raises(ValueError, match=r"model 'lenet5' cannot take dataset 'mnist'") as err:
+    with pytest.raises(ValueError, match=r"model='lenet5': cannot take dataset 'mnist'") as err:
         train(make_cfg([*SMOKE, override], tmp_path))
     assert needle in str(err.value)
 

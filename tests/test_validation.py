@@ -8,6 +8,7 @@ import fcntl
 import json
 import math
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -96,7 +97,7 @@ def test_config_error_message_pickles_and_is_a_value_error():
     assert str(err) == "dropout.p=null: must be a number in [0, 1)" and isinstance(err, ValueError)
     back = pickle.loads(pickle.dumps(err))  # joblib / submitit workers send it back to the launcher
     assert (back.key, back.value, back.fix, str(back)) == (err.key, err.value, err.fix, str(err))
-    assert str(ConfigError("seed", "x", "fix")) == "seed='x': fix"
+    assert str(ConfigError("seed", "x", "fix")) == "seed='x': fix" and str(ConfigError("seed", True, "fix")) == "seed=true: fix"
 
 
 @pytest.mark.parametrize("override", ["dropout.p=abc", "dropout.p=null", "seed=x"])
@@ -130,7 +131,7 @@ def test_truncated_idx_file_is_named(truncated_mnist):
 
 # ---- through the real CLI: refused before training, printed once, in at most 15 lines ------------------
 
-CLI_CASES = {  # issue 11's list: override(s) -> the one message line
+BAD_INPUTS = {  # override(s) -> the start of the one message line; issue 11's list first
     "batch_size": (["dataset.batch_size=0"], "dataset.batch_size=0: must be an integer >= 1"),
     "eval_batch_size": (["dataset.eval_batch_size=0"], "dataset.eval_batch_size=0: must be an integer >= 1"),
     "lr": (["optimizer.lr=-1"], "optimizer.lr=-1: must be a number > 0"),
@@ -144,12 +145,55 @@ CLI_CASES = {  # issue 11's list: override(s) -> the one message line
     "step_size": (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0: must be an integer >= 1"),
     "p_string": (["dropout.p=abc"], "dropout.p='abc': must be a number in [0, 1)"),
     "p_null": (["dropout.p=null"], "dropout.p=null: must be a number in [0, 1)"),
+    "model_input": (["model.in_channels=3"], "model='lenet5': cannot take dataset 'mnist' (inputs of shape (N, 1, 28, 28), 10 classes): "),
+    # the rest of the class
+    "image_too_small": (["dataset.image_size=8"], "model='lenet5': cannot take dataset 'mnist' (inputs of shape (N, 1, 8, 8), 10 classes): "),
+    "val_fraction": (["dataset.val_fraction=1.5"], "dataset.val_fraction=1.5: must be a number in [0, 1)"),
+    "subset": (["dataset.subset=0"], "dataset.subset=0: must be null (the whole split) or an integer >= 1"),
+    "image_size": (["dataset.image_size=0"], "dataset.image_size=0: must be null"),
+    "std": (["dataset.std=[0]"], "dataset.std.0=0: must be a number > 0"),
+    "cutout": (["dataset.augment={cutout: -1}"], "dataset.augment.cutout=-1: must be an integer >= 0"),
+    "download": (["dataset.download=yes"], "dataset.download='yes': must be true or false"),
+    "hidden_sizes": (["model=mlp", "model.hidden_sizes=[800,0]"], "model.hidden_sizes.1=0: must be an integer >= 1"),
+    "pool": (["model.pool=min"], "model.pool='min': must be one of max, avg"),
+    "stem": (["model=resnet18", "model.stem=tiny"], "model.stem='tiny': must be one of auto, cifar, imagenet"),
+    "momentum": (["optimizer=sgd", "optimizer.momentum=1.5"], "optimizer.momentum=1.5: must be a number in [0, 1)"),
+    "rho": (["optimizer=adadelta", "optimizer.rho=2"], "optimizer.rho=2: must be a number in [0, 1]"),
+    "eps": (["optimizer=adadelta", "optimizer.eps=0"], "optimizer.eps=0: must be a number > 0"),
+    "gamma": (["scheduler=step", "scheduler.gamma=0"], "scheduler.gamma=0: must be a number > 0"),
+    "T_max": (["scheduler=cosine", "scheduler.T_max=0"], "scheduler.T_max=0: must be an integer >= 1"),
+    "max_steps": (["trainer.max_steps=0"], "trainer.max_steps=0: must be -1 (no step limit) or an integer >= 1"),
+    "limit_train_batches": (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0: must be a number in (0, 1]"),
+    "log_every_n_steps": (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0: must be an integer >= 1"),
+    "p_one": (["dropout.p=1"], "dropout.p=1: must be a number in [0, 1)"),
+    "p_negative": (["dropout.p=-0.1"], "dropout.p=-0.1: must be a number in [0, 1)"),
+    "sites": (["dropout.sites=everywhere"], "dropout.sites='everywhere': must be one of fc, conv, all, default"),
+    "block_size": (["dropout=dropblock", "dropout.block_size=4"], "dropout.block_size=4: must be an odd integer >= 1"),
+    "num_states": (["dropout=edropout", "dropout.num_states=2"], "dropout.num_states=2: must be an integer >= 4"),
+    "curriculum_gamma": (["dropout=curriculum", "dropout.gamma=0"], "dropout.gamma=0: must be a number > 0"),
+    "seed_float": (["seed=1.5"], "seed=1.5: must be an integer"),
+    "seed_bool": (["seed=true"], "seed=true: must be an integer"),
+    "mc_samples_string": (["eval.mc_samples=x"], "eval.mc_samples='x': must be an integer >= 0"),
+    "activation_samples": (["callbacks.activation_samples=0"], "callbacks.activation_samples=0: must be an integer >= 1"),
+}
+
+#: a method's own conditions, raised by its constructor before training (ValueError naming the key;
+#: printed with a ~30-line traceback until those constructors raise ConfigError)
+METHOD_CHECKS = {
+    "concrete_p0": (["dropout=concrete", "dropout.p=0"], "dropout.p=0"),
+    "adaptive_range": (["dropout=adaptive", "dropout.rate_max=0.3"], "dropout.rate_max=0.3"),
+    "shapley_batch": (["dropout=shapley", "dropout.max_batch=1"], "dropout.max_batch=1"),
+    "dropblock_fc": (["dropout=dropblock", "dropout.sites=fc"], "dropout.sites=conv"),
+    "squeezenet_fc": (["model=squeezenet1_1", "dropout.sites=fc"], "dropout.sites='fc'"),
+    "dropconnect_inference": (["dropout=dropconnect", "dropout.inference=sample"], "dropout.inference='sample'"),
+    "taylor_normalise": (["dropout=taylor", "dropout.normalise=bogus"], "dropout.normalise='bogus'"),
 }
 
 
 #: the cases whose printing path differs run through the CLI: a range, the values that crashed the
-#: summary writer, a check raised after the model is built, a data file (the others take the same path as the first)
-CLI = ["batch_size", "p_string", "seed_string", "sector_size"]
+#: summary writer, checks raised while building (with a chained cause), and (below) a data file; the
+#: other range cases take the same path as the first
+CLI = ["batch_size", "p_string", "seed_string", "sector_size", "model_input"]
 
 
 def assert_failed_summary(run: Path, message: str) -> None:
@@ -158,13 +202,21 @@ def assert_failed_summary(run: Path, message: str) -> None:
     assert not (run / "checkpoints").exists()  # nothing trained
 
 
-@pytest.mark.parametrize("case", CLI_CASES)
+@pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_value_is_refused_before_training_with_its_summary(case, tmp_path):
-    args, message = CLI_CASES[case]
+    args, message = BAD_INPUTS[case]
     with pytest.raises(ConfigError) as err:
         train(make_cfg([*SMOKE, *args], tmp_path))
-    assert str(err.value) == message
+    assert str(err.value).startswith(message)
     assert_failed_summary(tmp_path, message)
+
+
+@pytest.mark.parametrize("case", METHOD_CHECKS)
+def test_method_conditions_are_refused_before_training_with_their_summary(case, tmp_path):
+    args, needle = METHOD_CHECKS[case]
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        train(make_cfg([*SMOKE, *args], tmp_path))
+    assert_failed_summary(tmp_path, needle)
 
 
 def refused(args: list[str], tmp_path: Path, message: str) -> list[str]:
@@ -183,7 +235,7 @@ def refused(args: list[str], tmp_path: Path, message: str) -> list[str]:
 
 @pytest.mark.parametrize("case", CLI)
 def test_bad_value_is_printed_once_in_few_lines(case, tmp_path):
-    args, message = CLI_CASES[case]
+    args, message = BAD_INPUTS[case]
     refused(args, tmp_path, message)
 
 

@@ -18,8 +18,8 @@ class ConfigError(ValueError, CompactHydraException):
 
     Args:
         key: the dotted config key, e.g. ``"dropout.p"``.
-        value: the offending value; strings are quoted (``'abc'``) and None is written ``null``, as
-            in the override the user typed.
+        value: the offending value; strings are quoted (``'abc'``), None and booleans are written
+            ``null``, ``true``, ``false``, as in the override the user typed.
         fix: what would be accepted (``"must be a number in [0, 1)"``) or how to fix it.
 
     Example:
@@ -29,7 +29,7 @@ class ConfigError(ValueError, CompactHydraException):
 
     def __init__(self, key: str, value: Any, fix: str) -> None:
         self.key, self.value, self.fix = key, value, fix
-        shown = "null" if value is None else repr(value) if isinstance(value, str) else value
+        shown = repr(value) if isinstance(value, str) else "null" if value is None else str(value).lower() if isinstance(value, bool) else value
         super().__init__(f"{key}={shown}: {fix}")
 
     def __reduce__(self) -> tuple:

@@ -23,6 +23,7 @@ from dropout_lab import launch
 from dropout_lab.analysis import EVAL_METRICS, ActivationVariance, evaluate
 from dropout_lab.dropout.controller import DropoutController
 from dropout_lab.dropout.sites import attach, split_config
+from dropout_lab.errors import ConfigError
 from dropout_lab.module import Classifier
 from dropout_lab.summary import HPARAM_METRICS, SUMMARY_FILE, History, build_summary, flat_hparams, target_name, write_summary
 from dropout_lab.validate import validate
@@ -37,19 +38,19 @@ def build_model(cfg: DictConfig, datamodule) -> nn.Module:
     mode; it must give logits of shape (2, num_classes).
 
     Raises:
-        ValueError: naming the model and the dataset, if construction or the dummy forward fails or
-            the output has the wrong shape.
+        ConfigError: on ``model``, naming the model and the dataset, if construction or the dummy
+            forward fails or the output has the wrong shape.
     """
     model_name, shape = target_name(cfg.model), (datamodule.in_channels, datamodule.image_size, datamodule.image_size)
-    what = f"model '{model_name}' cannot take dataset '{datamodule.name}' (inputs of shape (N, {', '.join(map(str, shape))}), {datamodule.num_classes} classes)"
+    what = f"cannot take dataset '{datamodule.name}' (inputs of shape (N, {', '.join(map(str, shape))}), {datamodule.num_classes} classes)"
     try:
         model = instantiate(cfg.model)
         with torch.no_grad():
             out = model.eval()(torch.zeros(2, *shape))
     except (RuntimeError, ValueError, InstantiationException) as err:  # Hydra wraps errors raised in constructors
-        raise ValueError(f"{what}: {err}") from err
+        raise ConfigError("model", model_name, f"{what}: {err}") from err
     if tuple(out.shape) != (2, datamodule.num_classes):
-        raise ValueError(f"{what}: it returns logits of shape {tuple(out.shape)}")
+        raise ConfigError("model", model_name, f"{what}: it returns logits of shape {tuple(out.shape)}")
     return model.train()
 
 
