@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
 
 from conftest import CONF, DATA_ROOT, SMOKE, make_cfg, run_cli
 from dropout_lab.errors import ConfigError
@@ -32,13 +33,21 @@ def options(group: str) -> list[str]:
 
 
 def composed() -> list[tuple[str, dict]]:
-    """(``group=option``, resolved config) for every option of every group."""
+    """(``group=option``, resolved config without ``hydra``) for every option of every group; the
+    Hydra config is set while resolving, for ``${hydra:...}`` interpolations (logger run names)."""
     out = []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for group in GROUPS:
-            for option in options(group):
-                cfg = compose("config", overrides=[f"data_root={DATA_ROOT}", "output_dir=/tmp/unused", f"{group}={option}"])
-                out.append((f"{group}={option}", OmegaConf.to_container(cfg, resolve=True)))
+        try:
+            for group in GROUPS:
+                for option in options(group):
+                    cfg = compose("config", overrides=[f"data_root={DATA_ROOT}", "output_dir=/tmp/unused", f"{group}={option}"],
+                                  return_hydra_config=True)
+                    HydraConfig.instance().set_config(cfg)
+                    with open_dict(cfg):
+                        del cfg["hydra"]
+                    out.append((f"{group}={option}", OmegaConf.to_container(cfg, resolve=True)))
+        finally:
+            HydraConfig.instance().cfg = None
     return out
 
 
@@ -84,7 +93,7 @@ def test_check_phrases():
     (["optimizer=sgd", "optimizer.momentum=1"], "optimizer.momentum=1: must be a number in [0, 1)"),
     (["dropout=dropblock", "dropout.block_size=4"], "dropout.block_size=4: must be an odd integer >= 1"),
     (["dataset.download=yes"], "dataset.download='yes': must be true or false"),
-    (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0: must be a number in (0, 1] or an integer >= 1"),
+    (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0: must be null (every batch) or a number in (0, 1] or an integer >= 1"),
 ])
 def test_nested_and_other_keys_are_named_with_their_path(overrides, message, tmp_path):
     with pytest.raises(ConfigError) as err:
@@ -163,7 +172,7 @@ BAD_INPUTS = {  # override(s) -> the start of the one message line; issue 11's l
     "gamma": (["scheduler=step", "scheduler.gamma=0"], "scheduler.gamma=0: must be a number > 0"),
     "T_max": (["scheduler=cosine", "scheduler.T_max=0"], "scheduler.T_max=0: must be an integer >= 1"),
     "max_steps": (["trainer.max_steps=0"], "trainer.max_steps=0: must be -1 (no step limit) or an integer >= 1"),
-    "limit_train_batches": (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0: must be a number in (0, 1]"),
+    "limit_train_batches": (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0: must be null (every batch) or a number in (0, 1]"),
     "log_every_n_steps": (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0: must be an integer >= 1"),
     "p_one": (["dropout.p=1"], "dropout.p=1: must be a number in [0, 1)"),
     "p_negative": (["dropout.p=-0.1"], "dropout.p=-0.1: must be a number in [0, 1)"),

@@ -85,6 +85,7 @@ NONNEGATIVE = number(0)                   # >= 0
 COUNT = integer(1)                        # a whole number >= 1
 SIZE = exactly(None, "the files' size, or the model's native size") | COUNT
 BATCHES = number(0, 1, low_open=True) | COUNT   # Lightning's limit_*_batches: a fraction of the epoch or a count
+EVERY_BATCH = exactly(None, "every batch")
 
 #: what every key of ``conf/`` accepts; a list or dict value is checked element by element
 #: (``model.hidden_sizes``, ``dataset.subset``); keys absent from a config are skipped
@@ -97,6 +98,11 @@ RANGES: dict[str, Check] = {
     "eval.mc_samples": integer(0),   # 0: no Monte-Carlo test; T: T stochastic passes
     "callbacks.activation_variance": BOOL,
     "callbacks.activation_samples": COUNT,
+    "callbacks.early_stopping.patience": integer(0),
+    "callbacks.early_stopping.min_delta": NONNEGATIVE,
+    "callbacks.early_stopping.mode": choice("min", "max"),
+    "callbacks.lr_monitor.logging_interval": exactly(None, "each optimizer step") | choice("step", "epoch"),
+    "callbacks.progress_bar.refresh_rate": POSITIVE,
     "anchor": exactly(None, "no reference") | FRACTION,   # a source's reported test accuracy, as a fraction
     # dataset
     "dataset.num_classes": integer(2),
@@ -118,6 +124,7 @@ RANGES: dict[str, Check] = {
     "model.num_classes": integer(2),
     "model.in_channels": COUNT,
     "model.image_size": SIZE,
+    "model.input_size": COUNT,
     "model.hidden_sizes": COUNT,
     "model.activation": choice(*ACTIVATIONS),
     "model.pool": choice("max", "avg"),
@@ -138,9 +145,9 @@ RANGES: dict[str, Check] = {
     # trainer (pytorch_lightning.Trainer arguments)
     "trainer.max_epochs": COUNT,
     "trainer.max_steps": exactly(-1, "no step limit") | COUNT,
-    "trainer.limit_train_batches": BATCHES,
-    "trainer.limit_val_batches": number(0, 1) | COUNT,   # 0 turns validation off
-    "trainer.limit_test_batches": BATCHES,
+    "trainer.limit_train_batches": EVERY_BATCH | BATCHES,
+    "trainer.limit_val_batches": EVERY_BATCH | number(0, 1) | COUNT,   # 0 turns validation off
+    "trainer.limit_test_batches": EVERY_BATCH | BATCHES,
     "trainer.devices": exactly("auto", "Lightning's choice") | exactly(-1, "every GPU") | integer(0),   # a list: those GPU indices
     "trainer.num_nodes": COUNT,
     "trainer.log_every_n_steps": COUNT,
@@ -148,7 +155,8 @@ RANGES: dict[str, Check] = {
     "trainer.check_val_every_n_epoch": exactly(None, "validate by steps") | COUNT,
     "trainer.accumulate_grad_batches": COUNT,
     "trainer.gradient_clip_val": exactly(None, "no clipping") | NONNEGATIVE,
-    # dropout (conf/dropout/*.yaml; a method's cross-key conditions are checked by its constructor)
+    # dropout (conf/dropout/*.yaml): the type and the bounds that hold for every method using the key;
+    # a method's own finer bounds and cross-key conditions are checked by its constructor
     "dropout.p": RATE,
     "dropout.sites": choice(*SITE_CHOICES),
     "dropout.block_size": Check(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and v % 2 == 1, "an odd integer >= 1"),
@@ -156,8 +164,9 @@ RANGES: dict[str, Check] = {
     "dropout.crossover": FRACTION,
     "dropout.mutation": FRACTION,
     "dropout.num_states": integer(4),
-    "dropout.threshold": COUNT,
-    "dropout.warmup": integer(0),
+    "dropout.threshold": POSITIVE,
+    "dropout.patience": COUNT,
+    "dropout.warmup": NONNEGATIVE,   # edropout's warm-up (its constructor bounds it further)
     "dropout.update_every": COUNT,
     "dropout.ema": RATE,
     "dropout.initial_rate": exactly(None, "p/3") | RATE,
