@@ -179,7 +179,7 @@ BAD_INPUTS = {  # override(s) -> the start of the one message line; issue 11's l
     "sites": (["dropout.sites=everywhere"], "dropout.sites='everywhere': must be one of fc, conv, all, default"),
     "block_size": (["dropout=dropblock", "dropout.block_size=4"], "dropout.block_size=4: must be an odd integer >= 1"),
     "num_states": (["dropout=edropout", "dropout.num_states=2"], "dropout.num_states=2: must be an integer >= 4"),
-    "curriculum_gamma": (["dropout=curriculum", "dropout.gamma=0"], "dropout.gamma=0: must be a number > 0"),
+    "flip_factor": (["dropout=flipover", "dropout.flip_factor=0"], "dropout.flip_factor=0: must be a number > 0"),
     "seed_float": (["seed=1.5"], "seed=1.5: must be an integer"),
     "seed_bool": (["seed=true"], "seed=true: must be an integer"),
     "mc_samples_string": (["eval.mc_samples=x"], "eval.mc_samples='x': must be an integer >= 0"),
