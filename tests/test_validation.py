@@ -136,6 +136,9 @@ def test_truncated_idx_file_is_named(truncated_mnist):
     (truncated_mnist / "MNIST/raw/train-images-idx3-ubyte").unlink()
     with pytest.raises(ConfigError, match="t10k-labels-idx1-ubyte is not an IDX file"):
         check_idx_files(str(truncated_mnist), "MNIST")
+    (truncated_mnist / "MNIST/raw/t10k-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x03\0\0")  # cut inside the header
+    with pytest.raises(ConfigError, match=r"t10k-labels-idx1-ubyte holds 6 bytes, less than its 16-byte header"):
+        check_idx_files(str(truncated_mnist), "MNIST")
 
 
 # ---- through the real CLI: refused before training, printed once, in at most 15 lines ------------------

@@ -225,7 +225,7 @@ def leaves(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
 
 def check_idx_files(root: str, torchvision_class: str) -> None:
     """Check that every IDX file (``*-ubyte``) under ``<root>/<torchvision_class>/raw`` is as long as
-    its header says (magic 0 0 type ndim, ndim big-endian int32 sizes, then the data; LeCun's MNIST
+    its header says (magic 0 0 type ndim, ndim big-endian 32-bit sizes, then the data; LeCun's MNIST
     page). Missing files are left to the datamodule (which downloads them or says where it looked).
 
     Raises:
@@ -235,12 +235,21 @@ def check_idx_files(root: str, torchvision_class: str) -> None:
         with path.open("rb") as f:
             head = f.read(4)
             dtype = SN3_PASCALVINCENT_TYPEMAP.get(head[2]) if len(head) == 4 and head[:2] == b"\0\0" else None
-            shape = struct.unpack(f">{head[3]}i", f.read(4 * head[3])) if dtype is not None else ()
-        size, need = path.stat().st_size, 4 + 4 * len(shape) + math.prod(shape) * (dtype.itemsize if dtype else 0)
-        if dtype is None or size != need:
-            what = f"holds {size} bytes, its header ({'x'.join(map(str, shape))}) needs {need}" if dtype else "is not an IDX file"
-            raise ConfigError("data_root", root, f"{path} {what}: the file is truncated or corrupt; delete it and "
-                              "re-run with dataset.download=true, or copy it again")
+            ndim = head[3] if dtype is not None else 0
+            dims = f.read(4 * ndim)
+        size, header = path.stat().st_size, 4 + 4 * ndim
+        if dtype is None:
+            what = "is not an IDX file"
+        elif len(dims) < 4 * ndim:
+            what = f"holds {size} bytes, less than its {header}-byte header"
+        else:
+            shape = struct.unpack(f">{ndim}I", dims)
+            need = header + math.prod(shape) * dtype.itemsize
+            if size == need:
+                continue
+            what = f"holds {size} bytes, its header ({'x'.join(map(str, shape))}) needs {need}"
+        raise ConfigError("data_root", root, f"{path} {what}: the file is truncated or corrupt; delete it and "
+                          "re-run with dataset.download=true, or copy it again")
 
 
 def validate(cfg: DictConfig) -> None:
