@@ -78,16 +78,16 @@ def test_deep_resnets_train(model, cfg_factory):
 @pytest.mark.parametrize("model", MODELS)
 def test_wrong_channels_fail_clearly(model, cfg_factory):
     cfg = cfg_factory([f"model={model}", "dataset=kmnist", "dataset.image_size=64", "model.in_channels=3"])
-    with pytest.raises(ValueError, match=rf"model '{model}' cannot take dataset 'kmnist' \(inputs of shape \(N, 1, 64, 64\)"):
+    with pytest.raises(ValueError, match=rf"model='{model}': cannot take dataset 'kmnist' \(inputs of shape \(N, 1, 64, 64\)"):
         build_model(cfg, stand_in(cfg))
 
 
 def test_too_small_and_bad_stem_fail_clearly(cfg_factory):
     cfg = cfg_factory(["model=squeezenet1_1", "dataset=cifar10", "dataset.image_size=16"])
-    with pytest.raises(ValueError, match=r"(?s)model 'squeezenet1_1' cannot take dataset 'cifar10'.*at least 17x17"):
+    with pytest.raises(ValueError, match=r"(?s)model='squeezenet1_1': cannot take dataset 'cifar10'.*at least 17x17"):
         build_model(cfg, stand_in(cfg))
     cfg = cfg_factory(["model=resnet18", "model.stem=tiny"])
-    with pytest.raises(ValueError, match=r"(?s)model 'resnet18' cannot take dataset 'mnist'.*model.stem='tiny' is not one of auto, cifar, imagenet"):
+    with pytest.raises(ValueError, match=r"(?s)model='resnet18': cannot take dataset 'mnist'.*model.stem='tiny' is not one of auto, cifar, imagenet"):
         build_model(cfg, stand_in(cfg))
 
 

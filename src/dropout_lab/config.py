@@ -14,6 +14,7 @@ from torch import nn
 
 from dropout_lab.dropout.base import DropoutMethod, check_p
 from dropout_lab.dropout.sites import SITE_CHOICES, find_sites, resolve_default
+from dropout_lab.errors import ConfigError
 from dropout_lab.summary import target_name
 
 
@@ -68,18 +69,18 @@ def build_model(cfg: DictConfig, datamodule) -> nn.Module:
     mode; it must give logits of shape (2, num_classes).
 
     Raises:
-        ValueError: naming the model and the dataset, if construction or the dummy forward fails or
-            the output has the wrong shape.
+        ConfigError: on ``model``, naming the model and the dataset, if construction or the dummy
+            forward fails or the output has the wrong shape.
     """
     model_name, shape = target_name(cfg.model), (datamodule.in_channels, datamodule.image_size, datamodule.image_size)
-    what = f"model '{model_name}' cannot take dataset '{datamodule.name}' (inputs of shape (N, {', '.join(map(str, shape))}), {datamodule.num_classes} classes)"
+    what = f"cannot take dataset '{datamodule.name}' (inputs of shape (N, {', '.join(map(str, shape))}), {datamodule.num_classes} classes)"
     try:
         model = instantiate_model(cfg.model, image_size=datamodule.image_size)
         with torch.no_grad():
             out = model.eval()(torch.zeros(2, *shape))
     except (RuntimeError, ValueError, InstantiationException) as err:  # Hydra wraps errors raised in constructors
-        raise ValueError(f"{what}: {err}") from err
+        raise ConfigError("model", model_name, f"{what}: {err}") from err
     if tuple(out.shape) != (2, datamodule.num_classes):
-        raise ValueError(f"{what}: it returns logits of shape {tuple(out.shape)}")
+        raise ConfigError("model", model_name, f"{what}: it returns logits of shape {tuple(out.shape)}")
     return model.train()
 

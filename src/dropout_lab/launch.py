@@ -22,6 +22,8 @@ from typing import Any, TextIO
 
 from omegaconf import DictConfig, OmegaConf
 
+from dropout_lab.errors import ConfigError
+
 #: overrides that do not change what a job computes, so that adding them (``resume=true``) or moving
 #: the data keeps the job's folder, and with it its checkpoint and summary
 NEUTRAL_KEYS = ("resume", "data_root", "output_dir")
@@ -157,13 +159,13 @@ def check_multirun(cfg: DictConfig) -> None:
     ``-m`` run each rank would start the whole sweep again.
 
     Raises:
-        ValueError: naming ``trainer.devices``/``trainer.strategy``/``trainer.num_nodes`` and the fix.
+        ConfigError: naming ``trainer.devices``/``trainer.strategy``/``trainer.num_nodes`` and the fix.
     """
     n = requested_processes(cfg.trainer)
     if n > 1:
         t = cfg.trainer
-        raise ValueError(
-            f"trainer.devices={t.get('devices')} trainer.strategy={t.get('strategy', 'auto')} trainer.num_nodes={t.get('num_nodes', 1)} "
+        raise ConfigError(
+            "trainer.devices", t.get("devices"), f"with trainer.strategy={t.get('strategy', 'auto')} trainer.num_nodes={t.get('num_nodes', 1)} "
             f"asks for {n} processes inside a Hydra multirun (-m). Lightning relaunches the whole command line for every extra "
             "DDP process, so each would start the sweep again. Use one device per job (trainer.devices=1, the default) with "
             "hydra/launcher=gpu_pool or hydra/launcher=slurm, or run multi-GPU training as a single run without -m.")

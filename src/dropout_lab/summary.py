@@ -144,17 +144,22 @@ def build_summary(cfg: DictConfig, status: str, history: History | None, metrics
                   error: str | None = None) -> dict[str, Any]:
     """The run summary written to ``metrics.json``.
 
-    Fields: status (ok | failed), error, hparams (:func:`flat_hparams`), config (the resolved config),
+    Fields: status (ok | failed), error, hparams (:func:`flat_hparams`; empty for a config it cannot
+    convert, such as ``dropout.p=abc``), config (the resolved config),
     best_val_acc, final val/test metrics, ``drop_fraction`` and ``p_eq`` (means over all training
     steps and sites), ``method_info`` (:func:`method_info`), epochs, wall_seconds, train_seconds,
     train_samples_per_s, first_step_time and the per-epoch history. Accuracies are fractions in [0, 1].
     """
     epochs = history.epochs if history else []
     train_seconds = history.train_seconds if history else 0.0
+    try:
+        hparams = flat_hparams(cfg)
+    except (TypeError, ValueError):  # a job refused for a bad value (dropout.p=abc): no hparams, the config as given
+        hparams = {}
     return {
         "status": status,
         "error": error,
-        "hparams": flat_hparams(cfg),
+        "hparams": hparams,
         "metrics": metrics,
         "best_val_acc": metrics.get("val/acc_best"),
         "test_acc": metrics.get("test/acc"),

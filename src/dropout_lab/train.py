@@ -25,6 +25,7 @@ from dropout_lab.dropout.controller import DropoutController
 from dropout_lab.loggers import close, instantiate_loggers, log_hyperparams, log_metrics
 from dropout_lab.module import Classifier
 from dropout_lab.summary import HPARAM_METRICS, SUMMARY_FILE, History, build_summary, flat_hparams, write_summary
+from dropout_lab.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +105,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     With ``resume=true`` a job whose summary says ``status: ok`` is skipped (its summary untouched,
     its metrics returned) and any other job continues from its last checkpoint (:func:`fit`). In a
     multirun the job is first checked (:func:`~dropout_lab.launch.check_multirun`) and placed on its
-    worker's GPU / CPU threads (:func:`~dropout_lab.launch.place_job`).
+    worker's GPU / CPU threads (:func:`~dropout_lab.launch.place_job`), after the config passed
+    :func:`~dropout_lab.validate.validate`.
 
     Returns:
         the final metrics (``val/acc_best``, ``test/acc``, ...), accuracies as fractions.
 
     Raises:
-        whatever the job raised, after writing a summary with ``status: failed`` (or ``interrupted``)
-        and the traceback, so that a sweep's report can list it.
+        ConfigError: for a bad config value, before anything is built; or whatever else the job raised
+        (a refused multirun or GPU slot included); either after writing a summary with
+        ``status: failed`` (or ``interrupted``) and the traceback, so that a sweep's report can list it.
     """
     out = Path(cfg.output_dir)
     if cfg.get("resume"):
@@ -119,21 +122,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if done and done.get("status") == "ok":
             log.info("resume: %s finished before (status ok); skipped, summary untouched", out)
             return done["metrics"]
-    if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            launch.check_multirun(cfg)
-            placed = launch.place_job(cfg, hydra_cfg)
-            if placed:
-                log.info("worker placement: %s", placed)
     out.mkdir(parents=True, exist_ok=True)
     history, start = History(), time.time()
     try:
+        validate(cfg)
+        if HydraConfig.initialized():
+            hydra_cfg = HydraConfig.get()
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                launch.check_multirun(cfg)
+                placed = launch.place_job(cfg, hydra_cfg)
+                if placed:
+                    log.info("worker placement: %s", placed)
         metrics = fit(cfg, history)
     except BaseException as err:
         status = "failed" if isinstance(err, Exception) else "interrupted"
-        write_summary(out, build_summary(cfg, status, history, {}, time.time() - start, error=traceback.format_exc()))
-        log.error("job %s in %s: %s", status, out, err)
+        path = write_summary(out, build_summary(cfg, status, history, {}, time.time() - start, error=traceback.format_exc()))
+        log.error("job %s; summary in %s", status, path)  # the error itself is printed once, by Hydra
         raise
     finally:
         close()

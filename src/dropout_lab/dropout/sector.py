@@ -12,6 +12,7 @@ from torch import Tensor
 
 from dropout_lab.dropout.base import DropoutMethod, SiteSpec
 from dropout_lab.dropout.units import per_unit
+from dropout_lab.errors import ConfigError
 
 
 class SectorDropout(DropoutMethod):
@@ -33,6 +34,8 @@ class SectorDropout(DropoutMethod):
         sector_size: n >= 1 units per sector (``group_size`` in the reference notebook).
 
     Raises:
+        ConfigError: if ``sector_size`` exceeds the site's units (one sector would be the whole layer,
+            padded to ``sector_size`` slots: 100 MB and 150 ms a forward at large sizes).
         ValueError: if ``p`` is outside [0, 1), ``sector_size < 1``, some sector would lose all its units
             (``round(p s) = s``), or ``p > 0`` rounds to no dropped unit at all.
     """
@@ -42,6 +45,8 @@ class SectorDropout(DropoutMethod):
         if int(sector_size) != sector_size or sector_size < 1:
             raise ValueError(f"dropout.sector_size={sector_size} must be an integer >= 1")
         n, features = int(sector_size), site.num_features
+        if n > features:
+            raise ConfigError("dropout.sector_size", n, f"must be at most {features}, the units of site {site.name}")
         sizes = [n] * (features // n) + ([features % n] if features % n else [])
         drops = [math.floor(self.p * s + 0.5) for s in sizes]
         if any(m == s for m, s in zip(drops, sizes)):

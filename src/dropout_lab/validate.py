@@ -1,0 +1,268 @@
+"""Every config value checked once, before anything is built (docs: README "Bad input and faults").
+
+:data:`RANGES` is the one table of what each key of ``conf/`` accepts (a number range, a set of
+choices, null); :func:`validate` checks a composed config against it and checks the MNIST-family
+data files, raising :class:`~dropout_lab.errors.ConfigError` (``key=value: allowed``) at the first
+bad value. ``tests/test_validation.py`` fails when a numeric key in ``conf/`` has no entry here.
+
+Checks that need built objects stay where those objects are made and raise ``ConfigError`` there:
+a method argument against its site (``dropout.sector_size`` larger than a layer), the model against
+the dataset (:func:`dropout_lab.train.build_model`), cross-key conditions of a method
+(``rate_min <= p <= rate_max``) in the method's constructor.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from torchvision.datasets.mnist import SN3_PASCALVINCENT_TYPEMAP
+
+from dropout_lab.dropout.sites import SITE_CHOICES
+from dropout_lab.errors import ConfigError
+from dropout_lab.models.activations import ACTIVATIONS
+from dropout_lab.models.resnet import STEMS
+
+
+@dataclass(frozen=True)
+class Check:
+    """What one key accepts: ``ok(value)`` and the phrase ``wants`` for the error message
+    (``"an integer >= 1"``). ``a | b`` accepts what either accepts."""
+
+    ok: Callable[[Any], bool]
+    wants: str
+
+    def __or__(self, other: Check) -> Check:
+        return Check(lambda v: self.ok(v) or other.ok(v), f"{self.wants} or {other.wants}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def number(low: float = -math.inf, high: float = math.inf, low_open: bool = False, high_open: bool = False,
+           integer: bool = False) -> Check:
+    """A finite number (an ``int`` if ``integer``; no bools) between ``low`` and ``high``, ends
+    included unless ``low_open``/``high_open``."""
+    def ok(v: Any) -> bool:
+        if not _is_number(v) or (integer and not isinstance(v, int)):
+            return False
+        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    what = "an integer" if integer else "a number"
+    if math.isinf(high):
+        bound = f" {'>' if low_open else '>='} {low}" if not math.isinf(low) else ""
+    else:
+        bound = f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    return Check(ok, what + bound)
+
+
+def integer(low: int, high: float = math.inf) -> Check:
+    """An ``int`` in [low, high]."""
+    return number(low, high, integer=True)
+
+
+def choice(*values: str) -> Check:
+    """One of the strings ``values``."""
+    return Check(lambda v: v in values, f"one of {', '.join(values)}")
+
+
+def exactly(value: Any, meaning: str) -> Check:
+    """The one value ``value`` (of its type: ``-1`` is not ``-1.0`` or ``True``), which means ``meaning``;
+    ``None`` is written ``null``."""
+    return Check(lambda v: type(v) is type(value) and v == value, f"{'null' if value is None else value} ({meaning})")
+
+
+BOOL = Check(lambda v: isinstance(v, bool), "true or false")
+RATE = number(0, 1, high_open=True)       # a probability that must leave something: [0, 1)
+FRACTION = number(0, 1)                   # [0, 1]
+POSITIVE = number(0, low_open=True)       # > 0
+NONNEGATIVE = number(0)                   # >= 0
+COUNT = integer(1)                        # a whole number >= 1
+SIZE = exactly(None, "the files' size, or the model's native size") | COUNT
+BATCHES = number(0, 1, low_open=True) | COUNT   # Lightning's limit_*_batches: a fraction of the epoch or a count
+EVERY_BATCH = exactly(None, "every batch")
+
+#: what every key of ``conf/`` accepts; a list or dict value is checked element by element
+#: (``model.hidden_sizes``, ``dataset.subset``); keys absent from a config are skipped
+RANGES: dict[str, Check] = {
+    # top level (conf/config.yaml, conf/experiment)
+    "seed": integer(0, 2**32 - 1),   # numpy's / Lightning's seed range
+    "deterministic": BOOL,
+    "channels_last": BOOL,
+    "resume": BOOL,
+    "eval.mc_samples": integer(0),   # 0: no Monte-Carlo test; T: T stochastic passes
+    "callbacks.activation_variance": BOOL,
+    "callbacks.activation_samples": COUNT,
+    "callbacks.early_stopping.patience": integer(0),
+    "callbacks.early_stopping.min_delta": NONNEGATIVE,
+    "callbacks.early_stopping.mode": choice("min", "max"),
+    "callbacks.lr_monitor.logging_interval": exactly(None, "each optimizer step") | choice("step", "epoch"),
+    "callbacks.progress_bar.refresh_rate": POSITIVE,
+    "anchor": exactly(None, "no reference") | FRACTION,   # a source's reported test accuracy, as a fraction
+    # dataset
+    "dataset.num_classes": integer(2),
+    "dataset.in_channels": COUNT,
+    "dataset.image_size": SIZE,
+    "dataset.mean": number(),
+    "dataset.std": POSITIVE,
+    "dataset.batch_size": COUNT,
+    "dataset.eval_batch_size": COUNT,
+    "dataset.val_fraction": RATE,
+    "dataset.split_seed": integer(0, 2**32 - 1),
+    "dataset.subset": exactly(None, "the whole split") | COUNT,
+    "dataset.num_workers": integer(0),
+    "dataset.download": BOOL,
+    "dataset.augment.flip": BOOL,
+    "dataset.augment.crop_padding": integer(0),
+    "dataset.augment.cutout": integer(0),
+    # model
+    "model.num_classes": integer(2),
+    "model.in_channels": COUNT,
+    "model.image_size": SIZE,
+    "model.input_size": COUNT,
+    "model.hidden_sizes": COUNT,
+    "model.activation": choice(*ACTIVATIONS),
+    "model.pool": choice("max", "avg"),
+    "model.stem": choice(*STEMS),
+    "model.input_dropout": BOOL,
+    "model.hidden_dropout": choice("all", "first"),
+    # optimizer, scheduler
+    "optimizer.lr": POSITIVE,
+    "optimizer.weight_decay": NONNEGATIVE,
+    "optimizer.momentum": number(0, 1, high_open=True),
+    "optimizer.nesterov": BOOL,
+    "optimizer.rho": FRACTION,
+    "optimizer.eps": POSITIVE,
+    "scheduler.T_max": COUNT,
+    "scheduler.eta_min": NONNEGATIVE,
+    "scheduler.step_size": COUNT,
+    "scheduler.gamma": POSITIVE,
+    # trainer (pytorch_lightning.Trainer arguments)
+    "trainer.max_epochs": COUNT,
+    "trainer.max_steps": exactly(-1, "no step limit") | COUNT,
+    "trainer.limit_train_batches": EVERY_BATCH | BATCHES,
+    "trainer.limit_val_batches": EVERY_BATCH | number(0, 1) | COUNT,   # 0 turns validation off
+    "trainer.limit_test_batches": EVERY_BATCH | BATCHES,
+    "trainer.devices": exactly("auto", "Lightning's choice") | exactly(-1, "every GPU") | integer(0),   # a list: those GPU indices
+    "trainer.num_nodes": COUNT,
+    "trainer.log_every_n_steps": COUNT,
+    "trainer.num_sanity_val_steps": integer(-1),
+    "trainer.check_val_every_n_epoch": exactly(None, "validate by steps") | COUNT,
+    "trainer.accumulate_grad_batches": COUNT,
+    "trainer.gradient_clip_val": exactly(None, "no clipping") | NONNEGATIVE,
+    # dropout (conf/dropout/*.yaml): the type and the bounds that hold for every method using the key;
+    # a method's own finer bounds and cross-key conditions are checked by its constructor
+    "dropout.p": RATE,
+    "dropout.sites": choice(*SITE_CHOICES),
+    "dropout.block_size": Check(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and v % 2 == 1, "an odd integer >= 1"),
+    "dropout.ramp_steps": exactly(None, "ramp over the whole run") | integer(0),
+    "dropout.crossover": FRACTION,
+    "dropout.mutation": FRACTION,
+    "dropout.num_states": integer(4),
+    "dropout.threshold": POSITIVE,
+    "dropout.patience": COUNT,
+    "dropout.warmup": NONNEGATIVE,   # edropout's warm-up (its constructor bounds it further)
+    "dropout.update_every": COUNT,
+    "dropout.ema": RATE,
+    "dropout.initial_rate": exactly(None, "p/3") | RATE,
+    "dropout.max_rate": exactly(None, "5p/3") | RATE,
+    "dropout.eps": NONNEGATIVE,
+    "dropout.flip_factor": POSITIVE,
+    "dropout.gamma": POSITIVE,       # curriculum: decay rate per step
+    "dropout.decay": POSITIVE,       # curriculum: decay over the planned run (gamma x steps)
+    "dropout.max_mask_elements": COUNT,
+    "dropout.heldout": COUNT,
+    "dropout.max_batch": COUNT,
+    "dropout.permutations": COUNT,
+    "dropout.truncation": NONNEGATIVE,
+    "dropout.inference_samples": COUNT,
+    "dropout.lam": NONNEGATIVE,
+    "dropout.length_scale": POSITIVE,
+    "dropout.temperature": POSITIVE,
+    "dropout.momentum": number(0, 1, low_open=True),
+    "dropout.rate_min": RATE,
+    "dropout.rate_max": RATE,
+    "dropout.sector_size": COUNT,
+    "dropout.sub_batch": COUNT,
+    "dropout.probes": COUNT,
+    "dropout.delta": exactly(None, "0.4 p") | RATE,
+    "dropout.shared_dims": exactly(None, "the method's default axes") | COUNT,
+    "dropout.per_sample": BOOL,
+    "dropout.sample_rate": BOOL,
+    "dropout.group_weighted": BOOL,
+}
+
+
+def range_for(key: str) -> Check | None:
+    """The :data:`RANGES` entry for a dotted leaf ``key`` of a config: the key itself with list
+    indices dropped (``model.hidden_sizes.1`` -> ``model.hidden_sizes``), else its nearest listed
+    parent (``dataset.subset.train`` -> ``dataset.subset``); None if there is none."""
+    parts = [part for part in key.split(".") if not part.isdigit()]
+    while parts:
+        check = RANGES.get(".".join(parts))
+        if check is not None:
+            return check
+        parts.pop()
+    return None
+
+
+def leaves(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) for every scalar in ``node`` (nested dicts and lists; list items as ``key.i``)."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield from leaves(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from leaves(value, f"{key}.{i}")
+    else:
+        yield key, node
+
+
+def check_idx_files(root: str, torchvision_class: str) -> None:
+    """Check that every IDX file (``*-ubyte``) under ``<root>/<torchvision_class>/raw`` is as long as
+    its header says (magic 0 0 type ndim, ndim big-endian 32-bit sizes, then the data; LeCun's MNIST
+    page). Missing files are left to the datamodule (which downloads them or says where it looked).
+
+    Raises:
+        ConfigError: on ``data_root``, naming the truncated or corrupt file and its sizes.
+    """
+    for path in sorted((Path(root).expanduser() / torchvision_class / "raw").glob("*-ubyte")):
+        with path.open("rb") as f:
+            head = f.read(4)
+            dtype = SN3_PASCALVINCENT_TYPEMAP.get(head[2]) if len(head) == 4 and head[:2] == b"\0\0" else None
+            ndim = head[3] if dtype is not None else 0
+            dims = f.read(4 * ndim)
+        size, header = path.stat().st_size, 4 + 4 * ndim
+        if dtype is None:
+            what = "is not an IDX file"
+        elif len(dims) < 4 * ndim:
+            what = f"holds {size} bytes, less than its {header}-byte header"
+        else:
+            shape = struct.unpack(f">{ndim}I", dims)
+            need = header + math.prod(shape) * dtype.itemsize
+            if size == need:
+                continue
+            what = f"holds {size} bytes, its header ({'x'.join(map(str, shape))}) needs {need}"
+        raise ConfigError("data_root", root, f"{path} {what}: the file is truncated or corrupt; delete it and "
+                          "re-run with dataset.download=true, or copy it again")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check ``cfg`` (a composed ``conf/config.yaml``) before anything is built: every leaf with a
+    :data:`RANGES` entry, then the MNIST-family data files (:func:`check_idx_files`).
+
+    Raises:
+        ConfigError: at the first bad value, as ``key=value: must be <what the key accepts>``.
+    """
+    for key, value in leaves(OmegaConf.to_container(cfg, resolve=True)):
+        check = range_for(key)
+        if check is not None and not check.ok(value):
+            raise ConfigError(key, value, f"must be {check.wants}")
+    dataset = cfg.get("dataset") or {}
+    if str(dataset.get("torchvision_class", "")) in ("MNIST", "FashionMNIST", "KMNIST"):
+        check_idx_files(str(dataset.root), str(dataset.torchvision_class))
