@@ -19,12 +19,12 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
-from dropout_lab import launch
-from dropout_lab.analysis import EVAL_METRICS, ActivationVariance, evaluate
+from dropout_lab import hparams, launch
+from dropout_lab.analysis import ActivationVariance, evaluate
 from dropout_lab.dropout.controller import DropoutController
 from dropout_lab.dropout.sites import attach, split_config
 from dropout_lab.module import Classifier
-from dropout_lab.summary import HPARAM_METRICS, SUMMARY_FILE, History, build_summary, flat_hparams, target_name, write_summary
+from dropout_lab.summary import SUMMARY_FILE, History, build_summary, target_name, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,7 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     if resume_from is not None:
         log.info("resume: continuing from %s", resume_from)
     else:  # one hparams session per run: a resumed run keeps the one written at its start
-        declared = HPARAM_METRICS + (EVAL_METRICS if mc_samples else ())  # no placeholder for a metric never logged
-        logger.log_hyperparams(flat_hparams(cfg), {key: 0.0 for key in declared})
+        hparams.log_session(logger, cfg)  # the sweep's columns and metrics, no placeholder points
     callbacks = [DropoutController(methods, datamodule.num_train), history,
                  ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0)]
     extra = cfg.get("callbacks") or {}

@@ -123,6 +123,8 @@ class DropoutMethod(nn.Module):
 
     #: sites the method occupies when the config says ``sites: default``
     default_sites: ClassVar[str] = "fc"
+    #: config arguments the method ignores (a sweep over them trains one job: dropout_lab.sweeper)
+    ignored_args: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, p: float, site: SiteSpec) -> None:
         super().__init__()
@@ -221,6 +223,7 @@ class NoDropout(DropoutMethod):
     """
 
     default_sites: ClassVar[str] = "all"
+    ignored_args: ClassVar[tuple[str, ...]] = ("p",)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training:

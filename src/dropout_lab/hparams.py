@@ -1,0 +1,115 @@
+"""TensorBoard HParams for a sweep: one column set, one metric set and discrete domains for every run.
+
+TensorBoard's HParams plugin takes the first ``_hparams_/experiment`` summary it finds as the
+table's columns and metrics (``tensorboard/plugins/hparams/backend_context.py``), so every run of a
+sweep must write the same one. :class:`~dropout_lab.sweeper.DedupSweeper` composes every job before
+launching and writes the sweep's :data:`SPEC_FILE` (:func:`write_spec`); each job then writes that
+experiment and its own session (:func:`log_session`) with TensorBoard's ``summary_v2`` protobuf
+API. A run without a spec (a single run, another sweeper) describes itself alone.
+
+Nothing is written as a scalar here: no placeholder point at step 0; the metrics are the scalars
+the run logs anyway (``hp_metric``, ``val/acc``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from tensorboard.plugins.hparams import summary_v2 as hp
+
+from dropout_lab.summary import HPARAM_METRICS, VARIANT_METRICS, flat_hparams
+
+#: written by the sweeper at the sweep root; read by every job of the sweep
+SPEC_FILE = "hparams_spec.json"
+#: columns every run shows (the keys of :func:`~dropout_lab.summary.flat_hparams` without method/model args)
+BASE_COLUMNS = ("method", "p", "sites", "model", "dataset", "seed", "optimizer", "lr", "weight_decay", "scheduler",
+                "batch_size", "epochs")
+
+
+def metric_names(cfgs: list[DictConfig]) -> list[str]:
+    """The metrics the runs of ``cfgs`` log: :data:`~dropout_lab.summary.HPARAM_METRICS`, the
+    Monte-Carlo ones if any run has ``eval.mc_samples`` > 0, and the variant ones
+    (:data:`~dropout_lab.summary.VARIANT_METRICS`) if any run's method has evaluation variants."""
+    from hydra.utils import get_class
+
+    from dropout_lab.analysis import EVAL_METRICS
+    from dropout_lab.dropout.base import DropoutMethod
+
+    names = list(HPARAM_METRICS)
+    if any(int((c.get("eval") or {}).get("mc_samples", 0)) > 0 for c in cfgs):
+        names += EVAL_METRICS
+    if any(get_class(c.dropout._target_).eval_variants is not DropoutMethod.eval_variants for c in cfgs):
+        names += VARIANT_METRICS
+    return names
+
+
+def build_spec(cfgs: list[DictConfig]) -> dict[str, Any]:
+    """Columns, their values and the metrics of the runs ``cfgs`` (composed job configs).
+
+    Returns:
+        ``{"hparams": {column: sorted values}, "metrics": [...]}``: the :data:`BASE_COLUMNS` and every
+        method/model argument (``dropout.<k>``, ``model.<k>``) whose value differs between runs; a
+        column whose values mix types holds strings.
+    """
+    rows = [flat_hparams(c) for c in cfgs]
+    varying = sorted({k for r in rows for k in r if k not in BASE_COLUMNS and len({repr(r.get(k)) for r in rows}) > 1})
+    hparams = {}
+    for key in (*BASE_COLUMNS, *varying):
+        values = {r[key] for r in rows if key in r}
+        if len({type(v) for v in values}) > 1:
+            values = {str(v) for v in values}
+        hparams[key] = sorted(values)
+    return {"hparams": hparams, "metrics": metric_names(cfgs)}
+
+
+def write_spec(sweep_dir: Path, cfgs: list[DictConfig]) -> Path:
+    """Write :func:`build_spec` of ``cfgs`` to ``sweep_dir/hparams_spec.json``."""
+    path = Path(sweep_dir) / SPEC_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(build_spec(cfgs), indent=1))
+    return path
+
+
+def _sweep_spec() -> dict[str, Any] | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    path = Path(HydraConfig.get().sweep.dir) / SPEC_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def log_session(logger, cfg: DictConfig, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the HParams experiment and this run's session start into ``logger``'s event file.
+
+    Args:
+        logger: a Lightning ``TensorBoardLogger``; any other logger gets ``log_hyperparams`` of
+            :func:`~dropout_lab.summary.flat_hparams` (without metrics, so without placeholders).
+        cfg: the run's composed config.
+        spec: columns and metrics (:func:`build_spec`); default: the sweep's :data:`SPEC_FILE` in a
+            multirun that has one, else this run alone.
+
+    Returns:
+        the session's hyper-parameters (the spec's columns this run has; a string column gets ``str``).
+    """
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    mine = flat_hparams(cfg)
+    if not isinstance(logger, TensorBoardLogger):
+        logger.log_hyperparams(mine)
+        return mine
+    spec = spec or _sweep_spec() or build_spec([cfg])
+    values = {}
+    for key, domain in spec["hparams"].items():
+        if key in mine:
+            values[key] = str(mine[key]) if domain and isinstance(domain[0], str) else mine[key]
+    columns = [hp.HParam(k, hp.Discrete(v) if v else None) for k, v in spec["hparams"].items()]
+    file_writer = logger.experiment._get_file_writer()
+    file_writer.add_summary(hp.hparams_config_pb(columns, [hp.Metric(m) for m in spec["metrics"]]))
+    file_writer.add_summary(hp.hparams_pb(values, trial_id=str(cfg.get("output_dir", ""))))
+    file_writer.flush()
+    return values
