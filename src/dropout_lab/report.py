@@ -56,9 +56,9 @@ SIGNIFICANT = " **\\***"   # Markdown for a bold asterisk
 
 
 def safe_name(*parts: object) -> str:
-    """A file name from run values: characters other than letters, digits, ``._-`` become ``_``,
-    no leading dot (``../x`` -> ``_x``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(str(p) for p in parts)).lstrip(".") or "_"
+    """A file name from run values: each run of characters other than letters, digits and ``-``
+    becomes one ``_``, none at the ends (``../../x`` -> ``x``; no dot, so no ``..``)."""
+    return re.sub(r"[^A-Za-z0-9-]+", "_", "_".join(str(p) for p in parts)).strip("_") or "_"
 
 
 def inside(sweep: Path, name: str) -> Path:
@@ -439,7 +439,7 @@ def make_plots(sweep: Path, runs: pd.DataFrame, cand: pd.DataFrame, rank: dict |
                                 marker=marker, capsize=2, label=_label(part.iloc[0]))
             ref = sub[sub["method"] == "standard"].sort_values(rate)
             if len(ref):
-                ax.plot(100 * ref[rate], 100 * ref["test_mean"], "k--", lw=1, label="standard (all p)")
+                ax.plot(100 * ref[rate], 100 * ref["test_mean"], color="k", ls="--", marker="x", lw=1, label="standard (all p)")
             if (sub["method"] == "none").any():
                 ax.axhline(100 * sub.loc[sub["method"] == "none", "test_mean"].iloc[0], color="gray", ls=":", lw=1, label="none")
             ax.set(xlabel=f"realised rate: {'p_eq' if rate == 'p_eq' else 'drop fraction'} over training (%)", ylabel="test accuracy (%)")
