@@ -426,10 +426,9 @@ def make_plots(sweep: Path, runs: pd.DataFrame, cand: pd.DataFrame, rank: dict |
         ax.set(xlabel="test accuracy (%), mean and 95 % CI over seeds", title=f"{title}: p selected on validation")
         ax.legend(loc="lower right", fontsize=7)
         written.append(_save(fig, inside(sweep, safe_name("leaderboard", name) + ".png")))
-        order = list(sel["method"][::-1])
         # accuracy against the realised rate
         rate = "p_eq" if sub["p_eq"].notna().any() else "drop_fraction"
-        others = [m for m in order if m not in BASELINES]
+        others = [m for m in sel["method"][::-1] if m not in BASELINES]
         fig, axes = _figure(len(_panels(others)))
         for ax, methods in zip(axes, _panels(others)):
             for m, colour, marker in zip(methods, COLORS, MARKERS):
@@ -446,17 +445,19 @@ def make_plots(sweep: Path, runs: pd.DataFrame, cand: pd.DataFrame, rank: dict |
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
         fig.suptitle(f"{title}: test accuracy at every p against the realised rate († p is not a drop probability)", fontsize=9)
         written.append(_save(fig, inside(sweep, safe_name("acc_vs_rate", name) + ".png")))
-        # validation curves at the selected choice
-        fig, axes = _figure(len(_panels(order)))
-        for ax, methods in zip(axes, _panels(order)):
-            for m, colour, marker in zip(methods, COLORS, MARKERS):
-                r = sel[sel["method"] == m].iloc[0]
-                chosen = runs[(runs[BLOCK] == pd.Series(block, index=BLOCK)).all(axis=1) & (runs["method"] == m)
-                              & (runs["args"] == r["args"]) & ((runs["p"] == r["p"]) | (runs["p"].isna() & pd.isna(r["p"])))]
-                curve = mean_curve(chosen["history"], "val/acc")
-                if len(curve):
-                    ax.plot(range(1, len(curve) + 1), 100 * curve, color=colour, marker=marker, markevery=max(1, len(curve) // 8),
-                            ms=4, label=f"{_label(r)} p={_p(r['p'])}")
+        # validation curves at the selected choice, the baselines in every panel
+        curves = {}
+        for _, r in sel.iterrows():
+            chosen = runs[(runs[BLOCK] == pd.Series(block, index=BLOCK)).all(axis=1) & (runs["method"] == r["method"])
+                          & (runs["args"] == r["args"]) & ((runs["p"] == r["p"]) | (runs["p"].isna() & pd.isna(r["p"])))]
+            curves[r["method"]] = (f"{_label(r)} p={_p(r['p'])}", 100 * mean_curve(chosen["history"], "val/acc"))
+        fig, axes = _figure(len(_panels(others)))
+        for ax, methods in zip(axes, _panels(others)):
+            styles = [*zip(methods, COLORS, MARKERS), ("standard", "k", "x"), ("none", "gray", "")]
+            for m, colour, marker in (s for s in styles if s[0] in curves and len(curves[s[0]][1])):
+                label, curve = curves[m]
+                ax.plot(range(1, len(curve) + 1), curve, color=colour, marker=marker, markevery=max(1, len(curve) // 8), ms=4,
+                        ls="--" if m == "standard" else ":" if m == "none" else "-", label=label)
             ax.set(xlabel="epoch", ylabel="validation accuracy (%)")
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
         fig.suptitle(f"{title}: validation accuracy, mean over seeds, at the selected p", fontsize=9)
@@ -496,7 +497,7 @@ def _cd_diagram(sweep: Path, rank: dict | None) -> Path | None:
     import matplotlib.pyplot as plt
     import scikit_posthocs as sp
 
-    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.22 * rank["k"]))
+    fig, ax = plt.subplots(figsize=(10, 1.5 + 0.22 * rank["k"]))
     sp.critical_difference_diagram(rank["ranks"], rank["nemenyi"], ax=ax, alpha=ALPHA, label_props={"fontsize": 8})
     wide = " (wider than the spread of mean ranks: nothing separable)" if rank["cd"] > rank["spread"] else ""
     ax.set_title(f"mean rank over N = {rank['N']} (dataset, model) blocks, 1 = best; Nemenyi CD = {rank['cd']:.2f}{wide}", fontsize=9)
