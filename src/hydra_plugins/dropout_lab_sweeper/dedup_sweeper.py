@@ -1,5 +1,8 @@
-"""``hydra/sweeper=dedup`` (dropout-lab's default): Hydra's BasicSweeper that launches every
-effective configuration once and writes the sweep's TensorBoard HParams spec.
+"""dropout-lab's sweeper: Hydra's BasicSweeper that launches every effective configuration once and
+writes the sweep's TensorBoard HParams spec. Importing this module (Hydra's plugin scan does, before
+it composes any config) makes it the default: it replaces Hydra's ``hydra/sweeper: basic`` entry in
+the ConfigStore, so every ``-m`` run uses it, and presets can still pick another sweeper
+(``override /hydra/sweeper: optuna``). Its options are BasicSweeper's (``max_batch_size``, ``params``).
 
 A sweep over ``dropout=none,standard dropout.p=0.1,0.3`` asks for ``none`` twice, but ``none``
 ignores ``p``, so both jobs would train the same network. Before launching, :class:`DedupSweeper`
@@ -15,6 +18,7 @@ import logging
 from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
 
 from dropout_lab.dedup import effective_config
 from dropout_lab.hparams import write_spec
@@ -47,3 +51,8 @@ class DedupSweeper(BasicSweeper):
             log.info("dedup: %d of %d jobs duplicate another job and are not launched", len(jobs) - len(kept), len(jobs))
         write_spec(Path(self.config.hydra.sweep.dir), configs)
         return list(self.split_overrides_to_chunks(kept, max_batch_size)) if kept else []
+
+
+#: ``hydra/sweeper: basic`` (Hydra's default) with :class:`DedupSweeper` as its target
+ConfigStore.instance().store(group="hydra/sweeper", name="basic", provider="dropout_lab",
+                             node={"_target_": f"{__name__}.DedupSweeper", "max_batch_size": None, "params": None})
