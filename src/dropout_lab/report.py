@@ -484,7 +484,7 @@ def _heatmap(sweep: Path, cand: pd.DataFrame) -> Path | None:
     ax.set_yticks(range(len(diff)), diff.index, fontsize=8)
     for (i, j), v in np.ndenumerate(diff.to_numpy(dtype=float)):
         if not np.isnan(v):
-            ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7)
+            ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7, color="w" if abs(v) > 0.6 * scale.iloc[j] else "k")
     ax.set_title("test accuracy minus standard (points), at the validation-selected p;\n"
                  "blue = better; each column on its own scale (± in the label)", fontsize=9)
     return _save(fig, inside(sweep, "diff_from_standard.png"))
