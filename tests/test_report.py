@@ -151,3 +151,18 @@ def test_file_names_from_run_values_stay_inside_the_sweep(tmp_path):
     assert all(p.parent == sweep.resolve() for p in paths)
     assert {p for p in set(tmp_path.rglob("*")) - before if sweep not in p.parents} == set()
     assert (sweep / "leaderboard_evil_lenet5.png").exists()
+
+
+def test_hparams_spec_declares_every_swept_column_and_metric(tmp_path):
+    """The sweep's HParams spec: discrete method domain, swept model args only, MC metrics when any run has them."""
+    from conftest import make_cfg
+    from dropout_lab.hparams import build_spec
+    from dropout_lab.summary import HPARAM_METRICS
+
+    cfgs = [make_cfg(["model=mlp", f"model.hidden_sizes={h}", f"dropout={m}", f"eval.mc_samples={t}"], tmp_path)
+            for h, m, t in (("[32]", "none", 0), ("[16,16]", "standard", 4))]
+    spec = build_spec(cfgs)
+    assert spec["hparams"]["method"] == ["none", "standard"] and spec["hparams"]["model.hidden_sizes"] == ["[16, 16]", "[32]"]
+    assert "model.activation" not in spec["hparams"] and spec["hparams"]["p"] == [0.0, 0.5]
+    assert spec["metrics"] == [*HPARAM_METRICS, "test/nll", "test/ece", "test/mc_acc", "test/mc_nll", "test/mc_ece"]
+    assert build_spec(cfgs[:1])["metrics"] == list(HPARAM_METRICS)

@@ -22,6 +22,11 @@ def ignored_args(dropout: DictConfig | dict) -> tuple[str, ...]:
     return tuple(getattr(get_class(dropout["_target_"]), "ignored_args", ()))
 
 
+def p_is_rate(dropout: DictConfig | dict) -> bool | None:
+    """Whether the method's ``p`` is a drop probability (its class' ``p_is_rate``; None if it does not say)."""
+    return getattr(get_class(dropout["_target_"]), "p_is_rate", None)
+
+
 def effective_config(cfg: DictConfig | dict) -> str:
     """What a job computes, as canonical JSON: the config without ``hydra``, the
     :data:`~dropout_lab.launch.NEUTRAL_KEYS` and the arguments its dropout method ignores

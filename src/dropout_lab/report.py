@@ -33,7 +33,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from dropout_lab.dedup import effective_config, ignored_args
+from dropout_lab.dedup import effective_config, ignored_args, p_is_rate
 from dropout_lab.launch import NEUTRAL_KEYS
 from dropout_lab.summary import SUMMARY_FILE
 
@@ -88,7 +88,8 @@ def _summary_fields(s: dict) -> dict:
             "p": float(h["p"]), "seed": int(h["seed"]),
             "val": m.get("val/acc_best", s.get("best_val_acc")), "test": m.get("test/acc"),
             "drop_fraction": m.get("dropout/drop_fraction", s.get("drop_fraction")),
-            "p_eq": m.get("dropout/p_eq", s.get("p_eq")), "p_is_rate": info.get("p_is_rate"),
+            "p_eq": m.get("dropout/p_eq", s.get("p_eq")),
+            "p_is_rate": info.get("p_is_rate", p_is_rate(cfg["dropout"]) if "dropout" in cfg else None),
             "sec_per_epoch": s["train_seconds"] / s["epochs"] if s.get("epochs") else None,
             "anchor": cfg.get("anchor"), "history": s.get("history") or [],
             "ignored": ignored_args(cfg["dropout"]) if "dropout" in cfg else (),
