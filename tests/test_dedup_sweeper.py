@@ -1,5 +1,6 @@
-"""The default sweeper trains every effective configuration once, and every run of the sweep shows
-TensorBoard's HParams plugin the same columns and metrics (read with TensorBoard's own readers)."""
+"""The default sweeper trains every effective configuration once, and TensorBoard's HParams plugin
+sees one experiment (columns, discrete domains, metrics) for the whole sweep and one session per job
+(read with TensorBoard's own readers)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata
 
 from conftest import run_cli
@@ -27,24 +29,26 @@ def test_sweep_trains_none_once_per_model_and_declares_one_hparams_experiment(tm
     jobs = sorted((s["hparams"]["method"], s["hparams"]["model.hidden_sizes"]) for s in runs.values())
     assert jobs == [("none", "[16, 16]"), ("none", "[32]"), *[("standard", h) for h in ("[16, 16]", "[16, 16]", "[32]", "[32]")]]
 
-    experiments, sessions = set(), []
-    for folder in runs:
-        events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
-        events.Reload()
-        content = events.PluginTagToContent(metadata.PLUGIN_NAME)
-        experiments.add(metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG]).SerializeToString(deterministic=True))
-        sessions.append(metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG]).hparams)
-        for tag in set(HPARAM_METRICS) & set(events.Tags()["scalars"]):  # real values only: nothing at step 0
-            assert min(e.step for e in events.Scalars(tag)) > 0, tag
-    assert len(experiments) == 1  # identical in every run: the table does not depend on which run is read first
-    experiment = metadata.parse_experiment_plugin_data(
-        EventAccumulator(str(next(iter(runs)))).Reload().PluginTagToContent(metadata.PLUGIN_NAME)[metadata.EXPERIMENT_TAG])
+    # what the HParams plugin reads: one experiment (at the sweep root), one session per job
+    tb = EventMultiplexer().AddRunsFromDirectory(str(sweep))
+    tb.Reload()
+    content = tb.PluginRunToTagToContent(metadata.PLUGIN_NAME)
+    assert [run for run, tags in content.items() if metadata.EXPERIMENT_TAG in tags] == ["."]
+    experiment = metadata.parse_experiment_plugin_data(content["."][metadata.EXPERIMENT_TAG])
+    sessions = [metadata.parse_session_start_info_plugin_data(tags[metadata.SESSION_START_INFO_TAG]).hparams
+                for run, tags in content.items() if run != "."]
+    assert len(sessions) == 6 and all(sorted(s) == sorted(sessions[0]) for s in sessions)
     columns = {h.name: h for h in experiment.hparam_infos}
     assert [v.string_value for v in columns["method"].domain_discrete.values] == ["none", "standard"]
     assert [v.string_value for v in columns["model.hidden_sizes"].domain_discrete.values] == ["[16, 16]", "[32]"]
     assert {"dataset", "model", "p", "seed"} <= set(columns) and "model.activation" not in columns  # only swept args
     assert [m.name.tag for m in experiment.metric_infos] == list(HPARAM_METRICS)
     assert sorted(s["model.hidden_sizes"].string_value for s in sessions) == sorted(h for _, h in jobs)
+    for folder in runs:  # real values only: no scalar point at step 0
+        events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        events.Reload()
+        for tag in set(HPARAM_METRICS) & set(events.Tags()["scalars"]):
+            assert min(e.step for e in events.Scalars(tag)) > 0, tag
 
     write_report(sweep)
     md = (sweep / "report.md").read_text()

@@ -156,7 +156,7 @@ def test_file_names_from_run_values_stay_inside_the_sweep(tmp_path):
 def test_hparams_spec_declares_every_swept_column_and_metric(tmp_path):
     """The sweep's HParams spec: discrete method domain, swept model args only, MC metrics when any run has them."""
     from conftest import make_cfg
-    from dropout_lab.hparams import build_spec
+    from dropout_lab.hparams import build_spec, merge_specs
     from dropout_lab.summary import HPARAM_METRICS
 
     cfgs = [make_cfg(["model=mlp", f"model.hidden_sizes={h}", f"dropout={m}", f"eval.mc_samples={t}"], tmp_path)
@@ -166,3 +166,5 @@ def test_hparams_spec_declares_every_swept_column_and_metric(tmp_path):
     assert "model.activation" not in spec["hparams"] and spec["hparams"]["p"] == [0.0, 0.5]
     assert spec["metrics"] == [*HPARAM_METRICS, "test/nll", "test/ece", "test/mc_acc", "test/mc_nll", "test/mc_ece"]
     assert build_spec(cfgs[:1])["metrics"] == list(HPARAM_METRICS)
+    merged = merge_specs(build_spec(cfgs[:1]), build_spec(cfgs[1:]))  # a second sweep into the same folder
+    assert merged["hparams"]["method"] == ["none", "standard"] and merged["metrics"] == spec["metrics"]

@@ -1,14 +1,16 @@
 """TensorBoard HParams for a sweep: one column set, one metric set and discrete domains for every run.
 
-TensorBoard's HParams plugin takes the first ``_hparams_/experiment`` summary it finds as the
-table's columns and metrics (``tensorboard/plugins/hparams/backend_context.py``), so every run of a
-sweep must write the same one. :class:`~dropout_lab.sweeper.DedupSweeper` composes every job before
-launching and writes the sweep's :data:`SPEC_FILE` (:func:`write_spec`); each job then writes that
-experiment and its own session (:func:`log_session`) with TensorBoard's ``summary_v2`` protobuf
-API. A run without a spec (a single run, another sweeper) describes itself alone.
+TensorBoard's HParams plugin takes the first ``_hparams_/experiment`` summary it finds in the log
+folder as the table's columns and metrics (``tensorboard/plugins/hparams/backend_context.py``), so a
+sweep must have exactly one. :class:`~hydra_plugins.dropout_lab_sweeper.dedup_sweeper.DedupSweeper`
+composes every job before launching and calls :func:`write_spec`: the columns and metrics of the whole
+sweep go to ``<sweep>/hparams_spec.json`` and, as the one experiment summary, to an event file at the
+sweep root. Each job then writes only its session (:func:`log_session`) with the spec's columns.
+Without a spec (a single run, another sweeper) a run writes its session alone and TensorBoard infers
+the table from all sessions. Written with TensorBoard's ``summary_v2`` protobuf API (no TensorFlow).
 
 Nothing is written as a scalar here: no placeholder point at step 0; the metrics are the scalars
-the run logs anyway (``hp_metric``, ``val/acc``, ...).
+the runs log anyway (``hp_metric``, ``val/acc``, ...).
 """
 
 from __future__ import annotations
@@ -65,11 +67,33 @@ def build_spec(cfgs: list[DictConfig]) -> dict[str, Any]:
     return {"hparams": hparams, "metrics": metric_names(cfgs)}
 
 
+def merge_specs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Union of two specs (a second sweep into the same folder): columns, values and metrics."""
+    hparams = dict(old["hparams"])
+    for key, values in new["hparams"].items():
+        both = set(hparams.get(key, [])) | set(values)
+        hparams[key] = sorted({str(v) for v in both} if len({type(v) for v in both}) > 1 else both)
+    return {"hparams": hparams, "metrics": list(dict.fromkeys([*old["metrics"], *new["metrics"]]))}
+
+
 def write_spec(sweep_dir: Path, cfgs: list[DictConfig]) -> Path:
-    """Write :func:`build_spec` of ``cfgs`` to ``sweep_dir/hparams_spec.json``."""
-    path = Path(sweep_dir) / SPEC_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(build_spec(cfgs), indent=1))
+    """Write :func:`build_spec` of ``cfgs`` (merged with the folder's earlier spec, if any) to
+    ``sweep_dir/hparams_spec.json``, and the HParams experiment summary built from it to
+    ``sweep_dir/events.out.tfevents.*.hparams`` (replacing an earlier one)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    sweep_dir = Path(sweep_dir)
+    path = sweep_dir / SPEC_FILE
+    spec = build_spec(cfgs)
+    if path.exists():
+        spec = merge_specs(json.loads(path.read_text()), spec)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(spec, indent=1))
+    for old in sweep_dir.glob("events.out.tfevents.*.hparams"):
+        old.unlink()
+    columns = [hp.HParam(k, hp.Discrete(v) if v else None) for k, v in spec["hparams"].items()]
+    with SummaryWriter(str(sweep_dir), filename_suffix=".hparams") as writer:
+        writer._get_file_writer().add_summary(hp.hparams_config_pb(columns, [hp.Metric(m) for m in spec["metrics"]]))
     return path
 
 
@@ -84,14 +108,14 @@ def _sweep_spec() -> dict[str, Any] | None:
 
 
 def log_session(logger, cfg: DictConfig, spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the HParams experiment and this run's session start into ``logger``'s event file.
+    """Write this run's HParams session start into ``logger``'s event file.
 
     Args:
         logger: a Lightning ``TensorBoardLogger``; any other logger gets ``log_hyperparams`` of
             :func:`~dropout_lab.summary.flat_hparams` (without metrics, so without placeholders).
         cfg: the run's composed config.
-        spec: columns and metrics (:func:`build_spec`); default: the sweep's :data:`SPEC_FILE` in a
-            multirun that has one, else this run alone.
+        spec: columns (:func:`build_spec`); default: the sweep's :data:`SPEC_FILE` in a multirun that
+            has one, else every key of :func:`~dropout_lab.summary.flat_hparams`.
 
     Returns:
         the session's hyper-parameters (the spec's columns this run has; a string column gets ``str``).
@@ -102,14 +126,12 @@ def log_session(logger, cfg: DictConfig, spec: dict[str, Any] | None = None) -> 
     if not isinstance(logger, TensorBoardLogger):
         logger.log_hyperparams(mine)
         return mine
-    spec = spec or _sweep_spec() or build_spec([cfg])
-    values = {}
-    for key, domain in spec["hparams"].items():
-        if key in mine:
-            values[key] = str(mine[key]) if domain and isinstance(domain[0], str) else mine[key]
-    columns = [hp.HParam(k, hp.Discrete(v) if v else None) for k, v in spec["hparams"].items()]
+    spec = spec or _sweep_spec()
+    values = mine
+    if spec is not None:
+        values = {k: str(mine[k]) if domain and isinstance(domain[0], str) else mine[k]
+                  for k, domain in spec["hparams"].items() if k in mine}
     file_writer = logger.experiment._get_file_writer()
-    file_writer.add_summary(hp.hparams_config_pb(columns, [hp.Metric(m) for m in spec["metrics"]]))
     file_writer.add_summary(hp.hparams_pb(values, trial_id=str(cfg.get("output_dir", ""))))
     file_writer.flush()
     return values
