@@ -13,7 +13,7 @@ Reads every job's ``metrics.json`` (written by :func:`dropout_lab.train.train`) 
   post-hoc and critical difference (Demšar, JMLR 2006); whether ``none`` overfits (validation loss
   rising over the last third); failed, unfinished, unreadable and duplicate jobs;
 * ``summary.csv`` (every method x setting x p with its selection flag), ``jobs.csv``, ``tests.csv``;
-* PNGs: ``leaderboard_*``, ``acc_vs_rate_*``, ``val_curves_*`` (small multiples of at most
+* PNGs: ``leaderboard_*``, ``acc_vs_rate_*``, ``val_acc_*``, ``val_loss_*`` (small multiples of at most
   :data:`PANEL` methods), ``diff_from_standard.png`` and ``cd_diagram.png``.
 
 Nothing here knows the methods, models or datasets. A "setting" is every override that varies across
@@ -293,9 +293,9 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"] + ["| " + " | ".join(r) + " |" for r in rows] + [""]
 
 
-def markdown(sweep: Path, jobs: pd.DataFrame, runs: pd.DataFrame, duplicates: int, cand: pd.DataFrame,
+def markdown(sweep: Path, jobs: pd.DataFrame, chosen: pd.DataFrame, duplicates: int, cand: pd.DataFrame,
              tests: pd.DataFrame, rank: dict | None, plots: list[Path]) -> str:
-    """The Markdown report (see the module docstring)."""
+    """The Markdown report (see the module docstring); ``chosen``: :func:`selected_runs`."""
     counts = jobs["status"].value_counts().sort_index()
     lines = [f"# Sweep report: `{sweep.name}`", "",
              f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
@@ -310,10 +310,9 @@ def markdown(sweep: Path, jobs: pd.DataFrame, runs: pd.DataFrame, duplicates: in
     for block, sub in cand.groupby(BLOCK, dropna=False):
         sel = sub[sub["selected"]].sort_values("test_mean", ascending=False)
         lines += [f"## {_title(block)}", ""]
-        base = runs[(runs[BLOCK] == pd.Series(block, index=BLOCK)).all(axis=1) & (runs["method"] == "none")]
+        base = chosen[(chosen[BLOCK] == pd.Series(block, index=BLOCK)).all(axis=1) & (chosen["method"] == "none")]
         if len(base):
-            chosen = sel[sel["method"] == "none"].iloc[0]
-            loss = mean_curve(base[base["args"] == chosen["args"]]["history"], "val/loss")
+            loss = mean_curve(base["history"], "val/loss")
             lines += [f"Regime check, `none` (mean of {len(base)} run(s)): {overfits(loss)}.", ""]
         head = ["rank", "method", "p", "val acc", "test acc", "n", "drop fraction", "p_eq", "s/epoch"]
         head += ["NLL", "ECE", "MC acc", "MC NLL", "MC ECE"] if has_mc else []
@@ -400,8 +399,9 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def make_plots(sweep: Path, runs: pd.DataFrame, cand: pd.DataFrame, rank: dict | None) -> list[Path]:
-    """Leaderboards, accuracy against realised rate and validation curves per block (small multiples
+def make_plots(sweep: Path, chosen: pd.DataFrame, cand: pd.DataFrame, rank: dict | None) -> list[Path]:
+    """Leaderboards, accuracy against realised rate and validation accuracy and loss curves of the
+    selected runs ``chosen`` (:func:`selected_runs`) per block (small multiples
     of at most :data:`PANEL` methods, legends outside the data), the difference-from-``standard``
     heat map (diverging colours, one scale per column) and the critical-difference diagram."""
     import matplotlib
@@ -446,23 +446,21 @@ def make_plots(sweep: Path, runs: pd.DataFrame, cand: pd.DataFrame, rank: dict |
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
         fig.suptitle(f"{title}: test accuracy at every p against the realised rate († p is not a drop probability)", fontsize=9)
         written.append(_save(fig, inside(sweep, safe_name("acc_vs_rate", name) + ".png")))
-        # validation curves at the selected choice, the baselines in every panel
-        curves = {}
-        for _, r in sel.iterrows():
-            chosen = runs[(runs[BLOCK] == pd.Series(block, index=BLOCK)).all(axis=1) & (runs["method"] == r["method"])
-                          & (runs["args"] == r["args"]) & ((runs["p"] == r["p"]) | (runs["p"].isna() & pd.isna(r["p"])))]
-            curves[r["method"]] = (f"{_label(r)} p={_p(r['p'])}", 100 * mean_curve(chosen["history"], "val/acc"))
-        fig, axes = _figure(len(_panels(others)))
-        for ax, methods in zip(axes, _panels(others)):
-            styles = [*zip(methods, COLORS, MARKERS), ("standard", "k", "x"), ("none", "gray", "")]
-            for m, colour, marker in (s for s in styles if s[0] in curves and len(curves[s[0]][1])):
-                label, curve = curves[m]
-                ax.plot(range(1, len(curve) + 1), curve, color=colour, marker=marker, markevery=max(1, len(curve) // 8), ms=4,
-                        ls="--" if m == "standard" else ":" if m == "none" else "-", label=label)
-            ax.set(xlabel="epoch", ylabel="validation accuracy (%)")
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-        fig.suptitle(f"{title}: validation accuracy, mean over seeds, at the selected p", fontsize=9)
-        written.append(_save(fig, inside(sweep, safe_name("val_curves", name) + ".png")))
+        # validation accuracy and loss at the selected choice, the baselines in every panel
+        mine = chosen[(chosen[BLOCK] == pd.Series(block, index=BLOCK)).all(axis=1)]
+        labels = {r["method"]: f"{_label(r)} p={_p(r['p'])}" for _, r in sel.iterrows()}
+        for key, what, scale in (("val/acc", "validation accuracy (%)", 100), ("val/loss", "validation loss (log scale)", 1)):
+            curves = {m: scale * mean_curve(g["history"], key) for m, g in mine.groupby("method")}
+            fig, axes = _figure(len(_panels(others)))
+            for ax, methods in zip(axes, _panels(others)):
+                styles = [*zip(methods, COLORS, MARKERS), ("standard", "k", "x"), ("none", "gray", "")]
+                for m, colour, marker in (s for s in styles if len(curves.get(s[0], ()))):
+                    ax.plot(range(1, len(curves[m]) + 1), curves[m], color=colour, marker=marker, ms=4,
+                            markevery=max(1, len(curves[m]) // 8), ls={"standard": "--", "none": ":"}.get(m, "-"), label=labels[m])
+                ax.set(xlabel="epoch", ylabel=what, yscale="log" if key == "val/loss" else "linear")
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+            fig.suptitle(f"{title}: {what.split(' (')[0]}, mean over seeds, at the selected p", fontsize=9)
+            written.append(_save(fig, inside(sweep, safe_name(key.replace("/", "_"), name) + ".png")))
     written += [p for p in (_heatmap(sweep, cand), _cd_diagram(sweep, rank)) if p]
     return written
 
@@ -520,11 +518,12 @@ def write_report(sweep: str | Path) -> list[Path]:
         raise FileNotFoundError(f"no job folders (with {SUMMARY_FILE} or .hydra/) under {sweep}")
     runs, duplicates = finished_runs(jobs)
     cand = candidates(runs) if len(runs) else pd.DataFrame(columns=[*BLOCK, *CHOICE, "selected", "test/mc_acc"])
-    tests = paired_tests(selected_runs(runs, cand)) if len(runs) else pd.DataFrame()
+    chosen = selected_runs(runs, cand) if len(runs) else runs
+    tests = paired_tests(chosen) if len(runs) else pd.DataFrame()
     rank = friedman(cand) if len(runs) else None
-    written = make_plots(sweep, runs, cand, rank) if len(runs) else []
+    written = make_plots(sweep, chosen, cand, rank) if len(runs) else []
     path = inside(sweep, "report.md")
-    path.write_text(markdown(sweep, jobs, runs, duplicates, cand, tests, rank, written))
+    path.write_text(markdown(sweep, jobs, chosen, duplicates, cand, tests, rank, written))
     cand.to_csv(inside(sweep, "summary.csv"), index=False)
     tests.to_csv(inside(sweep, "tests.csv"), index=False)
     columns = ["folder", "status", "dataset", "model", "method", "p", "seed", "val", "test", "drop_fraction", "p_eq", "sec_per_epoch", "error"]
