@@ -161,9 +161,9 @@ def candidates(runs: pd.DataFrame) -> pd.DataFrame:
 
 def selected_runs(runs: pd.DataFrame, cand: pd.DataFrame) -> pd.DataFrame:
     """The runs (one per seed) of each method's selected choice."""
-    chosen = cand.loc[cand["selected"], BLOCK + CHOICE].assign(_sel=True)
+    chosen = cand.loc[cand["selected"], BLOCK + CHOICE]
     fill = {"p": -1.0}  # NaN p (a method that ignores it) joins with NaN
-    return runs.fillna(fill).merge(chosen.fillna(fill), on=BLOCK + CHOICE).replace({"p": {-1.0: math.nan}}).drop(columns="_sel")
+    return runs.fillna(fill).merge(chosen.fillna(fill), on=BLOCK + CHOICE).replace({"p": {-1.0: math.nan}})
 
 
 def seeds_needed(diff: pd.Series, m: int) -> int | None:
@@ -366,7 +366,7 @@ def markdown(sweep: Path, jobs: pd.DataFrame, chosen: pd.DataFrame, duplicates: 
                   f"CD = {rank['cd']:.2f} ranks; mean ranks spread over {rank['spread']:.2f}."
                   + (f" **The CD is wider than the whole spread of mean ranks: no two methods can be separated with {rank['N']} "
                      "blocks**; rely on the paired tests within each block." if rank["cd"] > rank["spread"] else ""),
-                  "" if not rank["left_out"] else f"Left out (missing from some block): {', '.join(rank['left_out'])}.", ""]
+                  ""] + ([f"Left out (missing from some block): {', '.join(rank['left_out'])}.", ""] if rank["left_out"] else [])
         lines += _table(["method", "mean rank"], [[m, f"{v:.2f}"] for m, v in rank["ranks"].items()])
     bad = jobs[jobs["status"] != "ok"]
     lines += ["## Failed, unfinished or unreadable jobs", ""]
