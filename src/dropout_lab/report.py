@@ -275,6 +275,11 @@ def _p(p) -> str:
     return "—" if pd.isna(p) else f"{p:g}"
 
 
+def _rate_column(sub: pd.DataFrame) -> str:
+    """The realised-rate axis of a block: ``p_eq`` where the summaries have it, else ``drop_fraction``."""
+    return "p_eq" if sub["p_eq"].notna().any() else "drop_fraction"
+
+
 def _bold(r) -> str:
     return "**" if r["selected"] else ""
 
@@ -330,6 +335,8 @@ def markdown(sweep: Path, jobs: pd.DataFrame, chosen: pd.DataFrame, duplicates: 
             cells += [_pct(r["anchor"]) if pd.notna(r["anchor"]) else "—"] if anchored else []
             rows.append(cells)
         lines += ["Leaderboard (each method at its validation-selected choice; sorted by test accuracy):", ""] + _table(head, rows)
+        unrated = sorted(set(sub["method"]) - set(sub.loc[sub[_rate_column(sub)].notna(), "method"]))
+        lines += [f"Not on the realised-rate plot (no `{_rate_column(sub)}` recorded): {', '.join(unrated)}.", ""] if unrated else []
         mine = tests[(tests[BLOCK] == pd.Series(block, index=BLOCK)).all(axis=1)] if len(tests) else tests
         for base, t in mine.groupby("baseline", sort=False) if len(mine) else ():
             rows = []
@@ -428,7 +435,7 @@ def make_plots(sweep: Path, chosen: pd.DataFrame, cand: pd.DataFrame, rank: dict
         ax.legend(loc="lower right", fontsize=7)
         written.append(_save(fig, inside(sweep, safe_name("leaderboard", name) + ".png")))
         # accuracy against the realised rate
-        rate = "p_eq" if sub["p_eq"].notna().any() else "drop_fraction"
+        rate = _rate_column(sub)
         others = [m for m in sel["method"][::-1] if m not in BASELINES]
         fig, axes = _figure(len(_panels(others)))
         for ax, methods in zip(axes, _panels(others)):
