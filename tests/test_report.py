@@ -166,5 +166,8 @@ def test_hparams_spec_declares_every_swept_column_and_metric(tmp_path):
     assert "model.activation" not in spec["hparams"] and spec["hparams"]["p"] == [0.0, 0.5]
     assert spec["metrics"] == [*HPARAM_METRICS, "test/nll", "test/ece", "test/mc_acc", "test/mc_nll", "test/mc_ece"]
     assert build_spec(cfgs[:1])["metrics"] == list(HPARAM_METRICS)
+    one_method_arg = build_spec([make_cfg(o, tmp_path) for o in (["dropout=dropblock"], ["dropout=none"])])
+    swept_arg = build_spec([make_cfg(["dropout=dropblock", f"dropout.block_size={b}"], tmp_path) for b in (3, 5)])
+    assert "dropout.block_size" not in one_method_arg["hparams"] and swept_arg["hparams"]["dropout.block_size"] == [3, 5]
     merged = merge_specs(build_spec(cfgs[:1]), build_spec(cfgs[1:]))  # a second sweep into the same folder
     assert merged["hparams"]["method"] == ["none", "standard"] and merged["metrics"] == spec["metrics"]

@@ -53,11 +53,13 @@ def build_spec(cfgs: list[DictConfig]) -> dict[str, Any]:
 
     Returns:
         ``{"hparams": {column: sorted values}, "metrics": [...]}``: the :data:`BASE_COLUMNS` and every
-        method/model argument (``dropout.<k>``, ``model.<k>``) whose value differs between runs; a
+        method/model argument (``dropout.<k>``, ``model.<k>``) that takes more than one value among
+        the runs that have it (an argument only one method has, at one value, is no column); a
         column whose values mix types holds strings.
     """
     rows = [flat_hparams(c) for c in cfgs]
-    varying = sorted({k for r in rows for k in r if k not in BASE_COLUMNS and len({repr(r.get(k)) for r in rows}) > 1})
+    keys = {k for r in rows for k in r if k not in BASE_COLUMNS}
+    varying = sorted(k for k in keys if len({repr(r[k]) for r in rows if k in r}) > 1)  # swept, not one method's own
     hparams = {}
     for key in (*BASE_COLUMNS, *varying):
         values = {r[key] for r in rows if key in r}
