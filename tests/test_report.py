@@ -122,6 +122,9 @@ def test_friedman_nemenyi_and_critical_difference(tmp_path, blocks):
     assert f"CD = {cd:.2f} ranks; mean ranks spread over 2.00" in md
     assert ("The CD is wider than the whole spread" in md) == (cd > 2)
     assert "| standard | 1.00 |" in md and tmp_path / "cd_diagram.png" in paths
+    # one seed per block: the per-run ranking has the same N blocks and the same statistic
+    assert md.count(f"Friedman χ² = {chi2:.2f}") == 2 and "### Over (dataset, model, seed) blocks, per-run ranks" in md
+    assert tmp_path / "cd_diagram_per_run.png" in paths
 
 
 def test_duplicates_unreadable_summaries_and_rates(tmp_path):

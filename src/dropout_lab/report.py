@@ -10,11 +10,12 @@ Reads every job's ``metrics.json`` (written by :func:`dropout_lab.train.train`) 
   with methods whose p is not a drop probability marked; paired t-tests by seed against ``standard``
   and ``none`` (effect size with CI, Holm-corrected p, minimum detectable effect, or the seeds needed
   where there are fewer than :data:`MIN_PAIRS`); across blocks a Friedman test with Nemenyi
-  post-hoc and critical difference (Demšar, JMLR 2006); whether ``none`` overfits (validation loss
+  post-hoc and critical difference (Demšar, JMLR 2006), and the same over (dataset, model, seed)
+  blocks, labelled as per-run ranks; whether ``none`` overfits (validation loss
   rising over the last third); failed, unfinished, unreadable and duplicate jobs;
 * ``summary.csv`` (every method x setting x p with its selection flag), ``jobs.csv``, ``tests.csv``;
 * PNGs: ``leaderboard_*``, ``acc_vs_rate_*``, ``val_acc_*``, ``val_loss_*`` (small multiples of at most
-  :data:`PANEL` methods), ``diff_from_standard.png`` and ``cd_diagram.png``.
+  :data:`PANEL` methods), ``diff_from_standard.png``, ``cd_diagram.png`` and ``cd_diagram_per_run.png``.
 
 Nothing here knows the methods, models or datasets. A "setting" is every override that varies across
 the sweep besides method, its arguments, dataset, model and seed (e.g. ``optimizer.weight_decay``);
@@ -218,9 +219,23 @@ def paired_tests(sel: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out).reindex(columns=columns)
 
 
-def friedman(cand: pd.DataFrame) -> dict | None:
-    """Friedman test over the blocks (rows) and the methods present in every block (columns) of the
-    selected mean test accuracies, Nemenyi post-hoc (``scikit_posthocs.posthoc_nemenyi_friedman``),
+#: the two rankings: (key, what a block is, file of its CD diagram)
+RANKINGS = (("blocks", "(dataset, model) blocks", "cd_diagram.png"),
+            ("runs", "(dataset, model, seed) blocks, per-run ranks: runs of one dataset are not independent datasets",
+             "cd_diagram_per_run.png"))
+
+
+def rankings(cand: pd.DataFrame, chosen: pd.DataFrame) -> dict[str, dict | None]:
+    """:func:`friedman` over (dataset, model, setting) blocks of the selected mean test accuracies
+    (``blocks``), and over (dataset, model, setting, seed) blocks of the selected runs (``runs``:
+    more blocks, but not independent datasets; Demšar 2006 asks for independent data sets)."""
+    return {"blocks": friedman(cand[cand["selected"]].pivot_table(index=BLOCK, columns="method", values="test_mean")),
+            "runs": friedman(chosen.pivot_table(index=[*BLOCK, "seed"], columns="method", values="test"))}
+
+
+def friedman(table: pd.DataFrame) -> dict | None:
+    """Friedman test over the blocks (rows of ``table``) and the methods present in every block
+    (columns; test accuracies), Nemenyi post-hoc (``scikit_posthocs.posthoc_nemenyi_friedman``),
     mean ranks (1 = best) and the critical difference CD = q_alpha sqrt(k (k + 1) / (6 N)) with
     q_alpha = studentized range(1 - alpha, k, inf) / sqrt(2) (Demšar 2006, section 3.2.2).
 
@@ -231,8 +246,6 @@ def friedman(cand: pd.DataFrame) -> dict | None:
     """
     import scikit_posthocs as sp
 
-    sel = cand[cand["selected"]]
-    table = sel.pivot_table(index=BLOCK, columns="method", values="test_mean")
     complete = table.dropna(axis=1)
     n_blocks, k = complete.shape
     if n_blocks < 2 or k < 3:
@@ -299,7 +312,7 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def markdown(sweep: Path, jobs: pd.DataFrame, chosen: pd.DataFrame, duplicates: int, cand: pd.DataFrame,
-             tests: pd.DataFrame, rank: dict | None, plots: list[Path]) -> str:
+             tests: pd.DataFrame, ranks: dict[str, dict | None], plots: list[Path]) -> str:
     """The Markdown report (see the module docstring); ``chosen``: :func:`selected_runs`."""
     counts = jobs["status"].value_counts().sort_index()
     lines = [f"# Sweep report: `{sweep.name}`", "",
@@ -365,11 +378,14 @@ def markdown(sweep: Path, jobs: pd.DataFrame, chosen: pd.DataFrame, duplicates: 
               "s/epoch: training time only (validation excluded)."
               + (" NLL (nats) / ECE (%, 15 bins): deterministic test set; MC: Monte-Carlo dropout (`eval.mc_samples`)." if has_mc else ""), ""]
     lines += ["## Across datasets and models: Friedman test and Nemenyi post-hoc", ""]
-    if rank is None:
-        lines += ["Not computed: it needs at least 2 (dataset, model) blocks and 3 methods present in all of them.", ""]
-    else:
+    for key, what, _ in RANKINGS:
+        rank = ranks[key]
+        lines += [f"### Over {what}", ""]
+        if rank is None:
+            lines += ["Not computed: it needs at least 2 blocks and 3 methods present in all of them.", ""]
+            continue
         lines += [f"Friedman χ² = {rank['statistic']:.2f}, p = {rank['p']:.3g} over N = {rank['N']} blocks and k = {rank['k']} methods "
-                  f"(ranks of the selected mean test accuracy within each block, 1 = best). Nemenyi critical difference "
+                  f"(ranks of the selected test accuracy within each block, 1 = best). Nemenyi critical difference "
                   f"CD = {rank['cd']:.2f} ranks; mean ranks spread over {rank['spread']:.2f}."
                   + (f" **The CD is wider than the whole spread of mean ranks: no two methods can be separated with {rank['N']} "
                      "blocks**; rely on the paired tests within each block." if rank["cd"] > rank["spread"] else ""),
@@ -406,7 +422,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def make_plots(sweep: Path, chosen: pd.DataFrame, cand: pd.DataFrame, rank: dict | None) -> list[Path]:
+def make_plots(sweep: Path, chosen: pd.DataFrame, cand: pd.DataFrame, ranks: dict[str, dict | None]) -> list[Path]:
     """Leaderboards, accuracy against realised rate and validation accuracy and loss curves of the
     selected runs ``chosen`` (:func:`selected_runs`) per block (small multiples
     of at most :data:`PANEL` methods, legends outside the data), the difference-from-``standard``
@@ -468,7 +484,7 @@ def make_plots(sweep: Path, chosen: pd.DataFrame, cand: pd.DataFrame, rank: dict
                 ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
             fig.suptitle(f"{title}: {what.split(' (')[0]}, mean over seeds, at the selected p", fontsize=9)
             written.append(_save(fig, inside(sweep, safe_name(key.replace("/", "_"), name) + ".png")))
-    written += [p for p in (_heatmap(sweep, cand), _cd_diagram(sweep, rank)) if p]
+    written += [p for p in (_heatmap(sweep, cand), *(_cd_diagram(sweep, ranks[k], what, name) for k, what, name in RANKINGS)) if p]
     return written
 
 
@@ -496,7 +512,7 @@ def _heatmap(sweep: Path, cand: pd.DataFrame) -> Path | None:
     return _save(fig, inside(sweep, "diff_from_standard.png"))
 
 
-def _cd_diagram(sweep: Path, rank: dict | None) -> Path | None:
+def _cd_diagram(sweep: Path, rank: dict | None, what: str, name: str) -> Path | None:
     """scikit-posthocs' critical-difference diagram of the Friedman mean ranks (Nemenyi p-values)."""
     if rank is None:
         return None
@@ -506,8 +522,8 @@ def _cd_diagram(sweep: Path, rank: dict | None) -> Path | None:
     fig, ax = plt.subplots(figsize=(10, 1.5 + 0.22 * rank["k"]))
     sp.critical_difference_diagram(rank["ranks"], rank["nemenyi"], ax=ax, alpha=ALPHA, label_props={"fontsize": 8})
     wide = " (wider than the spread of mean ranks: nothing separable)" if rank["cd"] > rank["spread"] else ""
-    ax.set_title(f"mean rank over N = {rank['N']} (dataset, model) blocks, 1 = best; Nemenyi CD = {rank['cd']:.2f}{wide}", fontsize=9)
-    return _save(fig, inside(sweep, "cd_diagram.png"))
+    ax.set_title(f"mean rank over N = {rank['N']} {what.split(':')[0]}, 1 = best; Nemenyi CD = {rank['cd']:.2f}{wide}", fontsize=9)
+    return _save(fig, inside(sweep, name))
 
 
 def write_report(sweep: str | Path) -> list[Path]:
@@ -527,10 +543,10 @@ def write_report(sweep: str | Path) -> list[Path]:
     cand = candidates(runs) if len(runs) else pd.DataFrame(columns=[*BLOCK, *CHOICE, "selected", "test/mc_acc"])
     chosen = selected_runs(runs, cand) if len(runs) else runs
     tests = paired_tests(chosen) if len(runs) else pd.DataFrame()
-    rank = friedman(cand) if len(runs) else None
-    written = make_plots(sweep, chosen, cand, rank) if len(runs) else []
+    ranks = rankings(cand, chosen) if len(runs) else dict.fromkeys(k for k, _, _ in RANKINGS)
+    written = make_plots(sweep, chosen, cand, ranks) if len(runs) else []
     path = inside(sweep, "report.md")
-    path.write_text(markdown(sweep, jobs, chosen, duplicates, cand, tests, rank, written))
+    path.write_text(markdown(sweep, jobs, chosen, duplicates, cand, tests, ranks, written))
     cand.to_csv(inside(sweep, "summary.csv"), index=False)
     tests.to_csv(inside(sweep, "tests.csv"), index=False)
     columns = ["folder", "status", "dataset", "model", "method", "p", "seed", "val", "test", "drop_fraction", "p_eq", "sec_per_epoch", "error"]
