@@ -26,9 +26,6 @@ from dropout_lab.summary import HPARAM_METRICS, VARIANT_METRICS, flat_hparams
 
 #: written by the sweeper at the sweep root; read by every job of the sweep
 SPEC_FILE = "hparams_spec.json"
-#: columns every run shows (the keys of :func:`~dropout_lab.summary.flat_hparams` without method/model args)
-BASE_COLUMNS = ("method", "p", "sites", "model", "dataset", "seed", "optimizer", "lr", "weight_decay", "scheduler",
-                "batch_size", "epochs")
 
 
 def metric_names(cfgs: list[DictConfig]) -> list[str]:
@@ -52,16 +49,17 @@ def build_spec(cfgs: list[DictConfig]) -> dict[str, Any]:
     """Columns, their values and the metrics of the runs ``cfgs`` (composed job configs).
 
     Returns:
-        ``{"hparams": {column: sorted values}, "metrics": [...]}``: the :data:`BASE_COLUMNS` and every
+        ``{"hparams": {column: sorted values}, "metrics": [...]}``: the keys every run has and every
         method/model argument (``dropout.<k>``, ``model.<k>``) that takes more than one value among
         the runs that have it (an argument only one method has, at one value, is no column); a
         column whose values mix types holds strings.
     """
     rows = [flat_hparams(c) for c in cfgs]
-    keys = {k for r in rows for k in r if k not in BASE_COLUMNS}
-    varying = sorted(k for k in keys if len({repr(r[k]) for r in rows if k in r}) > 1)  # swept, not one method's own
+    base = [k for k in rows[0] if "." not in k]  # method, p, ..., epochs: every run has them
+    args = {k for r in rows for k in r if "." in k}  # dropout.<arg>, model.<arg>
+    varying = sorted(k for k in args if len({repr(r[k]) for r in rows if k in r}) > 1)  # swept, not one method's own
     hparams = {}
-    for key in (*BASE_COLUMNS, *varying):
+    for key in (*base, *varying):
         values = {r[key] for r in rows if key in r}
         if len({type(v) for v in values}) > 1:
             values = {str(v) for v in values}

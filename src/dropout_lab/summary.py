@@ -28,7 +28,7 @@ def target_name(node: DictConfig | dict | None) -> str:
 
 
 def _scalar(value: Any) -> bool | int | float | str:
-    """An HParams cell: numbers and booleans as they are, anything else (lists, None) as its YAML text."""
+    """An HParams cell: numbers, booleans and strings as they are, anything else (lists, None) as JSON text."""
     return value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
 
 

@@ -79,7 +79,7 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     if resume_from is not None:
         log.info("resume: continuing from %s", resume_from)
     else:  # one hparams session per run: a resumed run keeps the one written at its start
-        hparams.log_session(logger, cfg)  # the sweep's columns and metrics, no placeholder points
+        hparams.log_session(logger, cfg)  # HParams session with the sweep's columns; no placeholder points
     callbacks = [DropoutController(methods, datamodule.num_train), history,
                  ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0)]
     extra = cfg.get("callbacks") or {}

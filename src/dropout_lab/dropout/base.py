@@ -123,7 +123,6 @@ class DropoutMethod(nn.Module):
 
     #: sites the method occupies when the config says ``sites: default``
     default_sites: ClassVar[str] = "fc"
-    #: config arguments the method ignores (a sweep over them trains one job: dropout_lab.sweeper)
     ignored_args: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, p: float, site: SiteSpec) -> None:
