@@ -319,8 +319,8 @@ def markdown(sweep: Path, jobs: pd.DataFrame, chosen: pd.DataFrame, duplicates: 
              f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
              + (f"; {duplicates} duplicate job(s) of another job's configuration (e.g. `none` at several p) left out." if duplicates else "."), "",
              "**Protocol.** For every dataset, model and method, the rate `p` and any swept method argument are chosen by "
-             "the mean over seeds of the best validation accuracy (`val/acc_best`); test accuracy is reported at that choice "
-             "only, never used to choose. Accuracies in %, mean ± half-width of the 95 % t-interval over seeds (n); a single "
+             "the mean over seeds of the best validation accuracy (`val/acc_best`); test accuracy (`test/acc`, the network after "
+             "the last epoch) is reported at that choice only, never used to choose. Accuracies in %, mean ± half-width of the 95 % t-interval over seeds (n); a single "
              "run has no interval. † marks methods whose `p` is not a drop probability (`method_info.p_is_rate`); compare "
              "them by the realised rates: drop fraction (mean fraction of units zeroed over all training steps) and p_eq "
              "(equivalent Bernoulli rate Var / (1 + Var) of the mask).", ""]
