@@ -20,9 +20,6 @@ from pathlib import Path
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 
-from dropout_lab.dedup import effective_config
-from dropout_lab.hparams import write_spec
-
 log = logging.getLogger(__name__)
 
 
@@ -36,6 +33,10 @@ class DedupSweeper(BasicSweeper):
 
     def split_arguments(self, overrides: list, max_batch_size: int | None) -> list[list[list[str]]]:
         """BasicSweeper's job list, each effective configuration once, in batches of ``max_batch_size``."""
+        # imported here, not at the top: Hydra's plugin scan imports this module in every Hydra process
+        from dropout_lab.dedup import effective_config
+        from dropout_lab.hparams import write_spec
+
         (jobs,) = BasicSweeper.split_arguments(overrides, None)
         kept, configs, first = [], [], {}
         for job in jobs:
