@@ -1,6 +1,6 @@
 """Write a sweep's comparison report: ``python scripts/report.py outputs/multirun/<sweep>``.
 
-Writes report.md, summary.csv, jobs.csv and PNG plots into the sweep folder (see
+Writes report.md, summary.csv, jobs.csv, tests.csv and PNG plots into the sweep folder (only there) (see
 :mod:`dropout_lab.report`) and prints their paths.
 """
 

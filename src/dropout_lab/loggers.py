@@ -1,9 +1,9 @@
 """The ``logger`` config group (conf/logger/*.yaml) as Lightning loggers, in lightning-hydra-template's
 layout: ``cfg.logger`` maps a name to a logger node (``{tensorboard: {_target_: ...}, csv: {...}}``), so
-``logger=csv``, ``logger=[tensorboard,csv]``, ``logger=many`` and ``logger=null`` / ``~logger`` all compose.
+``logger=csv``, ``logger=[tensorboard,csv]``, ``logger=many`` and ``logger=none`` / ``~logger`` all compose.
 
 train.py calls, in order: :func:`instantiate_loggers` (the list it hands to ``Trainer(logger=...)``),
-:func:`log_hyperparams` once at the start of a run, :func:`log_metrics` for metrics computed after
+:func:`dropout_lab.hparams.log_session` for each logger once at the start of a run, :func:`log_metrics` for metrics computed after
 ``trainer.test`` (Monte-Carlo evaluation), and :func:`close` when the job ends, whatever happened.
 """
 
@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from pytorch_lightning.loggers import Logger
 
 from dropout_lab.errors import ConfigError
 
@@ -36,20 +35,6 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
         if not isinstance(node, Mapping) or "_target_" not in node:
             raise ConfigError(f"logger.{name}", node, "a logger needs a _target_ (a Lightning logger class), as conf/logger/*.yaml")
     return [instantiate(node) for node in cfg.values()]
-
-
-def log_hyperparams(loggers: list[Logger], params: dict[str, Any], declared: dict[str, float]) -> None:
-    """Log the run's flat hyper-parameters to every logger.
-
-    TensorBoard also gets ``declared``, the metrics its HParams tab shows (``log_hyperparams(params,
-    metrics)`` is TensorBoardLogger's own signature); the other loggers take ``params`` only (CSVLogger's
-    ``log_hyperparams(params)`` refused a second argument).
-    """
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, declared)
-        else:
-            logger.log_hyperparams(params)
 
 
 def log_metrics(loggers: list[Logger], metrics: Mapping[str, float], step: int) -> None:

@@ -15,7 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 SUMMARY_FILE = "metrics.json"
 
 #: metrics declared to the HParams plugin (the dashboard shows the latest value of each scalar tag)
-HPARAM_METRICS = ("hp_metric", "val/acc", "val/loss", "test/acc", "test/loss", "dropout/drop_fraction")
+HPARAM_METRICS = ("hp_metric", "val/acc", "val/loss", "test/acc", "test/loss", "dropout/drop_fraction", "dropout/p_eq")
+#: declared too when a method of the sweep has evaluation variants (EDropout: full network F, docs/edropout.md)
+VARIANT_METRICS = ("test/acc_full", "test/loss_full")
+#: dropout config keys that are columns of their own (or not arguments)
+_NOT_ARGS = ("_target_", "_partial_", "name", "p", "sites")
 
 
 def target_name(node: DictConfig | dict | None) -> str:
@@ -24,13 +28,21 @@ def target_name(node: DictConfig | dict | None) -> str:
     return target.rsplit(".", 1)[-1].lower() if target else "none"
 
 
+def _scalar(value: Any) -> bool | int | float | str:
+    """An HParams cell: numbers, booleans and strings as they are, anything else (lists, None) as JSON text."""
+    return value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+
+
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The fixed-key, scalar-only hyper-parameters every run logs, so all runs of a sweep share the
-    same HParams columns (no None: TensorBoard would turn a numeric column into strings).
+    """The run's hyper-parameters as scalar HParams cells (no None: TensorBoard would turn a numeric
+    column into strings).
 
     Keys: method, p, sites, model, dataset, seed, optimizer, lr, weight_decay, scheduler,
-    batch_size, epochs.
+    batch_size, epochs (every run), then ``dropout.<arg>`` and ``model.<arg>`` for the method's and the
+    model's other arguments (lists and null as JSON text, e.g. ``model.hidden_sizes: "[800, 800]"``).
     """
+    dropout = OmegaConf.to_container(cfg.dropout, resolve=True)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
     return {
         "method": str(cfg.dropout.name),
         "p": float(cfg.dropout.get("p", 0.0)),
@@ -44,6 +56,8 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
         "scheduler": target_name(cfg.get("scheduler")),
         "batch_size": int(cfg.dataset.batch_size),
         "epochs": int(cfg.trainer.max_epochs),
+        **{f"dropout.{k}": _scalar(v) for k, v in dropout.items() if k not in _NOT_ARGS},
+        **{f"model.{k}": _scalar(v) for k, v in model.items() if k != "_target_"},
     }
 
 

@@ -17,14 +17,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from dropout_lab import launch
-from dropout_lab.analysis import EVAL_METRICS, ActivationVariance, evaluate
+from dropout_lab import hparams, launch
+from dropout_lab.analysis import ActivationVariance, evaluate
 from dropout_lab.callbacks import instantiate_callbacks
 from dropout_lab.config import attach, build_model, split_config
 from dropout_lab.dropout.controller import DropoutController
-from dropout_lab.loggers import close, instantiate_loggers, log_hyperparams, log_metrics
+from dropout_lab.loggers import close, instantiate_loggers, log_metrics
 from dropout_lab.module import Classifier
-from dropout_lab.summary import HPARAM_METRICS, SUMMARY_FILE, History, build_summary, flat_hparams, write_summary
+from dropout_lab.summary import SUMMARY_FILE, History, build_summary, write_summary
 from dropout_lab.validate import validate
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,8 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     if resume_from is not None:
         log.info("resume: continuing from %s", resume_from)
     else:  # one hparams session per run: a resumed run keeps the one written at its start
-        declared = HPARAM_METRICS + (EVAL_METRICS if mc_samples else ())  # no placeholder for a metric never logged
-        log_hyperparams(loggers, flat_hparams(cfg), {key: 0.0 for key in declared})
+        for logger in loggers:  # HParams session with the sweep's columns; no placeholder points
+            hparams.log_session(logger, cfg)
     callbacks = [DropoutController(methods, datamodule.num_train), history,
                  ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0)]
     extra = cfg.get("callbacks") or {}

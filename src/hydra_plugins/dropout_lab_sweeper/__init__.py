@@ -1,0 +1,1 @@
+"""dropout-lab's Hydra sweeper plugin (see dedup_sweeper.py)."""

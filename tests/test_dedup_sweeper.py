@@ -1,0 +1,55 @@
+"""The default sweeper trains every effective configuration once, and TensorBoard's HParams plugin
+sees one experiment (columns, discrete domains, metrics) for the whole sweep and one session per job
+(read with TensorBoard's own readers)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+from tensorboard.plugins.hparams import metadata
+
+from conftest import run_cli
+from dropout_lab.report import write_report
+from dropout_lab.summary import HPARAM_METRICS
+
+TINY = ["trainer=smoke", "dataset.subset={train: 256, val: 128, test: 128}", "dataset.batch_size=64"]
+
+
+@pytest.mark.slow
+def test_sweep_trains_none_once_per_model_and_declares_one_hparams_experiment(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", f"hydra.sweep.dir={sweep}", *TINY, "model=mlp", "model.hidden_sizes=[32],[16,16]",
+                    "dropout=none,standard", "dropout.p=0.1,0.3", "seed=0"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "dedup: 2 of 8 jobs duplicate another job" in proc.stderr + proc.stdout
+    runs = {p.parent: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+    jobs = sorted((s["hparams"]["method"], s["hparams"]["model.hidden_sizes"]) for s in runs.values())
+    assert jobs == [("none", "[16, 16]"), ("none", "[32]"), *[("standard", h) for h in ("[16, 16]", "[16, 16]", "[32]", "[32]")]]
+
+    # what the HParams plugin reads: one experiment (at the sweep root), one session per job
+    tb = EventMultiplexer().AddRunsFromDirectory(str(sweep))
+    tb.Reload()
+    content = tb.PluginRunToTagToContent(metadata.PLUGIN_NAME)
+    assert [run for run, tags in content.items() if metadata.EXPERIMENT_TAG in tags] == ["."]
+    experiment = metadata.parse_experiment_plugin_data(content["."][metadata.EXPERIMENT_TAG])
+    sessions = [metadata.parse_session_start_info_plugin_data(tags[metadata.SESSION_START_INFO_TAG]).hparams
+                for run, tags in content.items() if run != "."]
+    assert len(sessions) == 6 and all(sorted(s) == sorted(sessions[0]) for s in sessions)
+    columns = {h.name: h for h in experiment.hparam_infos}
+    assert [v.string_value for v in columns["method"].domain_discrete.values] == ["none", "standard"]
+    assert [v.string_value for v in columns["model.hidden_sizes"].domain_discrete.values] == ["[16, 16]", "[32]"]
+    assert {"dataset", "model", "p", "seed"} <= set(columns) and "model.activation" not in columns  # only swept args
+    assert [m.name.tag for m in experiment.metric_infos] == list(HPARAM_METRICS)
+    assert sorted(s["model.hidden_sizes"].string_value for s in sessions) == sorted(h for _, h in jobs)
+    for folder in runs:  # real values only: no scalar point at step 0
+        events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        events.Reload()
+        for tag in set(HPARAM_METRICS) & set(events.Tags()["scalars"]):
+            assert min(e.step for e in events.Scalars(tag)) > 0, tag
+
+    write_report(sweep)
+    md = (sweep / "report.md").read_text()
+    assert "duplicate" not in md and md.count("## mnist / lenet5") == 0 and md.count("## mnist / mlp [model.hidden_sizes=") == 2
