@@ -102,8 +102,9 @@ class SweepGuard(Callback):
     ``resume`` is not true.
 
     Raises:
-        RuntimeError: if another sweep holds the lock.
-        FinishedJobError: for finished jobs without ``resume=true``.
+        SystemExit: with the message, if another sweep holds the lock, or the folder holds finished
+            jobs and ``resume`` is not true. (Hydra 1.3 turns an ``Exception`` raised in a callback into
+            a warning, ``hydra/_internal/callbacks.py``; ``SystemExit`` stops the command, status 1.)
     """
 
     def __init__(self) -> None:
@@ -116,12 +117,12 @@ class SweepGuard(Callback):
         try:
             self.lock.acquire(timeout=0)
         except Timeout:
-            raise RuntimeError(f"hydra.sweep.dir={sweep} is in use by another running sweep (it holds {sweep / LOCK_FILE}); "
+            raise SystemExit(f"hydra.sweep.dir={sweep} is in use by another running sweep (it holds {sweep / LOCK_FILE}); "
                                "wait for it to end or pass a fresh hydra.sweep.dir=...") from None
         done = [job.name for job in sorted(sweep.iterdir()) if job.is_dir() and _summary(job)]
         if done and not config.get("resume"):
             self.on_multirun_end(config)
-            raise FinishedJobError("resume", config.get("resume"), f"hydra.sweep.dir={sweep} holds {len(done)} finished "
+            raise SystemExit(f"resume={config.get('resume')}: hydra.sweep.dir={sweep} holds {len(done)} finished "
                                    f"job(s) (e.g. {done[0]}); pass resume=true to keep them and run only the unfinished "
                                    "jobs, or a fresh hydra.sweep.dir=... to start a new sweep")
 
