@@ -120,13 +120,13 @@ class History(pl.Callback):
         return {k: _number(v) for k, v in trainer.callback_metrics.items() if k.split("/")[0] in self.PREFIXES}
 
 
-def write_summary(path: Path, summary: dict[str, Any]) -> Path:
-    """Write ``summary`` as JSON to ``path/metrics.json`` atomically (write a temp file with a
+def write_summary(path: Path, summary: dict[str, Any], name: str = SUMMARY_FILE) -> Path:
+    """Write ``summary`` as JSON to ``path/<name>`` (``metrics.json``) atomically (write a temp file with a
     unique name in the same folder, then rename; two writers never share a temp file); NaN and
     infinities become null."""
     clean = json.loads(json.dumps(summary, default=str), parse_constant=lambda _: None)
-    target = Path(path) / SUMMARY_FILE
-    with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{SUMMARY_FILE}.", suffix=".tmp", delete=False) as tmp:
+    target = Path(path) / name
+    with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{name}.", suffix=".tmp", delete=False) as tmp:
         tmp.write(json.dumps(clean, indent=2))
     os.replace(tmp.name, target)
     return target
