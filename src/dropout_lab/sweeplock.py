@@ -110,6 +110,9 @@ class SweepGuard(Callback):
     def __init__(self) -> None:
         self.lock: FileLock | None = None
 
+    def __getstate__(self) -> dict:
+        return {"lock": None}  # submitit pickles Hydra's callbacks into every job; the lock stays here
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
         sweep.mkdir(parents=True, exist_ok=True)

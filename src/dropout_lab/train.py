@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dropout_lab import checkpoints, launch, sweeplock
@@ -143,6 +143,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         and the traceback, so that a sweep's report can list it.
     """
     out = Path(cfg.output_dir)
+    if launch.requeued() and not cfg.get("resume"):  # preempted / timed out on Slurm: the same path as resume=true
+        log.info("requeued by Slurm (SLURM_RESTART_COUNT=%d): resume=true", launch.requeued())
+        OmegaConf.update(cfg, "resume", True)
     done = sweeplock.finished(cfg, out)
     if done is not None:
         return done
