@@ -58,9 +58,10 @@ def test_sweep_runs_to_the_end_and_a_requeued_job_continues_from_its_checkpoint(
             if last.exists() and not (folder / "metrics.json").exists() and safe_load(last)["epoch"] + 1 < 4:
                 slurm_id = yaml.safe_load(job.read_text())["hydra"]["job"]["id"]
                 subprocess.run(["scontrol", "requeue", slurm_id], check=True, capture_output=True)
-                # Slurm holds a requeued job back (begin time about 2-3 min later); let it start at once
-                while subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "starttime=now"], capture_output=True).returncode:
+                # once requeued (after KillWait), Slurm holds the job back about 2 min; let it start at once
+                while subprocess.run(["squeue", "-h", "-j", slurm_id, "-o", "%T"], capture_output=True, text=True).stdout.strip() != "PENDING":
                     time.sleep(0.2)
+                subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "starttime=now"], check=True, capture_output=True)
                 requeued = folder
                 break
         time.sleep(0.05)
