@@ -4,7 +4,7 @@ The job is rebuilt from its own ``.hydra/config.yaml`` (the config Hydra compose
 same :func:`~dropout_lab.train.build` that trained it, so a checkpoint's ``state_dict`` loads without
 constructor arguments; the weights come from ``<job>/checkpoints/{last,best}.ckpt`` (kept with
 ``keep_checkpoint=last|best``), read with ``weights_only=True``. The test is
-:func:`~dropout_lab.train.test`: ``test/*`` including each evaluation variant (EDropout's pruned
+:func:`~dropout_lab.train.run_test`: ``test/*`` including each evaluation variant (EDropout's pruned
 network) and, with ``eval.mc_samples`` > 0, Monte-Carlo dropout. See docs/sweeps.md.
 """
 
@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab import checkpoints
 from dropout_lab.summary import write_summary
-from dropout_lab.train import build, test
+from dropout_lab.train import build, run_test
 
 
 def job_config(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
@@ -60,7 +60,7 @@ def retest(run_dir: Path, ckpt: str = checkpoints.LAST, overrides: list[str] = (
     saved = checkpoints.safe_load(path)
     module.load_state_dict(saved["state_dict"])  # weights, metric states and every method's buffers
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    metrics = test(cfg, trainer, module, datamodule)
+    metrics = run_test(cfg, trainer, module, datamodule)
     out = write_summary(run_dir, {"checkpoint": str(path), "epoch": saved["epoch"], "overrides": list(overrides), "metrics": metrics},
                         name=f"eval_{ckpt}.json")
     return metrics, out

@@ -84,7 +84,7 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     # a job killed after its last epoch resumes with nothing left to fit: take the restored best
     metrics.setdefault("val/acc_best", float(module.val_acc_best.compute()))
-    return metrics | test(cfg, trainer, module, datamodule, folder / f"{test_on}.ckpt" if test_on == checkpoints.BEST else None)
+    return metrics | run_test(cfg, trainer, module, datamodule, folder / "best.ckpt" if test_on == checkpoints.BEST else None)
 
 
 def build(cfg: DictConfig) -> tuple[Any, Classifier, list]:
@@ -105,7 +105,7 @@ def build(cfg: DictConfig) -> tuple[Any, Classifier, list]:
     return datamodule, module, methods
 
 
-def test(cfg: DictConfig, trainer: pl.Trainer, module: Classifier, datamodule, ckpt_path: Path | None = None) -> dict[str, float]:
+def run_test(cfg: DictConfig, trainer: pl.Trainer, module: Classifier, datamodule, ckpt_path: Path | None = None) -> dict[str, float]:
     """Test ``module`` (the weights of ``ckpt_path`` if given, else its current ones): ``test/*``
     metrics including each evaluation variant (EDropout's pruned network), then with
     ``eval.mc_samples`` = T > 0 the Monte-Carlo ones (seeded with ``cfg.seed``, so a re-test gives
