@@ -150,8 +150,8 @@ def test_a_finished_job_is_not_retrained_nor_trusted_when_its_config_changed(tmp
     with pytest.raises(FinishedJobError, match=r"optimizer.lr: 0.001 -> 0.5"):
         train(changed)
     assert ((job / "metrics.json").read_bytes(), (job / "metrics.json").stat().st_mtime_ns) == before
-    assert changed_keys({"a": {"b": 1}, "data_root": "/x", "dataset": {"root": "/x"}},
-                        {"a": {"b": 2}, "data_root": "/y", "dataset": {"root": "/y"}, "c": 0}) == ["a.b", "c"]
+    assert changed_keys({"a": {"b": 1}, "data_root": "/x", "dataset": {"root": "/x"}, "trainer": {"devices": [1]}},
+                        {"a": {"b": 2}, "data_root": "/y", "dataset": {"root": "/y"}, "trainer": {"devices": 1}, "c": 0}) == ["a.b", "c"]
 
 
 def test_a_second_sweep_into_a_busy_folder_refuses(tmp_path):

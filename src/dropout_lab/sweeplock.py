@@ -29,6 +29,8 @@ from dropout_lab.summary import SUMMARY_FILE
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".sweep.lock"
+#: keys set per worker by :func:`~dropout_lab.launch.place_job` (the GPU slot a job ran on), not by the user
+PLACEMENT_KEYS = ("trainer.devices", "trainer.accelerator")
 
 
 class FinishedJobError(ConfigError):
@@ -53,7 +55,7 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 def changed_keys(old: dict, new: dict) -> list[str]:
     """Dotted keys whose resolved values differ between two configs (plain dicts, as stored in
     ``metrics.json``), ignoring :data:`~dropout_lab.launch.NEUTRAL_KEYS` and where they are used
-    (``dataset.root`` = ``data_root`` moved elsewhere is no change)."""
+    (``dataset.root`` = ``data_root`` moved elsewhere is no change) and :data:`PLACEMENT_KEYS`."""
     def normalised(config: dict) -> dict[str, Any]:
         flat = _flat(json.loads(json.dumps(config, default=str)))
         paths = sorted(((str(flat[k]), f"<{k}>") for k in NEUTRAL_KEYS if isinstance(flat.get(k), str) and flat[k]),
@@ -62,7 +64,7 @@ def changed_keys(old: dict, new: dict) -> list[str]:
             for path, token in paths:
                 value = value.replace(path, token) if isinstance(value, str) else value
             flat[key] = value
-        return {k: v for k, v in flat.items() if k.split(".")[0] not in NEUTRAL_KEYS}
+        return {k: v for k, v in flat.items() if k.split(".")[0] not in NEUTRAL_KEYS and k not in PLACEMENT_KEYS}
 
     a, b = normalised(old), normalised(new)
     return sorted(k for k in a.keys() | b.keys() if a.get(k, "<missing>") != b.get(k, "<missing>"))
