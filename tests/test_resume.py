@@ -124,7 +124,7 @@ def test_a_crafted_last_ckpt_is_refused_and_runs_nothing(tmp_path):
     marker, job = tmp_path / "pwned", tmp_path / "job"
     (job / "checkpoints").mkdir(parents=True)
     torch.save({"state_dict": {}, "epoch": 1, "payload": Exploit(marker)}, job / "checkpoints" / "last.ckpt")
-    with pytest.raises(UnsafeCheckpointError, match="refusing to load .*last.ckpt.*delete the file"):
+    with pytest.raises(UnsafeCheckpointError, match="refusing to load .*last.ckpt.*refused GLOBAL posix.system.*delete the file"):
         train(make_cfg([*SMOKE, "resume=true"], job))
     assert not marker.exists()
     summary = json.loads((job / "metrics.json").read_text())

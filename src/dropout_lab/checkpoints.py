@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,11 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        found = re.search(r"GLOBAL [\w.]+", str(err))  # torch's "... unsupported GLOBAL posix.system ..."
         raise UnsafeCheckpointError(
-            f"refusing to load {path}: it is not a plain tensor checkpoint (torch.load weights_only=True: {first}). "
-            "Run folders can be written by others; delete the file to retrain this job from scratch.") from err
+            f"refusing to load {path}: it is not a plain tensor checkpoint (torch.load weights_only=True refused "
+            f"{found.group(0) if found else 'its content'}). Run folders can be written by others; "
+            "delete the file to retrain this job from scratch.") from err
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
