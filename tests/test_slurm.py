@@ -1,5 +1,5 @@
 """hydra/launcher=slurm on a real one-node Slurm cluster (scripts/slurm_cluster.sh; .ci/run starts it):
-a 4-job sweep runs to the end, a job requeued mid-run continues from its checkpoint, a failing job
+a 4-job sweep runs to the end, a job preempted mid-run (submitit requeues it) continues from its checkpoint, a failing job
 leaves the others alone. Skipped, with the reason, where no cluster answers."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def summaries(sweep: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
 
 
-def test_sweep_runs_to_the_end_and_a_requeued_job_continues_from_its_checkpoint(tmp_path):
+def test_sweep_runs_to_the_end_and_a_preempted_job_continues_from_its_checkpoint(tmp_path):
     sweep = tmp_path / "sweep"
     proc = sweep_cli([f"hydra.sweep.dir={sweep}", *SMOKE, "trainer.max_epochs=4", "seed=0,1,2,3"], tmp_path)
     requeued, deadline = None, time.time() + 600
@@ -57,8 +57,10 @@ def test_sweep_runs_to_the_end_and_a_requeued_job_continues_from_its_checkpoint(
             folder, last = job.parent.parent, job.parent.parent / "checkpoints" / "last.ckpt"
             if last.exists() and not (folder / "metrics.json").exists() and safe_load(last)["epoch"] + 1 < 4:
                 slurm_id = yaml.safe_load(job.read_text())["hydra"]["job"]["id"]
-                subprocess.run(["scontrol", "requeue", slurm_id], check=True, capture_output=True)
-                # once requeued (after KillWait), Slurm holds the job back about 2 min; let it start at once
+                # the signal Slurm sends before a preemption or the time limit (submitit's --signal=USR2@90):
+                # submitit's handler calls the launcher's checkpoint() and requeues the job
+                subprocess.run(["scancel", "--signal=USR2", slurm_id], check=True, capture_output=True)
+                # once requeued, Slurm holds the job back about 2 min; let it start at once
                 while subprocess.run(["squeue", "-h", "-j", slurm_id, "-o", "%T"], capture_output=True, text=True).stdout.strip() != "PENDING":
                     time.sleep(0.2)
                 subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "starttime=now"], check=True, capture_output=True)
