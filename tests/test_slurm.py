@@ -59,10 +59,14 @@ def test_sweep_runs_to_the_end_and_a_preempted_job_continues_from_its_checkpoint
                 slurm_id = yaml.safe_load(job.read_text())["hydra"]["job"]["id"]
                 # the signal Slurm sends before a preemption or the time limit (submitit's --signal=USR2@90):
                 # submitit's handler calls the launcher's checkpoint() and requeues the job
-                subprocess.run(["scancel", "--signal=USR2", slurm_id], check=True, capture_output=True)
-                # once requeued, Slurm holds the job back about 2 min; let it start at once
+                # (scancel reports "Job can not be altered now" as the requeue races its answer and
+                # retries; stopped once the job is back in the queue, so that it signals no later run)
+                signal_ = subprocess.Popen(["scancel", "--signal=USR2", slurm_id], stderr=subprocess.DEVNULL)
                 while subprocess.run(["squeue", "-h", "-j", slurm_id, "-o", "%T"], capture_output=True, text=True).stdout.strip() != "PENDING":
                     time.sleep(0.2)
+                signal_.kill()
+                signal_.wait()
+                # Slurm holds a requeued job back about 2 min; let it start at once
                 subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "starttime=now"], check=True, capture_output=True)
                 requeued = folder
                 break
