@@ -1,6 +1,7 @@
 """Checkpoints of a job: written atomically inside the job folder at every epoch end, read only with
 ``torch.load(weights_only=True)``, carrying the RNG state, and kept after the job as
-``keep_checkpoint`` says (docs/sweeps.md, "Resuming and failures").
+``keep_checkpoint`` says (docs/sweeps.md, "Resuming and failures"). Checkpoints hold tensors and
+plain data only (no ``torch.serialization.add_safe_globals`` allow-list is needed).
 
 Files: ``<job>/checkpoints/last.ckpt`` (rewritten at every training-epoch end) and, when asked for,
 ``<job>/checkpoints/best.ckpt`` (the epoch with the highest ``val/acc``).
@@ -18,10 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from omegaconf import DictConfig
 from pytorch_lightning import Callback
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from dropout_lab.errors import ConfigError
@@ -119,6 +121,14 @@ def checkpoint_callbacks(folder: Path, best: bool) -> list[Callback]:
     if best:
         callbacks.append(ModelCheckpoint(filename=BEST, monitor="val/acc", mode="max", **common))
     return callbacks
+
+
+def trainer_plugins() -> list:
+    """The Trainer plugins of a training job: :class:`AtomicCheckpointIO` and, inside a Slurm job,
+    Lightning's ``SLURMEnvironment(auto_requeue=False)``: submitit requeues a preempted or timed-out
+    job (and the job resumes from ``last.ckpt``, :func:`dropout_lab.launch.requeued`), so Lightning's
+    own SIGUSR1 handler (an ``hpc_ckpt_*.ckpt`` and a second ``scontrol requeue``) stays off."""
+    return [AtomicCheckpointIO(), *([SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])]
 
 
 def resume_from(folder: Path, resume: bool) -> Path | None:

@@ -79,7 +79,7 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     extra = cfg.get("callbacks") or {}
     if extra.get("activation_variance"):
         callbacks.append(ActivationVariance(int(extra.get("activation_samples", 32))))
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, plugins=[checkpoints.AtomicCheckpointIO()])
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, plugins=checkpoints.trainer_plugins())
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)  # Ctrl-C: Lightning raises SystemExit
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     # a job killed after its last epoch resumes with nothing left to fit: take the restored best
