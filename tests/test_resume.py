@@ -184,9 +184,7 @@ def test_a_sweep_into_a_folder_with_finished_jobs_needs_resume(tmp_path):
     assert again.returncode != 0 and "holds 1 finished job(s)" in again.stderr
     assert "resume=true" in again.stderr and "fresh hydra.sweep.dir" in again.stderr
     assert len(list(sweep.glob("*/.hydra"))) == 1 and (summary.read_bytes(), summary.stat().st_mtime_ns) == before
-    resumed = run_cli([*args, "seed=0,1", "resume=true"], cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert len(list(sweep.glob("*/metrics.json"))) == 2 and (summary.read_bytes(), summary.stat().st_mtime_ns) == before
+    # (with resume=true the same command runs: test_sweeps.py::test_killed_sweep_resumes_without_rerunning_finished_jobs)
 
 
 def test_concurrent_summary_writes_never_collide(tmp_path):
