@@ -46,6 +46,7 @@ def test_best_checkpoint_of_edropout_retests_its_pruned_network(tmp_path):
                        "keep_checkpoint=best", "eval.checkpoint=best"], cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-2000:]
     summary = json.loads((job / "metrics.json").read_text())
+    assert [e["epoch"] for e in summary["history"]] == [0, 1, 2]  # testing on best.ckpt kept the whole history
     assert sorted(p.name for p in (job / "checkpoints").iterdir()) == ["best.ckpt"]
     best = safe_load(job / "checkpoints" / "best.ckpt")
     (state,) = [s for k, s in best["callbacks"].items() if "val/acc" in k]

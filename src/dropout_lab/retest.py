@@ -57,10 +57,9 @@ def retest(run_dir: Path, ckpt: str = checkpoints.LAST, overrides: list[str] = (
         raise FileNotFoundError(f"ckpt={ckpt}: {path} does not exist (this job kept: {', '.join(kept)}); train with "
                                 f"keep_checkpoint={ckpt} to keep it")
     datamodule, module, _ = build(cfg)
-    saved = checkpoints.safe_load(path)
-    module.load_state_dict(saved["state_dict"])  # weights, metric states and every method's buffers
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    metrics = run_test(cfg, trainer, module, datamodule)
-    out = write_summary(run_dir, {"checkpoint": str(path), "epoch": saved["epoch"], "overrides": list(overrides), "metrics": metrics},
+    metrics = run_test(cfg, trainer, module, datamodule, path)
+    epoch = checkpoints.safe_load(path)["epoch"]
+    out = write_summary(run_dir, {"checkpoint": str(path), "epoch": epoch, "overrides": list(overrides), "metrics": metrics},
                         name=f"eval_{ckpt}.json")
     return metrics, out

@@ -105,12 +105,16 @@ def build(cfg: DictConfig) -> tuple[Any, Classifier, list]:
     return datamodule, module, methods
 
 
-def run_test(cfg: DictConfig, trainer: pl.Trainer, module: Classifier, datamodule, ckpt_path: Path | None = None) -> dict[str, float]:
-    """Test ``module`` (the weights of ``ckpt_path`` if given, else its current ones): ``test/*``
-    metrics including each evaluation variant (EDropout's pruned network), then with
-    ``eval.mc_samples`` = T > 0 the Monte-Carlo ones (seeded with ``cfg.seed``, so a re-test gives
-    the same numbers), logged to ``trainer.logger`` if any. Returns the metrics as floats."""
-    trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=ckpt_path)
+def run_test(cfg: DictConfig, trainer: pl.Trainer, module: Classifier, datamodule, weights: Path | None = None) -> dict[str, float]:
+    """Test ``module`` (with the ``state_dict`` of checkpoint ``weights`` if given, else its current
+    weights): ``test/*`` metrics including each evaluation variant (EDropout's pruned network), then
+    with ``eval.mc_samples`` = T > 0 the Monte-Carlo ones (seeded with ``cfg.seed``, so a re-test
+    gives the same numbers), logged to ``trainer.logger`` if any. Returns the metrics as floats.
+    (Not ``trainer.test(ckpt_path=...)``: that also restores the callbacks, rolling the per-epoch
+    history back to the checkpoint's epoch.)"""
+    if weights is not None:
+        module.load_state_dict(checkpoints.safe_load(weights)["state_dict"])  # weights, metric states, method buffers
+    trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     mc_samples = int((cfg.get("eval") or {}).get("mc_samples", 0))
     if mc_samples:
