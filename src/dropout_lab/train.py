@@ -109,7 +109,7 @@ def run_test(cfg: DictConfig, trainer: pl.Trainer, module: Classifier, datamodul
     """Test ``module`` (with the ``state_dict`` of checkpoint ``weights`` if given, else its current
     weights): ``test/*`` metrics including each evaluation variant (EDropout's pruned network), then
     with ``eval.mc_samples`` = T > 0 the Monte-Carlo ones (seeded with ``cfg.seed``, so a re-test
-    gives the same numbers), logged to ``trainer.logger`` if any. Returns the metrics as floats.
+    gives the same numbers), logged to every ``trainer.loggers``. Returns the metrics as floats.
     (Not ``trainer.test(ckpt_path=...)``: that also restores the callbacks, rolling the per-epoch
     history back to the checkpoint's epoch.)"""
     if weights is not None:
@@ -120,9 +120,9 @@ def run_test(cfg: DictConfig, trainer: pl.Trainer, module: Classifier, datamodul
     if mc_samples:
         pl.seed_everything(cfg.seed, verbose=False)
         scores = evaluate(module.model, datamodule.test_dataloader(), datamodule.num_classes, mc_samples)
-        if trainer.logger is not None:
-            trainer.logger.log_metrics(scores, step=trainer.global_step)
-            trainer.logger.save()
+        for logger in trainer.loggers:
+            logger.log_metrics(scores, step=trainer.global_step)
+            logger.save()
         metrics |= scores
     return metrics
 
