@@ -1,5 +1,6 @@
 """Sweep plumbing that lives outside the training loop: job folder names, the worker's GPU claim
-under the joblib ``gpu_pool`` launcher, and the refusal of DDP inside a multirun.
+under the joblib ``gpu_pool`` launcher, the refusal of DDP inside a multirun, and Slurm requeues
+(:func:`requeued`, :class:`SlurmAccounting`).
 
 Resolvers registered on import (``dropout_lab.train`` imports this module, so they exist before
 Hydra composes ``conf/config.yaml`` and in every joblib/submitit worker):
@@ -14,15 +15,21 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import re
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: overrides that do not change what a job computes, so that adding them (``resume=true``) or moving
 #: the data keeps the job's folder, and with it its checkpoint and summary
@@ -200,3 +207,33 @@ def place_job(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
     threads = max(1, cores // n_jobs)
     torch.set_num_threads(threads)
     return {"slot": slot, "threads": threads}
+
+
+def requeued() -> int:
+    """How many times Slurm has requeued this job (``$SLURM_RESTART_COUNT``; 0 outside Slurm or on
+    the first run). A preempted or timed-out job that submitit requeues (``hydra.launcher.max_num_timeout``),
+    or one requeued by hand with ``scontrol requeue``, runs the same config again; ``train`` then
+    sets ``resume=true`` so the job continues from its ``last.ckpt`` like any resumed job."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
+class SlurmAccounting(Callback):
+    """Hydra callback (``hydra.callbacks.slurm_accounting``): on a cluster without Slurm accounting
+    (``sacct`` fails: "Slurm accounting storage is disabled"), submitit cannot read job states and
+    logs "Bypassing sacct error ..., status may be inaccurate" at every poll. It still finds finished
+    jobs by their result files, so the warnings carry no news: say so once and silence them
+    (logger ``submitit`` to ERROR). sacct's own stderr line ("Slurm accounting storage is
+    disabled") still shows at each poll: submitit does not capture it. Does nothing for other
+    launchers or where ``sacct`` works."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "submitit" not in str(config.hydra.launcher.get("_target_", "")).lower() or "Local" in config.hydra.launcher._target_:
+            return
+        sacct = shutil.which("sacct")
+        proc = subprocess.run([sacct, "-n", "-j", "1"], capture_output=True, text=True) if sacct else None
+        if proc is None or proc.returncode != 0:
+            reason = (proc.stderr or proc.stdout).strip().splitlines()[0] if proc and (proc.stderr or proc.stdout).strip() else "no sacct"
+            log.info("Slurm accounting is off (%s): submitit tracks jobs by their result files; its sacct warnings are silenced", reason)
+            import submitit  # noqa: F401 - configures its logger on import, so set the level after it
+
+            logging.getLogger("submitit").setLevel(logging.ERROR)

@@ -4,6 +4,8 @@ and the ``metrics.json`` summary that the sweep report reads."""
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -143,14 +145,15 @@ def method_info(node: DictConfig | dict) -> dict[str, Any] | None:
     return {"p_meaning": cls.p_meaning, "p_is_rate": cls.p_is_rate}
 
 
-def write_summary(path: Path, summary: dict[str, Any]) -> Path:
-    """Write ``summary`` as JSON to ``path/metrics.json`` atomically (write, then rename); NaN and
+def write_summary(path: Path, summary: dict[str, Any], name: str = SUMMARY_FILE) -> Path:
+    """Write ``summary`` as JSON to ``path/<name>`` (``metrics.json``) atomically (write a temp file with a
+    unique name in the same folder, then rename; two writers never share a temp file); NaN and
     infinities become null."""
     clean = json.loads(json.dumps(summary, default=str), parse_constant=lambda _: None)
-    target = Path(path) / SUMMARY_FILE
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(clean, indent=2))
-    tmp.replace(target)
+    target = Path(path) / name
+    with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{name}.", suffix=".tmp", delete=False) as tmp:
+        tmp.write(json.dumps(clean, indent=2))
+    os.replace(tmp.name, target)
     return target
 
 

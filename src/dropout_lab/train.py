@@ -3,28 +3,27 @@ Lightning module, logger and trainer; fits, tests and writes the run summary."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
 
-from dropout_lab import hparams, launch
+from dropout_lab import checkpoints, hparams, launch, sweeplock
 from dropout_lab.analysis import ActivationVariance, evaluate
 from dropout_lab.callbacks import instantiate_callbacks
 from dropout_lab.config import attach, build_model, split_config
 from dropout_lab.dropout.controller import DropoutController
 from dropout_lab.loggers import close, instantiate_loggers, log_metrics
 from dropout_lab.module import Classifier
-from dropout_lab.summary import SUMMARY_FILE, History, build_summary, write_summary
+from dropout_lab.summary import History, build_summary, write_summary
 from dropout_lab.validate import validate
 
 log = logging.getLogger(__name__)
@@ -35,11 +34,42 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
 
     Every check that can fail on bad input (``dropout.p``/``sites``, missing data files, the
     model/dataset match) runs before the first training step. If ``<output_dir>/checkpoints/last.ckpt``
-    exists (a job killed mid-way, re-run with ``resume=true``), training continues from it.
+    exists (a job killed mid-way, re-run with ``resume=true``), training continues from it: model,
+    optimizer, scheduler, method states, callbacks and RNG (:mod:`~dropout_lab.checkpoints`). The test
+    uses the last epoch's weights, or the best validation epoch's with ``eval.checkpoint=best``.
     With ``eval.mc_samples`` > 0 the test metrics include Monte-Carlo dropout ones
     (:func:`~dropout_lab.analysis.evaluate`); ``callbacks.activation_variance`` adds
     :class:`~dropout_lab.analysis.ActivationVariance`.
     """
+    keep, test_on = checkpoints.policy(cfg)
+    datamodule, module, methods = build(cfg)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    folder = Path(cfg.output_dir) / "checkpoints"
+    resume_from = checkpoints.resume_from(folder, bool(cfg.get("resume")))
+    if resume_from is not None:
+        log.info("resume: continuing from %s", resume_from)
+    else:  # one hparams session per run: a resumed run keeps the one written at its start
+        for logger in loggers:  # HParams session with the sweep's columns; no placeholder points
+            hparams.log_session(logger, cfg)
+    callbacks = [DropoutController(methods, datamodule.num_train), history,
+                 *checkpoints.checkpoint_callbacks(folder, best=checkpoints.BEST in (keep, test_on))]
+    extra = cfg.get("callbacks") or {}
+    if extra.get("activation_variance"):
+        callbacks.append(ActivationVariance(int(extra.get("activation_samples", 32))))
+    callbacks += instantiate_callbacks(extra, progress_bar=cfg.trainer.get("enable_progress_bar", True))
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=checkpoints.trainer_plugins())
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)  # Ctrl-C: Lightning raises SystemExit
+    metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    # a job killed after its last epoch resumes with nothing left to fit: take the restored best
+    metrics.setdefault("val/acc_best", float(module.val_acc_best.compute()))
+    return metrics | run_test(cfg, trainer, module, datamodule, folder / "best.ckpt" if test_on == checkpoints.BEST else None)
+
+
+def build(cfg: DictConfig) -> tuple[Any, Classifier, list]:
+    """Seed, then build ``cfg``'s datamodule (set up for ``fit``), model with its dropout methods
+    attached, and the :class:`~dropout_lab.module.Classifier`; returns (datamodule, module, methods).
+    :func:`fit` and ``eval.py`` (from a job's own ``.hydra/config.yaml``) build the same objects,
+    so a checkpoint's ``state_dict`` loads into them without constructor arguments."""
     split_config(cfg.dropout)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset)
@@ -50,60 +80,38 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     methods = attach(model, cfg.dropout)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = Classifier(model, instantiate(cfg.optimizer), scheduler, datamodule.num_classes, datamodule.num_train)
-    loggers = instantiate_loggers(cfg.get("logger"))
-    mc_samples = int((cfg.get("eval") or {}).get("mc_samples", 0))
-    last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
-    resume_from = last if cfg.get("resume") and _readable(last) else None
-    if resume_from is not None:
-        log.info("resume: continuing from %s", resume_from)
-    else:  # one hparams session per run: a resumed run keeps the one written at its start
-        for logger in loggers:  # HParams session with the sweep's columns; no placeholder points
-            hparams.log_session(logger, cfg)
-    callbacks = [DropoutController(methods, datamodule.num_train), history,
-                 ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0)]
-    extra = cfg.get("callbacks") or {}
-    if extra.get("activation_variance"):
-        callbacks.append(ActivationVariance(int(extra.get("activation_samples", 32))))
-    callbacks += instantiate_callbacks(extra, progress_bar=cfg.trainer.get("enable_progress_bar", True))
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)  # Ctrl-C: Lightning raises SystemExit
+    return datamodule, module, methods
+
+
+def run_test(cfg: DictConfig, trainer: pl.Trainer, module: Classifier, datamodule, weights: Path | None = None) -> dict[str, float]:
+    """Test ``module`` (with the ``state_dict`` of checkpoint ``weights`` if given, else its current
+    weights): ``test/*`` metrics including each evaluation variant (EDropout's pruned network), then
+    with ``eval.mc_samples`` = T > 0 the Monte-Carlo ones (seeded with ``cfg.seed``, so a re-test
+    gives the same numbers), logged to every ``trainer.loggers``. Returns the metrics as floats.
+    (Not ``trainer.test(ckpt_path=...)``: that also restores the callbacks, rolling the per-epoch
+    history back to the checkpoint's epoch.)"""
+    if weights is not None:
+        module.load_state_dict(checkpoints.safe_load(weights)["state_dict"])  # weights, metric states, method buffers
+    trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
-    # a job killed after its last epoch resumes with nothing left to fit: take the restored best
-    metrics.setdefault("val/acc_best", float(module.val_acc_best.compute()))
-    trainer.test(module, datamodule=datamodule, verbose=False)  # resets callback_metrics to the test ones
-    metrics |= {key: float(value) for key, value in trainer.callback_metrics.items()}
+    mc_samples = int((cfg.get("eval") or {}).get("mc_samples", 0))
     if mc_samples:
+        pl.seed_everything(cfg.seed, verbose=False)
         scores = evaluate(module.model, datamodule.test_dataloader(), datamodule.num_classes, mc_samples)
-        log_metrics(loggers, scores, trainer.global_step)
+        log_metrics(trainer.loggers, scores, trainer.global_step)
         metrics |= scores
     return metrics
-
-
-def _readable(checkpoint: Path) -> bool:
-    """True if ``checkpoint`` exists and loads (a kill -9 during its write leaves a truncated file:
-    then the job starts from scratch rather than failing)."""
-    if not checkpoint.exists():
-        return False
-    try:
-        torch.load(checkpoint, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file means "no checkpoint"
-        log.warning("resume: %s is unreadable (%s); starting this job from scratch", checkpoint, err)
-        return False
-    return True
-
-
-def _previous_summary(out: Path) -> dict | None:
-    try:
-        return json.loads((out / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one job and write ``<output_dir>/metrics.json`` whatever happens.
 
-    With ``resume=true`` a job whose summary says ``status: ok`` is skipped (its summary untouched,
-    its metrics returned) and any other job continues from its last checkpoint (:func:`fit`). In a
+    With ``resume=true`` a job whose summary says ``status: ok`` and whose stored config equals
+    ``cfg`` is skipped (its summary untouched, its metrics returned; see
+    :func:`~dropout_lab.sweeplock.finished`) and any other job continues from its last checkpoint
+    (:func:`fit`). A finished job is kept from being retrained: without ``resume=true``, or with a
+    changed config, :class:`~dropout_lab.sweeplock.FinishedJobError` is raised before anything is
+    written. After the job the checkpoints ``keep_checkpoint`` does not name are deleted. In a
     multirun the job is first checked (:func:`~dropout_lab.launch.check_multirun`) and placed on its
     worker's GPU / CPU threads (:func:`~dropout_lab.launch.place_job`), after the config passed
     :func:`~dropout_lab.validate.validate`.
@@ -112,16 +120,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         the final metrics (``val/acc_best``, ``test/acc``, ...), accuracies as fractions.
 
     Raises:
+        FinishedJobError: before anything is written, for a finished job re-run without ``resume=true``
+            or with a changed config.
         ConfigError: for a bad config value, before anything is built; or whatever else the job raised
-        (a refused multirun or GPU slot included); either after writing a summary with
-        ``status: failed`` (or ``interrupted``) and the traceback, so that a sweep's report can list it.
+            (a refused multirun or GPU slot included); either after writing a summary with
+            ``status: failed`` (or ``interrupted``) and the traceback, so that a sweep's report can list it.
     """
     out = Path(cfg.output_dir)
-    if cfg.get("resume"):
-        done = _previous_summary(out)
-        if done and done.get("status") == "ok":
-            log.info("resume: %s finished before (status ok); skipped, summary untouched", out)
-            return done["metrics"]
+    if launch.requeued() and not cfg.get("resume"):  # preempted / timed out on Slurm: the same path as resume=true
+        log.info("requeued by Slurm (SLURM_RESTART_COUNT=%d): resume=true", launch.requeued())
+        OmegaConf.update(cfg, "resume", True)
+    done = sweeplock.finished(cfg, out)  # raises FinishedJobError before anything is written
+    if done is not None:
+        return done
     out.mkdir(parents=True, exist_ok=True)
     history, start = History(), time.time()
     try:
@@ -142,7 +153,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     finally:
         close()
     path = write_summary(out, build_summary(cfg, "ok", history, metrics, time.time() - start))
-    if not cfg.get("keep_checkpoint", False):  # a finished job is skipped on resume: its last.ckpt has no further use
-        (out / "checkpoints" / "last.ckpt").unlink(missing_ok=True)
+    checkpoints.finish(out / "checkpoints", checkpoints.policy(cfg)[0])
     log.info("test/acc=%.4f val/acc_best=%.4f; summary in %s", metrics.get("test/acc", float("nan")), metrics.get("val/acc_best", float("nan")), path)
     return metrics

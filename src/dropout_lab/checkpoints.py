@@ -1,0 +1,176 @@
+"""Checkpoints of a job: written atomically inside the job folder at every epoch end, read only with
+``torch.load(weights_only=True)``, carrying the RNG state, and kept after the job as
+``keep_checkpoint`` says (docs/sweeps.md, "Resuming and failures"). Checkpoints hold tensors and
+plain data only (no ``torch.serialization.add_safe_globals`` allow-list is needed).
+
+Files: ``<job>/checkpoints/last.ckpt`` (rewritten at every training-epoch end) and, when asked for,
+``<job>/checkpoints/best.ckpt`` (the epoch with the highest ``val/acc``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from omegaconf import DictConfig
+from pytorch_lightning import Callback
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from dropout_lab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LAST, BEST = "last", "best"
+#: ``keep_checkpoint`` values: which checkpoint files a finished job keeps
+KEEP = ("none", LAST, BEST)
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint holds objects other than tensors and plain Python data (it could run code)."""
+
+
+def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, plain containers and numbers only.
+
+    Raises:
+        UnsafeCheckpointError: naming the file and the refused global, if the pickle asks for any
+            other object (a crafted file calling ``os.system`` is refused before anything runs).
+        RuntimeError, EOFError: from torch, for a truncated or otherwise corrupt file.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL [\w.]+", str(err))  # torch's "... unsupported GLOBAL posix.system ..."
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it is not a plain tensor checkpoint (torch.load weights_only=True refused "
+            f"{found.group(0) if found else 'its content'}). Run folders can be written by others; "
+            "delete the file to retrain this job from scratch.") from err
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO``, but saving atomically next to the target and loading safely.
+
+    Lightning's own save (``lightning_fabric.utilities.cloud_io._atomic_save``) writes through an
+    fsspec transaction whose temporary file is ``tempfile.mkstemp()`` in ``$TMPDIR`` (often
+    ``/dev/shm``); a job killed mid-write leaves it there. Here the temporary file lives in the
+    checkpoint's own folder (``.<name>.<random>.tmp``), is flushed and ``fsync``-ed, then renamed
+    over the target with ``os.replace``: a reader sees the old file or the new one, never half of one.
+    Loading always goes through :func:`safe_load`.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
+            try:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            except BaseException:
+                os.unlink(f.name)
+                raise
+        os.replace(f.name, path)
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return safe_load(path, map_location or "cpu")
+
+
+class RNGState(Callback):
+    """Puts the global RNG states (Python ``random``, NumPy, torch CPU and CUDA) into every checkpoint
+    and restores them on resume, so that a resumed run draws the same data order (the training batches
+    reshuffle with torch's global generator) and the same dropout masks as an uninterrupted one.
+
+    NumPy's key array is stored as an int64 tensor so the checkpoint stays loadable with
+    ``weights_only=True``. Uses Lightning's ``_collect_rng_states`` / ``_set_rng_states``.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        states = _collect_rng_states(include_cuda=torch.cuda.is_available())
+        name, keys, *rest = states["numpy"]
+        states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), *rest)
+        return states
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        name, keys, *rest = state_dict["numpy"]
+        _set_rng_states({**state_dict, "numpy": (name, keys.numpy().astype(np.uint32), *rest)})
+
+
+def checkpoint_callbacks(folder: Path, best: bool) -> list[Callback]:
+    """The Lightning callbacks that write ``folder/last.ckpt`` at every training-epoch end and, if
+    ``best``, ``folder/best.ckpt`` whenever ``val/acc`` reaches a new maximum.
+
+    ``last`` is Lightning's ``ModelCheckpoint(monitor=None, save_top_k=1, filename="last")`` (the
+    newest epoch is the "top 1" without a monitor). Not ``save_last=True, save_top_k=0``: in
+    PL 2.6 ``ModelCheckpoint`` writes ``last`` only in a step where a top-k file was written, and
+    with ``save_top_k=0`` there is none, so no ``last.ckpt`` appears until the run ends.
+    ``save_on_train_epoch_end=True`` saves after the epoch's validation, the module's epoch-end hooks
+    and the LR scheduler step; ``enable_version_counter=False`` overwrites instead of ``last-v1.ckpt``.
+    """
+    common = {"dirpath": folder, "save_top_k": 1, "enable_version_counter": False, "save_on_train_epoch_end": True}
+    callbacks: list[Callback] = [RNGState(), ModelCheckpoint(filename=LAST, monitor=None, **common)]
+    if best:
+        callbacks.append(ModelCheckpoint(filename=BEST, monitor="val/acc", mode="max", **common))
+    return callbacks
+
+
+def trainer_plugins() -> list:
+    """The Trainer plugins of a training job: :class:`AtomicCheckpointIO` and, inside a Slurm job,
+    Lightning's ``SLURMEnvironment(auto_requeue=False)``: submitit requeues a preempted or timed-out
+    job (and the job resumes from ``last.ckpt``, :func:`dropout_lab.launch.requeued`), so Lightning's
+    own SIGUSR1 handler (an ``hpc_ckpt_*.ckpt`` and a second ``scontrol requeue``) stays off."""
+    return [AtomicCheckpointIO(), *([SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])]
+
+
+def resume_from(folder: Path, resume: bool) -> Path | None:
+    """The checkpoint a job continues from: ``folder/last.ckpt`` when ``resume`` and it loads.
+
+    Temporary files left by a job killed while saving (``.last.ckpt.*.tmp``) are removed first. A
+    truncated ``last.ckpt`` (from before atomic saves) is ignored with a warning: the job starts over.
+
+    Raises:
+        UnsafeCheckpointError: if ``last.ckpt`` holds anything but tensors and plain data.
+    """
+    for tmp in folder.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    last = folder / f"{LAST}.ckpt"
+    if not resume or not last.exists():
+        return None
+    try:
+        safe_load(last)
+    except (RuntimeError, EOFError) as err:
+        log.warning("resume: %s is unreadable (%s); starting this job from scratch", last, err)
+        return None
+    return last
+
+
+def policy(cfg: DictConfig) -> tuple[str, str]:
+    """``(keep_checkpoint, eval.checkpoint)`` of ``cfg``: which checkpoint a finished job keeps
+    (``none`` | ``last`` | ``best``) and which weights its test uses (``last`` | ``best``).
+
+    Raises:
+        ConfigError: for any other value, naming the key and the allowed values.
+    """
+    keep, test_on = cfg.get("keep_checkpoint", "none"), (cfg.get("eval") or {}).get("checkpoint", LAST)
+    if keep not in KEEP:
+        raise ConfigError("keep_checkpoint", keep, "use none (delete after the job), last (final epoch) or best (highest val/acc)")
+    if test_on not in (LAST, BEST):
+        raise ConfigError("eval.checkpoint", test_on, "use last (the final epoch's weights) or best (the epoch with the highest val/acc)")
+    return keep, test_on
+
+
+def finish(folder: Path, keep: str) -> None:
+    """Delete the checkpoints a finished job does not keep (``keep`` from :func:`policy`): ``none``
+    deletes both, ``last`` keeps ``last.ckpt``, ``best`` keeps ``best.ckpt``."""
+    for name in (LAST, BEST):
+        if name != keep:
+            (folder / f"{name}.ckpt").unlink(missing_ok=True)

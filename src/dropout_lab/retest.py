@@ -1,0 +1,65 @@
+"""Re-test a saved job from its folder alone: ``python eval.py run_dir=<job folder>``.
+
+The job is rebuilt from its own ``.hydra/config.yaml`` (the config Hydra composed for it) by the
+same :func:`~dropout_lab.train.build` that trained it, so a checkpoint's ``state_dict`` loads without
+constructor arguments; the weights come from ``<job>/checkpoints/{last,best}.ckpt`` (kept with
+``keep_checkpoint=last|best``), read with ``weights_only=True``. The test is
+:func:`~dropout_lab.train.run_test`: ``test/*`` including each evaluation variant (EDropout's pruned
+network) and, with ``eval.mc_samples`` > 0, Monte-Carlo dropout. See docs/sweeps.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dropout_lab import checkpoints
+from dropout_lab.summary import write_summary
+from dropout_lab.train import build, run_test
+
+
+def job_config(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
+    """``run_dir/.hydra/config.yaml`` with ``output_dir=run_dir``, ``resume=false`` and the
+    ``key=value`` ``overrides`` (e.g. ``eval.mc_samples=20``, ``data_root=...``) merged in.
+
+    Raises:
+        FileNotFoundError: if ``run_dir`` has no ``.hydra/config.yaml`` (not a job folder).
+    """
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"run_dir={run_dir}: no {path.relative_to(run_dir)}; pass a job folder written by "
+                                "train.py (one holding metrics.json and .hydra/)")
+    cfg = OmegaConf.merge(OmegaConf.load(path), {"output_dir": str(run_dir), "resume": False}, OmegaConf.from_dotlist(list(overrides)))
+    return cfg
+
+
+def retest(run_dir: Path, ckpt: str = checkpoints.LAST, overrides: list[str] = ()) -> tuple[dict[str, float], Path]:
+    """Test the job in ``run_dir`` on its ``ckpt`` checkpoint (``last`` | ``best``); write the
+    metrics to ``run_dir/eval_<ckpt>.json`` beside the job's own ``metrics.json`` (untouched).
+
+    Returns:
+        (metrics, path of the written file); accuracies as fractions.
+
+    Raises:
+        FileNotFoundError: if the job folder or the checkpoint is missing (naming ``keep_checkpoint``).
+        ValueError: for ``ckpt`` other than last/best; UnsafeCheckpointError for a checkpoint that
+            is not plain tensors (:func:`~dropout_lab.checkpoints.safe_load`).
+    """
+    run_dir = Path(run_dir)
+    if ckpt not in (checkpoints.LAST, checkpoints.BEST):
+        raise ValueError(f"ckpt={ckpt}: use last (the final epoch) or best (the epoch with the highest val/acc)")
+    cfg = job_config(run_dir, overrides)
+    path = run_dir / "checkpoints" / f"{ckpt}.ckpt"
+    if not path.is_file():
+        kept = sorted(p.name for p in path.parent.glob("*.ckpt")) or ["none"]
+        raise FileNotFoundError(f"ckpt={ckpt}: {path} does not exist (this job kept: {', '.join(kept)}); train with "
+                                f"keep_checkpoint={ckpt} to keep it")
+    datamodule, module, _ = build(cfg)
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    metrics = run_test(cfg, trainer, module, datamodule, path)
+    epoch = checkpoints.safe_load(path)["epoch"]
+    out = write_summary(run_dir, {"checkpoint": str(path), "epoch": epoch, "overrides": list(overrides), "metrics": metrics},
+                        name=f"eval_{ckpt}.json")
+    return metrics, out
