@@ -53,7 +53,7 @@ def test_p_is_selected_on_validation_and_test_reported_there(tmp_path):
     assert chosen.p == 0.1 and chosen.test_mean == pytest.approx(0.81)
     md = (tmp_path / "report.md").read_text()
     assert "chosen by the mean over seeds of the best validation accuracy" in md
-    assert "| 2 | gaussian | 0.1 | 90.00 ± 0.00 | 81.00 ± 2.48 | 3 |" in md  # t_{0.975,2} * 0.01 / sqrt(3) = 0.0248
+    assert "| 2 | gaussian † | 0.1 | 90.00 ± 0.00 | 81.00 ± 2.48 | 3 |" in md  # t_{0.975,2} * 0.01 / sqrt(3) = 0.0248
 
 
 def test_confidence_interval_and_a_single_run_without_one(tmp_path):
@@ -65,7 +65,7 @@ def test_confidence_interval_and_a_single_run_without_one(tmp_path):
     assert s.loc["standard", "test_ci"] == pytest.approx(4.302653 * 0.02 / math.sqrt(3), rel=1e-5)  # t_{0.975,2} sd / sqrt(n)
     assert math.isnan(s.loc["gaussian", "test_ci"])
     md = (tmp_path / "report.md").read_text()
-    assert "| 1 | **standard** | 0.5 | 90.00 ± 0.00 | 82.00 ± 4.97 | 3 |" in md and "| 2 | gaussian | 0.5 | 90.00 | 70.00 | 1 |" in md
+    assert "| 1 | **standard** | 0.5 | 90.00 ± 0.00 | 82.00 ± 4.97 | 3 |" in md and "| 2 | gaussian † | 0.5 | 90.00 | 70.00 | 1 |" in md
 
 
 def test_paired_t_tests_holm_and_seeds_needed(tmp_path):
@@ -141,7 +141,7 @@ def test_duplicates_unreadable_summaries_and_rates(tmp_path):
     assert "2 duplicate job(s)" in md
     s = summary(tmp_path)
     assert len(s[s["method"] == "none"]) == 1 and s.loc[s["method"] == "none", "n"].item() == 2
-    assert "| **none** | — |" in md and "| gaussian † | 0.1 | 90.00 ± 0.00 | 90.00 ± 0.00 | 2 | 10.0 | 5.0 |" in md
+    assert "| **none †** | — |" in md  # none ignores p (NoDropout.p_is_rate is False) and "| gaussian † | 0.1 | 90.00 ± 0.00 | 90.00 ± 0.00 | 2 | 10.0 | 5.0 |" in md
     assert tmp_path / "acc_vs_rate_mnist_lenet5.png" in paths
 
 

@@ -208,7 +208,7 @@ def test_concurrent_summary_writes_never_collide(tmp_path):
 
 
 def test_keep_checkpoint_policy(tmp_path):
-    with pytest.raises(ValueError, match="keep_checkpoint=True: use none"):
+    with pytest.raises(ValueError, match="keep_checkpoint=true: use none"):
         checkpoints.policy(OmegaConf.create({"keep_checkpoint": True}))
     with pytest.raises(ValueError, match="eval.checkpoint='first'"):
         checkpoints.policy(OmegaConf.create({"eval": {"checkpoint": "first"}}))

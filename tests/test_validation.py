@@ -189,8 +189,8 @@ BAD_INPUTS = {  # override(s) -> the start of the one message line; issue 11's l
     "activation_samples": (["callbacks.activation_samples=0"], "callbacks.activation_samples=0: must be an integer >= 1"),
 }
 
-#: a method's own conditions, raised by its constructor before training (ValueError naming the key;
-#: printed with a ~30-line traceback until those constructors raise ConfigError)
+#: a method's own conditions, raised by its constructor before training (a ValueError naming the key),
+#: reported as a ConfigError on ``dropout`` by dropout_lab.config.attach
 METHOD_CHECKS = {
     "concrete_p0": (["dropout=concrete", "dropout.p=0"], "dropout.p=0"),
     "adaptive_range": (["dropout=adaptive", "dropout.rate_max=0.3"], "dropout.rate_max=0.3"),
@@ -226,9 +226,14 @@ def test_bad_value_is_refused_before_training_with_its_summary(case, tmp_path):
 @pytest.mark.parametrize("case", METHOD_CHECKS)
 def test_method_conditions_are_refused_before_training_with_their_summary(case, tmp_path):
     args, needle = METHOD_CHECKS[case]
-    with pytest.raises(ValueError, match=re.escape(needle)):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
         train(make_cfg([*SMOKE, *args], tmp_path))
     assert_failed_summary(tmp_path, needle)
+
+
+def test_a_method_condition_is_printed_once_in_few_lines(tmp_path):
+    """A constructor's refusal takes the config-error path too (was a 30-line traceback)."""
+    refused(METHOD_CHECKS["concrete_p0"][0], tmp_path, "dropout='concrete': dropout.p=0 is not a valid initial p")
 
 
 def refused(args: list[str], tmp_path: Path, message: str) -> list[str]:

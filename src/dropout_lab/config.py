@@ -41,14 +41,21 @@ def attach(model: nn.Module, cfg: DictConfig | dict) -> list[DropoutMethod]:
             (a :class:`DropoutMethod` subclass), ``_partial_: true``, ``p`` and method arguments.
 
     Raises:
-        ValueError: on a bad ``p`` or ``sites``, a model without such sites, or a method that refuses
-            the sites (the message names ``dropout.sites``).
+        ValueError: on a bad ``p`` or ``sites``.
+        ConfigError: on ``dropout``, for a model without such sites or a method whose constructor refuses
+            its arguments or sites (the message names the key, e.g. ``dropout.sites``), so that it is
+            printed in a few lines like every config error.
     """
-    _, sites, node = split_config(cfg)
+    name, sites, node = split_config(cfg)
     factory = instantiate(node)
     cls = factory.func
     kind = resolve_default(model, cls.default_sites) if sites == "default" else sites
-    return cls.attach(model, factory, find_sites(model, kind))
+    try:
+        return cls.attach(model, factory, find_sites(model, kind))
+    except ConfigError:
+        raise
+    except ValueError as err:  # a method's own refusal (its message names the key): printed as a config error
+        raise ConfigError("dropout", name, str(err)) from err
 
 
 def instantiate_model(node: DictConfig, **kwargs: Any) -> nn.Module:
