@@ -12,7 +12,7 @@
 
     python scripts/bench_methods.py accuracy [--methods a,b] [--epochs 3] [--p P] [--dataset mnist]
         One full run per method at its YAML default p (or --p for all); test accuracy, best
-        validation accuracy and realised drop fraction. Writes docs/zoo_<dataset>.md.
+        validation accuracy, realised drop fraction and p_eq (means over all training steps). Writes docs/zoo_<dataset>.md.
 """
 
 from __future__ import annotations
@@ -75,14 +75,14 @@ def speed(methods: list[str], steps: int, rounds: int, extra: list[str], out: Pa
 
 
 def accuracy(methods: list[str], epochs: int, p: float | None, dataset: str, out: Path) -> None:
-    rows = ["| method | p | test acc % | best val acc % | realised drop fraction | s/epoch |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| method | p | test acc % | best val acc % | realised drop fraction | p_eq | s/epoch |", "| --- | --- | --- | --- | --- | --- | --- |"]
     with tempfile.TemporaryDirectory() as tmp:
         for method in methods:
             rate = [] if p is None else [f"dropout.p={p}"]
             s = run(Path(tmp) / method, [f"dropout={method}", *rate, f"dataset={dataset}", f"trainer.max_epochs={epochs}"])
-            frac = "n/a" if s["drop_fraction"] is None else f"{s['drop_fraction']:.3f}"
+            frac, p_eq = ("n/a" if s[key] is None else f"{s[key]:.3f}" for key in ("drop_fraction", "p_eq"))
             variants = "".join(f" ({k.split('_', 1)[1]} {100 * v:.2f})" for k, v in s["metrics"].items() if k.startswith("test/acc_"))
-            rows.append(f"| {method} | {s['hparams']['p']} | {100 * s['test_acc']:.2f}{variants} | {100 * s['best_val_acc']:.2f} | {frac} | {s['wall_seconds'] / epochs:.1f} |")
+            rows.append(f"| {method} | {s['hparams']['p']} | {100 * s['test_acc']:.2f}{variants} | {100 * s['best_val_acc']:.2f} | {frac} | {p_eq} | {s['wall_seconds'] / epochs:.1f} |")
             print(rows[-1], flush=True)
     rate = "" if p is None else f" --p {p}"
     write(out, f"LeNet5 on full {dataset} (54k/6k/10k), Adam 1e-3, batch 128, {epochs} epochs, seed 0, CPU, each method at its "
