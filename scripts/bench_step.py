@@ -1,7 +1,7 @@
 """Counts per training step, harness vs bare loop: ATen ops, host syncs and Python calls (not times, so the
 numbers hold on a busy machine).
 
-    python scripts/bench_step.py [--model lenet5] [--batch-size 128] [--dropout standard] [--top 12]
+    python scripts/bench_step.py [--model lenet5] [--batch-size 128] [--dropout standard] [--override key=value ...] [--top 12]
 
 Each side runs a short and a long training job (``trainer.max_steps`` = 10 and 40, no validation); the
 difference divided by the 30 extra steps is the per-step count, so start-up and the test epoch cancel out.
@@ -91,11 +91,12 @@ def main() -> None:
     parser.add_argument("--model", default="lenet5")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--dropout", default="standard")
+    parser.add_argument("--override", nargs="*", default=[], help="more config overrides, e.g. model.hidden_sizes=[100,100]")
     parser.add_argument("--top", type=int, default=12, help="list the ATen ops with the largest harness excess")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_step.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    overrides = [f"model={args.model}", f"dataset.batch_size={args.batch_size}", f"dropout={args.dropout}"]
+    overrides = [f"model={args.model}", f"dataset.batch_size={args.batch_size}", f"dropout={args.dropout}", *args.override]
     with tempfile.TemporaryDirectory() as tmp:
         ops_plain, calls_plain = per_step("bare", overrides, Path(tmp))
         ops_bare, calls_bare = per_step("bare_fused", overrides, Path(tmp))
@@ -109,8 +110,9 @@ def main() -> None:
     excess = sorted(ops_ours | ops_bare, key=lambda k: ops_bare[k] - ops_ours[k])[: args.top]
     rows += ["", "| ATen op | bare fused / step | harness / step |", "| --- | --- | --- |"]
     rows += [f"| `{k}` | {ops_bare[k]:.1f} | {ops_ours[k]:.1f} |" for k in excess if ops_ours[k] != ops_bare[k]]
-    command = f"python scripts/bench_step.py --model {args.model} --batch-size {args.batch_size} --dropout {args.dropout}"
-    write_section(args.out, f"{args.model}, batch {args.batch_size}, dropout={args.dropout}",
+    command = f"python scripts/bench_step.py --model {args.model} --batch-size {args.batch_size} --dropout {args.dropout}" + \
+        (f" --override {' '.join(args.override)}" if args.override else "")
+    write_section(args.out, f"{args.model}{' ' + ' '.join(args.override) if args.override else ''}, batch {args.batch_size}, dropout={args.dropout}",
                   f"`{command}`; CPU, 1 thread, {machine()}; per-step = (count at {LONG} steps - count at {SHORT}) / {LONG - SHORT}",
                   rows)
 

@@ -4,7 +4,7 @@ Methods that need data outside the training batches (e.g. Shapley dropout's held
 :class:`ImageDataModule`, through ``trainer.datamodule``. :class:`DataModule` holds each split as
 uint8 tensors and normalises them once on the training device; a process-level cache
 (:data:`_CACHE`) makes a worker that runs many jobs (the basic launcher, a joblib worker, a Slurm
-task) read, split and normalise each dataset once (docs/bench_data.md).
+task) read, split and normalise each dataset once (docs/bench_harness.md, "end to end").
 """
 
 from __future__ import annotations
