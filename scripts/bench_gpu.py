@@ -25,10 +25,9 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from bench_harness import ROOT, config, machine, write_section
+from bench_harness import ROOT, attach, config, machine, write_section
 from bench_workers import job_overrides, sweep
 from dropout_lab.data import TensorBatches
-from dropout_lab.dropout import attach
 from dropout_lab.errors import ConfigError
 from dropout_lab.models import LeNet5
 from dropout_lab.models.resnet import resnet18

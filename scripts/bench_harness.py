@@ -37,7 +37,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from dropout_lab.data import TensorBatches
-from dropout_lab.dropout import attach
+from dropout_lab.dropout import attach  # the scripts under scripts/ take attach from here (one import to move)
 from dropout_lab.module import fast_kwargs
 from dropout_lab.train import train
 

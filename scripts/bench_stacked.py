@@ -26,9 +26,8 @@ from hydra.utils import instantiate
 from scipy import stats
 from torch.func import functional_call, stack_module_state, vmap
 
-from bench_harness import ROOT, config, evaluate, machine, write_section
+from bench_harness import ROOT, attach, config, evaluate, machine, write_section
 from dropout_lab.data import TensorBatches
-from dropout_lab.dropout import attach
 
 
 def members(cfg, k: int) -> list[torch.nn.Module]:
