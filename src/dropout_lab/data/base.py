@@ -13,7 +13,7 @@ import contextlib
 import io
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -185,7 +185,7 @@ class DataModule(pl.LightningDataModule):
 
     def _key(self) -> tuple:
         """Everything that changes the uint8 split tensors."""
-        subset = tuple(sorted(self.subset.items())) if isinstance(self.subset, dict) else self.subset
+        subset = tuple(sorted(dict(self.subset).items())) if isinstance(self.subset, Mapping) else self.subset
         return self.cls.__name__, self.root, self.val_fraction, self.split_seed, subset
 
     def _split(self) -> dict[str, tuple[Tensor, Tensor]]:
