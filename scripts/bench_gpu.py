@@ -86,6 +86,11 @@ def epoch(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], batch
     return samples / (time.perf_counter() - start), peak
 
 
+def rate(x: float) -> str:
+    """A throughput for the table: whole numbers from 10 up, two significant digits below (tiny CPU runs)."""
+    return f"{x:.0f}" if x >= 10 else f"{x:.2g}"
+
+
 def lenet5_standard() -> torch.nn.Module:
     model = LeNet5()
     attach(model, config(Path("."), ["dropout=standard"]).dropout)
@@ -108,14 +113,14 @@ def main() -> None:
     for bf16 in (False, True):
         speed, peak = epoch(lenet5_standard(), data, 128, bf16)
         rows.append(f"| LeNet5 + standard dropout, {source}, {len(data[1])} samples, batch 128, {'bf16 autocast' if bf16 else 'fp32'}: "
-                    f"samples/s (epoch s) | {speed:.0f} ({len(data[1]) / speed:.2f}) |")
+                    f"samples/s (epoch s) | {rate(speed)} ({len(data[1]) / speed:.2f}) |")
     if device.type == "cuda":
         rows.append("| host syncs inside the training step (set_sync_debug_mode('error')) | 0 (none raised) |")
         rows.append(f"| peak GPU memory of the LeNet5 bf16 epoch (model, optimizer, activations; + CUDA context ~0.5 GB), GB | {peak / 2**30:.2f} |")
     cifar = (torch.randn(n_cifar, 3, 32, 32, device=device), torch.randint(0, 10, (n_cifar,), device=device))
     speed, _ = epoch(resnet18(num_classes=10, in_channels=3, image_size=32), cifar, cifar_batch, bf16=True, channels_last=True)
     rows.append(f"| ResNet-18, CIFAR-shaped random tensors, {n_cifar} samples, batch {cifar_batch}, bf16 + channels_last: samples/s (epoch s) | "
-                f"{speed:.0f} ({n_cifar / speed:.1f}) |")
+                f"{rate(speed)} ({n_cifar / speed:.1f}) |")
     jobs, per_gpu = (2, [1]) if args.tiny else (args.sweep_jobs, [1, 4, 8])
     if source != "MNIST":
         rows.append("| flagship-shaped sweep | skipped: no MNIST files (set DROPOUT_LAB_DATA) |")
@@ -125,8 +130,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for k in per_gpu:
                 rate = sweep(k * gpus, jobs, overrides, Path(tmp) / f"k{k}")
-                rows.append(f"| flagship-shaped sweep (LeNet5 + standard, MNIST, 1 epoch), {jobs} jobs, {k} job(s) per "
-                            f"{'GPU' if device.type == 'cuda' else 'CPU worker set'}: jobs/h | {rate:.0f} |")
+                where = f"{k} job(s) per GPU" if device.type == "cuda" else f"{k} worker(s) on the CPU"
+                rows.append(f"| flagship-shaped sweep (LeNet5 + standard, MNIST, 1 epoch), {jobs} jobs, {where}: jobs/h | {rate:.0f} |")
     command = f"python scripts/bench_gpu.py --device {args.device}" + (" --tiny" if args.tiny else "")
     write_section(args.out, f"{device.type}{' (tiny)' if args.tiny else ''}", f"{machine()}; `{command}`", rows)
 
