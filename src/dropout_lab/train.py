@@ -83,8 +83,9 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
         logger.log_hyperparams(flat_hparams(cfg), {key: 0.0 for key in declared})
     callbacks = [DropoutController(methods, datamodule.num_train), history,
                  ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0)]
-    if cfg.trainer.get("enable_progress_bar", True):  # Lightning's default redraws 100 times a second (docs/bench_step.md)
-        callbacks.append(RichProgressBar(refresh_rate=2))
+    # Lightning's default redraws 100 times a second; teardown waits for one redraw period (0.5 s at 2/s, twice a job)
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(RichProgressBar(refresh_rate=10))
     extra = cfg.get("callbacks") or {}
     if extra.get("activation_variance"):
         callbacks.append(ActivationVariance(int(extra.get("activation_samples", 32))))
