@@ -16,7 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from torch import nn
 
 from dropout_lab import launch
@@ -83,9 +83,9 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
         logger.log_hyperparams(flat_hparams(cfg), {key: 0.0 for key in declared})
     callbacks = [DropoutController(methods, datamodule.num_train), history,
                  ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0)]
-    # Lightning's default redraws 100 times a second; teardown waits for one redraw period (0.5 s at 2/s, twice a job)
+    # Lightning's default (rich) redraws 100 times a second in a thread, and teardown waits a redraw period (0.5 s at 2/s, twice a job)
     if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(RichProgressBar(refresh_rate=10))
+        callbacks.append(TQDMProgressBar(refresh_rate=50))
     extra = cfg.get("callbacks") or {}
     if extra.get("activation_variance"):
         callbacks.append(ActivationVariance(int(extra.get("activation_samples", 32))))
