@@ -165,8 +165,10 @@ def accuracy(dataset: str, model: str, epochs: int, out: Path) -> None:
 def write(out: Path, header: str, rows: list[str], append: bool) -> None:
     print("\n".join(rows))
     out.parent.mkdir(parents=True, exist_ok=True)
-    if append and out.exists():
-        out.write_text(out.read_text() + rows[-1] + "\n")
+    if append and out.exists():  # the new row goes below the table's last row (notes under the table stay last)
+        lines = out.read_text().rstrip("\n").split("\n")
+        last = max(i for i, line in enumerate(lines) if line.startswith("| "))
+        out.write_text("\n".join([*lines[:last + 1], rows[-1], *lines[last + 1:]]) + "\n")
     else:
         out.write_text(header + "\n\n" + "\n".join(rows) + "\n")
     print(f"wrote {out}")
@@ -175,7 +177,8 @@ def write(out: Path, header: str, rows: list[str], append: bool) -> None:
 def machine() -> str:
     """One line naming the machine (CPU, cores this process may use, torch version, GPU if any)."""
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    return f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}{gpu}"
+    return (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}{gpu}, "
+            f"load average {os.getloadavg()[0]:.1f} at the end (other jobs on the machine)")
 
 
 def write_section(out: Path, title: str, header: str, rows: list[str]) -> None:

@@ -4,7 +4,7 @@ Methods that need data outside the training batches (e.g. Shapley dropout's held
 :class:`ImageDataModule`, through ``trainer.datamodule``. :class:`DataModule` holds each split as
 uint8 tensors and normalises them once on the training device; a process-level cache
 (:data:`_CACHE`) makes a worker that runs many jobs (the basic launcher, a joblib worker, a Slurm
-task) read, split and normalise each dataset once (docs/bench_data.md).
+task) read, split and normalise each dataset once (docs/bench_harness.md, "end to end").
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import contextlib
 import io
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -185,7 +185,7 @@ class DataModule(pl.LightningDataModule):
 
     def _key(self) -> tuple:
         """Everything that changes the uint8 split tensors."""
-        subset = tuple(sorted(self.subset.items())) if isinstance(self.subset, dict) else self.subset
+        subset = tuple(sorted(dict(self.subset).items())) if isinstance(self.subset, Mapping) else self.subset
         return self.cls.__name__, self.root, self.val_fraction, self.split_seed, subset
 
     def _split(self) -> dict[str, tuple[Tensor, Tensor]]:

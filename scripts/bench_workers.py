@@ -1,0 +1,73 @@
+"""Workers that scale: jobs/h of one sweep with 1 and with 2 ``gpu_pool`` workers on the CPU (issue 12 item 4).
+
+    python scripts/bench_workers.py [--jobs 24] [--workers 1 2] [--epochs 1] [--subset 0]
+
+Each setting runs ``python train.py -m hydra/launcher=gpu_pool hydra.launcher.n_jobs=W seed=0,...,J-1`` (LeNet5
++ standard dropout on MNIST, batch 128, ``--epochs`` epochs; ``--subset N`` caps every split at N samples for a
+quick check) in a fresh process and times it from launch to exit, so worker start-up, the per-worker data
+read and every job's fixed cost count. Each worker gets ``cores // W`` torch threads (``launch.place_job``).
+Goal: 2 workers >= 1.6x the jobs/h of 1 worker on a 2-core machine. Writes docs/bench_workers.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_harness import ROOT, machine, write_section
+
+
+def sweep(workers: int, jobs: int, overrides: list[str], sweep_dir: Path, env: dict | None = None) -> float:
+    """Run ``jobs`` jobs (seeds 0..jobs-1) through ``gpu_pool`` with ``workers`` workers; return jobs per hour.
+
+    Raises:
+        RuntimeError: if the sweep fails or a job's metrics.json does not say ``status: ok``.
+    """
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=gpu_pool", f"hydra.launcher.n_jobs={workers}",
+           f"hydra.sweep.dir={sweep_dir}", "trainer.enable_progress_bar=false", f"seed={','.join(map(str, range(jobs)))}", *overrides]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    summaries = [json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")]
+    if proc.returncode or len(summaries) != jobs or any(s["status"] != "ok" for s in summaries):
+        raise RuntimeError(f"sweep with {workers} workers failed (rc {proc.returncode}, {len(summaries)} summaries):\n{proc.stderr[-3000:]}")
+    return jobs * 3600 / seconds
+
+
+def job_overrides(epochs: int, subset: int) -> list[str]:
+    """The flagship-shaped job: LeNet5 + standard dropout, MNIST, ``epochs`` epochs, optional subset."""
+    out = ["model=lenet5", "dropout=standard", "dataset=mnist", f"trainer.max_epochs={epochs}"]
+    return out + ([f"dataset.subset={subset}"] if subset else [])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=24)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--subset", type=int, default=0, help="cap each split at N samples (0: full MNIST)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_workers.md")
+    args = parser.parse_args()
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for workers in args.workers:
+            rates[workers] = sweep(workers, args.jobs, job_overrides(args.epochs, args.subset), Path(tmp) / f"w{workers}")
+            print(f"{workers} worker(s): {rates[workers]:.0f} jobs/h", flush=True)
+    base = rates[args.workers[0]]
+    rows = ["| workers | jobs/h | vs 1 worker (goal: 2 workers >= 1.6x) |", "| --- | --- | --- |"]
+    rows += [f"| {w} | {r:.0f} | {r / base:.2f}x |" for w, r in rates.items()]
+    command = (f"python scripts/bench_workers.py --jobs {args.jobs} --workers {' '.join(map(str, args.workers))} --epochs {args.epochs}"
+               + (f" --subset {args.subset}" if args.subset else ""))
+    write_section(args.out, f"{args.jobs} jobs, {args.epochs} epoch(s), subset {args.subset or 'none'}",
+                  f"LeNet5 + standard dropout, MNIST, batch 128, hydra/launcher=gpu_pool, torch threads per worker = cores // workers; "
+                  f"{machine()}; `{command}`", rows)
+
+
+if __name__ == "__main__":
+    main()
