@@ -1,13 +1,13 @@
 """Training throughput (samples/s) of each backbone on real Fashion-MNIST batches.
 
-Each model is composed from the real configs (``model=<key> dataset=fashion_mnist``, seed 004's Adadelta),
+Each model is composed from the real configs (``model=<key> dataset=fashion_mnist``, source 004's Adadelta),
 built with :func:`dropout_lab.train.build_model`, and trained for ``--warmup`` untimed then ``--steps`` timed
 optimizer steps (forward, cross-entropy, backward, step) on batches sliced from the in-memory training tensors.
 On a GPU every model runs in the four settings precision {fp32, bf16-mixed} x channels_last {off, on}; on a
 CPU in fp32 only. Prints a Markdown table and writes it to ``--out``.
 
     flock /tmp/dropout-lab-cpu.lock python scripts/bench_backbones.py --steps 5 --batch-size 32
-    python scripts/bench_backbones.py --steps 50 --batch-size 128 --image-size 224   # on a GPU, seed 004's size
+    python scripts/bench_backbones.py --steps 50 --batch-size 128 --image-size 224   # on a GPU, source 004's size
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Harness vs bare PyTorch loop over the same in-memory tensors, same model, split and optimizer.
 
     python scripts/bench_harness.py speed [--rounds 3] [--batches 200]
-        Training samples/s, harness vs bare loop, at LeNet5 MNIST batch 128 and at seed 003's MLP 2x100
+        Training samples/s, harness vs bare loop, at LeNet5 MNIST batch 128 and at source 003's MLP 2x100
         batch 32 (rounds alternate bare/harness in one process so machine noise hits both alike; median of
         the per-round ratios). The bare loop uses ``torch.optim.Adam(params, lr)`` as a user writes it
         and, second reference, the harness's fused kernel. Section "speed" of docs/bench_harness.md.
@@ -43,7 +43,7 @@ from dropout_lab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"LeNet5, batch 128": ["model=lenet5", "dataset.batch_size=128"],
-            "MLP 2x100, batch 32 (seed 003)": ["model=mlp", "model.hidden_sizes=[100,100]", "dataset.batch_size=32"]}
+            "MLP 2x100, batch 32 (source 003)": ["model=mlp", "model.hidden_sizes=[100,100]", "dataset.batch_size=32"]}
 
 
 def config(out: Path, extra: list[str]):

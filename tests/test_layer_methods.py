@@ -1,5 +1,5 @@
 """Layer-level methods without a file of their own, grouped per method: standard, spatial, gaussian,
-none, adaptive, maxdropout, biased, flipover, sector (and the seed-003 variants), against their
+none, adaptive, maxdropout, biased, flipover, sector (and the source-003 variants), against their
 papers: unbiasedness, realised drop fraction and p_eq, structure, eval identity, gradients.
 Tolerances come from tests/tolerance.py (binomial / normal standard errors at fixed seeds)."""
 

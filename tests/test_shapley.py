@@ -107,7 +107,7 @@ def test_heldout_batch_comes_from_the_datamodule_interface():
 
 @pytest.mark.slow
 def test_cli_training_with_resized_inputs(tmp_path):
-    """``train.py dropout=shapley dataset.image_size=32`` (seed 004's 32 px setting) trains and tests."""
+    """``train.py dropout=shapley dataset.image_size=32`` (source 004's 32 px setting) trains and tests."""
     proc = run_cli([*SMOKE, "dropout=shapley", "dataset.image_size=32", "dropout.update_every=3", "dropout.permutations=2",
                     f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

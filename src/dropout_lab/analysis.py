@@ -1,4 +1,4 @@
-"""Measurements taken beside training: seed 003's activation variance per dropout site, and
+"""Measurements taken beside training: source 003's activation variance per dropout site, and
 Monte-Carlo dropout evaluation (Gal & Ghahramani 2016) with calibration."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ EVAL_METRICS = ("test/nll", "test/ece", "test/mc_acc", "test/mc_nll", "test/mc_e
 class ActivationVariance(pl.Callback):
     """Per-site activation variance on a fixed validation batch, after every training epoch.
 
-    Seed 003's ``ActivationVarianceLogger`` (methods.md §13): the first ``samples`` validation
+    Source 003's ``ActivationVarianceLogger`` (methods.md §13): the first ``samples`` validation
     inputs go through the network in eval mode (dropout off, as Keras ``predict``); a forward hook on
     every :class:`~dropout_lab.dropout.sites.Site` captures the activation arriving there, shape
     (S, F) or (S, C, H, W), and the callback logs
@@ -34,7 +34,7 @@ class ActivationVariance(pl.Callback):
     per-epoch ``history`` of ``metrics.json``.
 
     Args:
-        samples: size of the fixed validation batch (seed 003: 32).
+        samples: size of the fixed validation batch (source 003: 32).
     """
 
     def __init__(self, samples: int = 32) -> None:

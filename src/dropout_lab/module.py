@@ -17,7 +17,7 @@ from dropout_lab.dropout.base import DropoutMethod, overrides
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two optimizer groups: weight matrices and conv kernels with ``weight_decay``, biases and
-    normalisation parameters (1-D tensors) without, as Keras' kernel regularisers in seed 003 do;
+    normalisation parameters (1-D tensors) without, as Keras' kernel regularisers in source 003 do;
     one group when ``weight_decay`` is 0 (the same update, one fused kernel call instead of two).
 
     Note: with SGD and Adam this is L2 in the gradient (decay term ``weight_decay * w``; Keras' l2(λ)

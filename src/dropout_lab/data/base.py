@@ -133,7 +133,7 @@ class DataModule(pl.LightningDataModule):
         root: data root in torchvision's layout (``~`` expanded).
         num_classes, in_channels: the label and input shape (read by the model config).
         image_size: side of the images the model sees (None: the files' side); batches are resized to it
-            on the device when it differs from the files' side (seed 004 feeds AlexNet/SqueezeNet 224x224).
+            on the device when it differs from the files' side (source 004 feeds AlexNet/SqueezeNet 224x224).
         mean, std: per-channel normalisation constants of the training set.
         batch_size: training batch size; evaluation uses ``eval_batch_size``.
         val_fraction: fraction of the training file held out for validation.

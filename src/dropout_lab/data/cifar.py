@@ -13,7 +13,7 @@ from dropout_lab.data.base import DataModule
 
 class CIFARDataModule(DataModule):
     """CIFAR-10/100 as normalised in-memory tensors on the training device, with a seeded validation split
-    (45k/5k/10k with ``val_fraction=0.1``, seed 004) and batch-wise augmentation on the device (seed 004:
+    (45k/5k/10k with ``val_fraction=0.1``, source 004) and batch-wise augmentation on the device (source 004:
     horizontal flip, 4-pixel padded random crop and Cutout; :class:`~dropout_lab.data.augment.BatchTransform`).
 
     Args: as :class:`~dropout_lab.data.base.DataModule`, with ``torchvision_class`` ``CIFAR10`` or

@@ -31,7 +31,7 @@ class Flowers102DataModule(pl.LightningDataModule):
         name: config name (``flowers102``), used in messages.
         root: data root holding ``flowers-102/`` (``jpg/``, ``imagelabels.mat``, ``setid.mat``).
         num_classes, in_channels: 102 and 3 (read by the model config).
-        image_size: side of the square crops the model sees (224 by default; seed 004 used 32 for ResNets).
+        image_size: side of the square crops the model sees (224 by default; source 004 used 32 for ResNets).
         mean, std: per-channel normalisation constants.
         batch_size, eval_batch_size: training and evaluation batch sizes.
         num_workers: DataLoader worker processes (``fork`` context, so it works inside joblib workers).

@@ -13,7 +13,7 @@ from dropout_lab.data.base import DataModule
 
 class MNISTDataModule(DataModule):
     """A torchvision MNIST-family dataset (``MNIST``, ``FashionMNIST``, ``KMNIST``) in memory, 54k/6k/10k
-    with ``val_fraction=0.1`` (seed 004's split).
+    with ``val_fraction=0.1`` (source 004's split).
 
     Args: as :class:`~dropout_lab.data.base.DataModule`; ``root`` holds ``<torchvision_class>/raw``.
 

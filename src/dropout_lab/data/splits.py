@@ -15,7 +15,7 @@ def permutation(n: int, seed: int) -> Tensor:
 
 def train_val_indices(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """Split range(n) into (train, val) index tensors: the first round(val_fraction * n) entries of a
-    seeded permutation are the validation set (MNIST: 54,000 / 6,000 with 0.1, as seed 004).
+    seeded permutation are the validation set (MNIST: 54,000 / 6,000 with 0.1, as source 004).
 
     Raises:
         ValueError: if val_fraction is not in [0, 1).

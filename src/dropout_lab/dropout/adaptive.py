@@ -1,4 +1,4 @@
-"""Adaptive (importance-EMA) dropout: seed 001, slide 4, with its rates turned into a sampled,
+"""Adaptive (importance-EMA) dropout: source 001, slide 4, with its rates turned into a sampled,
 unbiased per-unit mask. Nearest paper: Ba & Frey, "Adaptive dropout for training deep neural
 networks", NIPS 2013 ("standout": units with larger activations are kept more often).
 Method page: docs/methods/adaptive.md."""
@@ -15,7 +15,7 @@ from dropout_lab.dropout.units import per_unit
 class AdaptiveDropout(DropoutMethod):
     """Per-unit drop rates that fall with each unit's running importance; identity in eval.
 
-    Each training forward (seed 001, slide 4, then anchoring and clipping, see
+    Each training forward (source 001, slide 4, then anchoring and clipping, see
     docs/methods/adaptive.md):
 
     1. importance EMA (buffer ``importance``, shape (F,), initialised to 1):

@@ -1,6 +1,6 @@
 """Biased dropout: Poernomo & Kang, "Biased Dropout and Crossmap Dropout: Learning towards effective
 Dropout regularization in convolutional neural network", Neural Networks 104:60-67, 2018 (two
-groups by activation magnitude, the low group dropped more). Also seed 003's continuous variant,
+groups by activation magnitude, the low group dropped more). Also source 003's continuous variant,
 :class:`BiasedSeed003`. Method page: docs/methods/biased.md."""
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class BiasedDropout(LiveUnitRecording):
 
 
 class BiasedSeed003(LiveUnitRecording):
-    """Seed 003's continuous biased dropout (not the paper's two groups): per sample, min-max normalise
+    """Source 003's continuous biased dropout (not the paper's two groups): per sample, min-max normalise
     the activations, ``z = (a - min a) / (max a - min a)``; drop each unit with ``p_i = p (1 - z_i)`` and
     scale survivors by ``1 / (1 - p_i)``; identity in eval. Unbiased per element; the smallest unit is
     dropped with probability ``p``, the largest never, so the mean rate ``mean(p_i)`` is below ``p``.

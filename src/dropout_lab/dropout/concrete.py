@@ -1,6 +1,6 @@
 """Concrete dropout: Gal, Hron & Kendall, "Concrete Dropout", NeurIPS 2017, arXiv:1705.07832,
 (the relaxed Bernoulli mask and the KL regulariser of the dropout probability);
-reference code yaringal/ConcreteDropout. Not seed 001's snippet (docs/methods/concrete.md lists its
+reference code yaringal/ConcreteDropout. Not source 001's snippet (docs/methods/concrete.md lists its
 bugs). Method page: docs/methods/concrete.md."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ class CurriculumDropout(StandardDropout):
     = gamma T = 64: the rate is within 1 % of ``p`` after 7 % of the run (ln 100 / 64), whatever the
     run length. A fixed per-step gamma would not reach ``p`` in a short run (gamma T = 0.16 gives
     p(T) = 0.15 p). ``t`` is Lightning's ``global_step``, read in ``on_train_batch_start`` so the
-    schedule survives a resume; before the first hook call t = 0 (no dropout). Not seed 001's linear
+    schedule survives a resume; before the first hook call t = 0 (no dropout). Not source 001's linear
     per-epoch ramp. Eval is the identity; with ``mc_sampling`` the last scheduled rate is used.
 
     Args:

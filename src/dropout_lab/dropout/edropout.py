@@ -1,5 +1,5 @@
 """EDropout: Salehinejad & Valaee, "EDropout: Energy-Based Dropout and Pruning of Deep Neural
-Networks", IEEE TNNLS 33(10), 2022, arXiv:2006.04270 (seed 004); docs/methods/edropout.md.
+Networks", IEEE TNNLS 33(10), 2022, arXiv:2006.04270 (source 004); docs/methods/edropout.md.
 
 A model-level method: one population of binary *pruning states* for the whole network, one bit per
 channel at each conv site and per unit at each fc site. After a warm-up (a fraction of the planned
@@ -171,12 +171,12 @@ class EDropout(DropoutMethod):
     evolving, and P is its last best state.
 
     Args:
-        p: initial drop probability: population bits start Bernoulli(1 - p) (seed 004: 0.5). With
+        p: initial drop probability: population bits start Bernoulli(1 - p) (source 004: 0.5). With
             p = 0 every state is all ones and the evolution cannot leave it.
         site: a :class:`SiteSpec` named ``model`` with D = ``num_features`` (built by :meth:`attach`).
         layout: (site, slice of the state) per occupied site (built by :meth:`attach`).
-        num_states: population size S (seed 004: 8; at least 4 for the DE mutation).
-        threshold: early-convergence threshold in epochs (seed 004: 100), scaled to the run as above.
+        num_states: population size S (source 004: 8; at least 4 for the DE mutation).
+        threshold: early-convergence threshold in epochs (source 004: 100), scaled to the run as above.
         patience: evolutions without a change of the best state that freeze it once the threshold is
             reached (>= 1; the reference looks at the last ~10 batches).
         mutation: DE factor F in [0, 1] (reference: 0.9).

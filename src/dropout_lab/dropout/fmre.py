@@ -1,4 +1,4 @@
-"""Feature-map reconstruction error dropout (seed 000 "FMRE dynamic dropout"). Criterion after ThiNet:
+"""Feature-map reconstruction error dropout (source 000 "FMRE dynamic dropout"). Criterion after ThiNet:
 Luo, Wu & Lin, "ThiNet: A Filter Level Pruning Method for Deep Neural Network Compression", ICCV 2017,
 arXiv:1707.06342, §3.2 eq. (2)-(5): a channel matters as much as the next layer's output changes
 when it is removed (docs/methods/fmre.md)."""

@@ -1,4 +1,4 @@
-"""Gradient-driven dynamic dropout (seed 000 "gradient dynamic dropout"; closest paper: Yang & Chen,
+"""Gradient-driven dynamic dropout (source 000 "gradient dynamic dropout"; closest paper: Yang & Chen,
 "Dynamic DropConnect: Enhancing Neural Network Robustness through Adaptive Edge Dropping Strategies",
 arXiv:2502.19948, 2025, which sets per-weight rates from |dL/dW|). Harness form (docs/methods/grad_dynamic.md):
 unit/channel level, rates from the magnitude of the loss gradient at the site's output."""

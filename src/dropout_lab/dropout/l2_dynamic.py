@@ -1,4 +1,4 @@
-"""L2-norm dynamic dropout (seed 000 "L2 dynamic dropout"; related: Gomez et al., "Learning Sparse
+"""L2-norm dynamic dropout (source 000 "L2 dynamic dropout"; related: Gomez et al., "Learning Sparse
 Networks Using Targeted Dropout", arXiv:1905.13678, 2019, which drops low-norm units; docs/methods/l2_dynamic.md)."""
 
 from __future__ import annotations

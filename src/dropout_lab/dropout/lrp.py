@@ -1,4 +1,4 @@
-"""LRP-guided dropout (seed 002: "Enhancing Generalization in Neural Networks: Innovations in Dropout
+"""LRP-guided dropout (source 002: "Enhancing Generalization in Neural Networks: Innovations in Dropout
 Techniques with Sector-wise and LRP-guided Approaches", csulb-datascience/Sector-wise-and-LRP-guided):
 after each parameter update, Layer-wise Relevance Propagation scores every unit and the top-p fraction
 by absolute relevance is dropped at the next step. Relevance: the LRP-epsilon rule of Bach et al.,
@@ -90,7 +90,7 @@ def site_relevance(model: nn.Module, sites: Sequence[nn.Module], x: Tensor, y: T
 
 class LRPDropout(SharedPass, DropoutMethod):
     """Drop the top-p fraction of units (fc) or channels (conv) by |LRP relevance|, recomputed after
-    each update (seed 002).
+    each update (source 002).
 
     Algorithm: at ``on_train_batch_end`` of every ``update_every``-th step (after the optimizer
     step, so relevance is that of the updated weights, used from the next step on; the paper's rule

@@ -1,6 +1,6 @@
 """MaxDropout: Santos, Colombo, Roder & Papa, "MaxDropout: Deep Neural Network Regularization Based on
 Maximum Output Values", ICPR 2020, arXiv:2007.13723 (Algorithm 1); reference code
-cfsantos/MaxDropout-torch ``model/MaxDropout.py``. Also seed 003's "MaxDropout", a different method
+cfsantos/MaxDropout-torch ``model/MaxDropout.py``. Also source 003's "MaxDropout", a different method
 kept as :class:`MaxKeepSeed003`. Method page: docs/methods/maxdropout.md."""
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class MaxDropout(DropoutMethod):
 
 
 class MaxKeepSeed003(DropoutMethod):
-    """Seed 003's "MaxDropout" (not the paper's): with probability ``p`` per sample keep only the
+    """Source 003's "MaxDropout" (not the paper's): with probability ``p`` per sample keep only the
     sample's maximum element(s), zero everything else and divide the kept value(s) by their count;
     otherwise pass the sample unchanged. Identity in eval.
 

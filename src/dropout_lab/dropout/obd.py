@@ -1,4 +1,4 @@
-"""Optimal Brain Damage dropout (seed 000 "OBD dropout"). Saliency: LeCun, Denker & Solla, "Optimal
+"""Optimal Brain Damage dropout (source 000 "OBD dropout"). Saliency: LeCun, Denker & Solla, "Optimal
 Brain Damage", NIPS 2, 1990, eq. (5)-(7): s_k = h_kk u_k^2 / 2 with the diagonal Hessian h_kk; here
 estimated with Hutchinson's estimator diag(H) = E[v * Hv], v Rademacher (Hutchinson 1990; Bekas, Kokiopoulou
 & Saad 2007), not with the Fisher approximation, which would make it Taylor (docs/methods/obd.md)."""

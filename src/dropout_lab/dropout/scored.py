@@ -1,4 +1,4 @@
-"""Shared machinery of the score-driven (seed 000) dropout methods: a per-unit importance score
+"""Shared machinery of the score-driven (source 000) dropout methods: a per-unit importance score
 becomes a per-unit drop probability (docs/methods/scored.md).
 
 A subclass of :class:`ScoredDropout` only says how to score units; it does one of:

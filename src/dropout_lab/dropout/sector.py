@@ -1,5 +1,5 @@
 """Sector-wise dropout: "Enhancing Generalization in Neural Networks: Innovations in Dropout Techniques
-with Sector-wise and LRP-guided Approaches" (csulb-datascience/Sector-wise-and-LRP-guided, seed 002):
+with Sector-wise and LRP-guided Approaches" (csulb-datascience/Sector-wise-and-LRP-guided, source 002):
 units split into sectors of n, exactly m dropped in each sector, survivors scaled by n / (n - m).
 Method page: docs/methods/sector.md."""
 

@@ -1,4 +1,4 @@
-"""Neuron Shapley dropout (seed 000): unit/channel importance = Neuron Shapley value, estimated by
+"""Neuron Shapley dropout (source 000): unit/channel importance = Neuron Shapley value, estimated by
 truncated Monte-Carlo permutation sampling on a held-out batch (Ghorbani & Zou, "Neuron Shapley:
 Discovering the Responsible Neurons", NeurIPS 2020, arXiv:2002.09815, sec. 2-3, Algorithm 1 without the
 bandit stage), fed into the score -> rate map of :class:`~dropout_lab.dropout.scored.ScoredDropout`;

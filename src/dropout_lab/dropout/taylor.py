@@ -1,4 +1,4 @@
-"""First-order Taylor importance dropout (seed 000 "Taylor expansion dropout"). Criterion: Molchanov,
+"""First-order Taylor importance dropout (source 000 "Taylor expansion dropout"). Criterion: Molchanov,
 Tyree, Karras, Aila & Kautz, "Pruning Convolutional Neural Networks for Resource Efficient Inference",
 ICLR 2017, arXiv:1611.06440, eq. (8) (|mean over positions of a * dL/da|, averaged over examples);
 see also Molchanov et al., "Importance Estimation for Neural Network Pruning", CVPR 2019,

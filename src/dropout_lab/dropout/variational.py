@@ -1,6 +1,6 @@
 """Variational (shared-mask) dropout: Gal & Ghahramani, "A Theoretically Grounded Application of
 Dropout in Recurrent Neural Networks", NeurIPS 2016, arXiv:1512.05287, sec. 3-4 (one mask per
-sequence, reused at every time step); seed 001's temporal dropout, slide 14.
+sequence, reused at every time step); source 001's temporal dropout, slide 14.
 Method page: docs/methods/variational.md."""
 
 from __future__ import annotations

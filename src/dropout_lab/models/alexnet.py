@@ -22,7 +22,7 @@ class AlexNet(TorchvisionAlexNet):
     Args:
         num_classes: output logits.
         in_channels: input channels; the first conv is rebuilt for values other than 3.
-        image_size: input side in pixels; at least 63 (seed 004 resizes to 224: ``dataset.image_size=224``).
+        image_size: input side in pixels; at least 63 (source 004 resizes to 224: ``dataset.image_size=224``).
 
     Shapes: (N, in_channels, image_size, image_size) -> (N, num_classes).
 

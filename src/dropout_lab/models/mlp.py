@@ -1,5 +1,5 @@
 """The fully connected nets of the dropout paper (Srivastava et al., JMLR 15, 2014, sec. 6.1.1,
-Table 2) and of seed 003's five MNIST experiments."""
+Table 2) and of source 003's five MNIST experiments."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class MLP(nn.Module):
 
     Dropout sites (all ``fc``): ``sites.0`` on the input if ``input_dropout`` (784 units for MNIST),
     then one after each hidden layer (``hidden_dropout: all``) or after the first one only
-    (``hidden_dropout: first``, seed 003's "input_first_hidden").
+    (``hidden_dropout: first``, source 003's "input_first_hidden").
 
     Args:
         num_classes: output logits.

@@ -2,7 +2,7 @@
 built from torchvision's own ``ResNet``/``BasicBlock``/``Bottleneck``, with dropout sites and a small-input stem.
 
 The small-input ("CIFAR") stem replaces the 7x7 stride-2 conv and the max-pool by one 3x3 stride-1 conv, as in
-the paper's CIFAR section (Sec. 4.2) and seed 004's reference (``resnet18`` on 32x32 inputs): stage maps are then
+the paper's CIFAR section (Sec. 4.2) and source 004's reference (``resnet18`` on 32x32 inputs): stage maps are then
 32/16/8/4 pixels for 32x32 inputs (28/14/7/4 for 28x28) instead of 8/4/2/1.
 """
 
@@ -54,7 +54,7 @@ class ResNet(TorchvisionResNet):
             + max-pool) or ``auto`` (``cifar`` up to 64 pixels, else ``imagenet``).
         block_sites: also a conv site ``layer<s>.<b>.drop`` inside every residual block, between the
             block's first conv (after its BatchNorm and ReLU; ``prev``) and its second conv (``next``),
-            where EDropout's reference places state bits on every block (seed 004): pruning those
+            where EDropout's reference places state bits on every block (source 004): pruning those
             channels can remove nearly all block conv weights, so the paper's ~50 % parameter reduction is
             reachable (the three stage-level sites reach at most 36.9 % on ResNet-18; docs/methods/edropout.md).
             The state dict is unchanged (sites hold no parameters).

@@ -24,7 +24,7 @@ class SqueezeNet(TorchvisionSqueezeNet):
         num_classes: output logits.
         in_channels: input channels; the first conv is rebuilt (Kaiming-uniform, zero bias, as torchvision
             initialises its convs) for values other than 3.
-        image_size: input side in pixels; at least 17 (maps of 13/6/3/1 at 28x28; seed 004 resizes to 224).
+        image_size: input side in pixels; at least 17 (maps of 13/6/3/1 at 28x28; source 004 resizes to 224).
 
     Shapes: (N, in_channels, image_size, image_size) -> (N, num_classes).
 
