@@ -103,7 +103,7 @@ def test_kmnist_fixture_through_torchvision(tmp_path, cfg_factory):
 def test_cifar_fixture_through_torchvision(name, cls, num_classes, tmp_path, cfg_factory, no_md5):
     n = 20 if cls is torchvision.datasets.CIFAR10 else 100  # CIFAR-10 has 5 training batches, CIFAR-100 one file
     write_cifar(tmp_path, cls, n, num_classes, np.random.default_rng(1))
-    cfg = cfg_factory([f"dataset={name}", f"data_root={tmp_path}", "dataset.batch_size=16"])
+    cfg = cfg_factory([f"dataset={name}", f"data_root={tmp_path}", "dataset.batch_size=16", "dataset.image_size=32"])  # the files' side
     dm = instantiate(cfg.dataset)
     assert isinstance(dm, CIFARDataModule)
     dm.setup()
