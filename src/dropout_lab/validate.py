@@ -173,7 +173,6 @@ RANGES: dict[str, Check] = {
     "dropout.max_rate": exactly(None, "5p/3") | RATE,
     "dropout.eps": NONNEGATIVE,
     "dropout.flip_factor": POSITIVE,
-    "dropout.gamma": POSITIVE,       # curriculum: decay rate per step
     "dropout.decay": POSITIVE,       # curriculum: decay over the planned run (gamma x steps)
     "dropout.max_mask_elements": COUNT,
     "dropout.heldout": COUNT,
