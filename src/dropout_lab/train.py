@@ -52,6 +52,7 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     else:  # one hparams session per run: a resumed run keeps the one written at its start
         for logger in loggers:  # HParams session with the sweep's columns; no placeholder points
             hparams.log_session(logger, cfg)
+    # history first: its training clock stops before the controller's epoch-end stats logging
     callbacks = [history, DropoutController(methods, datamodule.num_train),
                  *checkpoints.checkpoint_callbacks(folder, best=checkpoints.BEST in (keep, test_on))]
     extra = cfg.get("callbacks") or {}
