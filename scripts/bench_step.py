@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import sys
 import threading
 import tempfile
@@ -57,7 +58,7 @@ def recording_ops(cfg) -> float:
     (recording the drop fraction, the method wrapper), summed over sites; inputs captured from a real batch."""
     from dropout_lab.dropout.base import DropoutMethod
 
-    model = instantiate(cfg.model)
+    model = instantiate_model(cfg.model)
     attach(model, cfg.dropout)
     sites = [m for m in model.modules() if isinstance(m, DropoutMethod)]
     inputs = {}
@@ -97,13 +98,17 @@ def counted(run) -> tuple[collections.Counter, int]:
 
 def per_step(side: str, overrides: list[str], tmp: Path) -> tuple[collections.Counter, float]:
     """Per-step counts of ``side``: ``bare``, ``bare_fused`` or ``harness``."""
-    def job(steps: int, i: int):
-        cfg = config(tmp / f"{side}{steps}-{i}", [*overrides, f"trainer.max_steps={steps}", "trainer.limit_val_batches=0",
-                                                   "trainer.limit_test_batches=1", "trainer.enable_progress_bar=true"])
-        return (lambda: train(cfg)) if side == "harness" else (lambda: bare(cfg, steps, fused=side == "bare_fused"))
+    folders = itertools.count()
 
-    job(SHORT, 0)()  # warm-up: imports, the data cache, lazy initialisation
-    (short, calls_short), (long, calls_long) = counted(job(SHORT, 1)), counted(job(LONG, 1))
+    def job(steps: int):
+        def run():  # a fresh job folder per run: train() refuses to overwrite a finished job
+            cfg = config(tmp / f"{side}{steps}-{next(folders)}", [*overrides, f"trainer.max_steps={steps}", "trainer.limit_val_batches=0",
+                                                                  "trainer.limit_test_batches=1", "trainer.enable_progress_bar=true"])
+            train(cfg) if side == "harness" else bare(cfg, steps, fused=side == "bare_fused")
+        return run
+
+    job(SHORT)()  # warm-up: imports, the data cache, lazy initialisation
+    (short, calls_short), (long, calls_long) = counted(job(SHORT)), counted(job(LONG))
     diff = collections.Counter({k: (long[k] - short[k]) / (LONG - SHORT) for k in long | short})
     return diff, (calls_long - calls_short) / (LONG - SHORT)
 

@@ -95,6 +95,16 @@ class Classifier(pl.LightningModule):
         self.variant_acc = nn.ModuleDict({name: MulticlassAccuracy(num_classes, average="micro") for name in self.variants})
         self.variant_loss = nn.ModuleDict({name: MeanMetric() for name in self.variants})
 
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning names the running hook in ``_current_fx_name`` before and after every hook call, about 45
+        # times a training step; nn.Module.__setattr__'s parameter/buffer/submodule checks make each ~2.8 us
+        # on CPU (docs/bench_harness.md). The name is a str or None, never a tensor or module: store it as
+        # nn.Module would, directly.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
@@ -110,9 +120,8 @@ class Classifier(pl.LightningModule):
         x, y = batch
         logits = self.model(x)
         loss = F.cross_entropy(logits, y)
-        with torch.no_grad():
-            self.train_loss_sum.add_(loss, alpha=len(y))
-            self.train_correct.add_((logits.argmax(1) == y).sum())
+        self.train_loss_sum.add_(loss.detach(), alpha=len(y))
+        self.train_correct.add_((logits.argmax(1) == y).sum())
         self.train_samples += len(y)
         for method in self.regularised:
             reg = method.extra_loss(self.dataset_size)

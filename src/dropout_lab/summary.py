@@ -73,7 +73,8 @@ class History(pl.Callback):
     Attributes:
         epochs: one dict per validation epoch with ``epoch``, ``step``, ``val/acc``, ``val/loss`` and
             any ``train/*``, ``dropout/*`` and ``actvar/*`` metric logged so far.
-        train_seconds: wall time spent in training batches (validation and test excluded), seconds.
+        train_seconds: wall time spent in training batches (validation, test and the other callbacks'
+            epoch-end logging excluded: train.py lists this callback first), seconds.
         train_samples: training samples processed.
         first_step_time: ``time.time()`` at the first training batch (for start-up latency).
     """

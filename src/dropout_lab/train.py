@@ -23,6 +23,7 @@ from dropout_lab.config import attach, build_model, split_config
 from dropout_lab.dropout.controller import DropoutController
 from dropout_lab.loggers import close, instantiate_loggers, log_metrics
 from dropout_lab.module import Classifier
+from dropout_lab.profilers import trainer_profiler
 from dropout_lab.summary import History, build_summary, write_summary
 from dropout_lab.validate import validate
 
@@ -51,13 +52,15 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     else:  # one hparams session per run: a resumed run keeps the one written at its start
         for logger in loggers:  # HParams session with the sweep's columns; no placeholder points
             hparams.log_session(logger, cfg)
-    callbacks = [DropoutController(methods, datamodule.num_train), history,
+    # history first: its training clock stops before the controller's epoch-end stats logging
+    callbacks = [history, DropoutController(methods, datamodule.num_train),
                  *checkpoints.checkpoint_callbacks(folder, best=checkpoints.BEST in (keep, test_on))]
     extra = cfg.get("callbacks") or {}
     if extra.get("activation_variance"):
         callbacks.append(ActivationVariance(int(extra.get("activation_samples", 32))))
     callbacks += instantiate_callbacks(extra, progress_bar=cfg.trainer.get("enable_progress_bar", True))
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=checkpoints.trainer_plugins())
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=checkpoints.trainer_plugins(),
+                                      profiler=trainer_profiler(cfg.trainer))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)  # Ctrl-C: Lightning raises SystemExit
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     # a job killed after its last epoch resumes with nothing left to fit: take the restored best
