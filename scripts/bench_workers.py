@@ -1,12 +1,15 @@
 """Workers that scale: jobs/h of one sweep with 1 and with 2 ``gpu_pool`` workers on the CPU (issue 12 item 4).
 
-    python scripts/bench_workers.py [--jobs 24] [--workers 1 2] [--epochs 1] [--subset 0]
+    python scripts/bench_workers.py [--jobs 24] [--settings 1x1 2x1 1x2] [--epochs 1] [--subset 0]
 
-Each setting runs ``python train.py -m hydra/launcher=gpu_pool hydra.launcher.n_jobs=W seed=0,...,J-1`` (LeNet5
-+ standard dropout on MNIST, batch 128, ``--epochs`` epochs; ``--subset N`` caps every split at N samples for a
-quick check) in a fresh process and times it from launch to exit, so worker start-up, the per-worker data
-read and every job's fixed cost count. Each worker gets ``cores // W`` torch threads (``launch.place_job``).
-Goal: 2 workers >= 1.6x the jobs/h of 1 worker on a 2-core machine. Writes docs/bench_workers.md.
+A setting ``WxT`` runs ``python train.py -m hydra/launcher=gpu_pool hydra.launcher.n_jobs=W threads=T seed=0,...,J-1``
+(LeNet5 + standard dropout on MNIST, batch 128, ``--epochs`` epochs; ``--subset N`` caps every split at N samples
+for a quick check) in a fresh process and times it from launch to exit, so worker start-up, the per-worker data
+read and every job's fixed cost count. ``T`` is the torch threads per job (``threads``; ``WxA`` leaves it to
+``launch.torch_threads``, cores // W). Goal (issue 12): 2 workers >= 1.6x the jobs/h of 1 worker on a 2-core
+machine, at equal threads per job (``2x1`` vs ``1x1``); the table also gives ``1x2`` (one worker using both
+cores, the default for 1 worker): two threads already speed one job up (its row against ``1x1``), so against
+it no compute-bound job can reach 1.6x with 2 cores. Writes docs/bench_workers.md.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from bench_harness import ROOT, machine, write_section
 
 def sweep(workers: int, jobs: int, overrides: list[str], sweep_dir: Path, env: dict | None = None) -> float:
     """Run ``jobs`` jobs (seeds 0..jobs-1) through ``gpu_pool`` with ``workers`` workers; return jobs per hour.
+    ``overrides`` may set ``threads`` (torch threads per job).
 
     Raises:
         RuntimeError: if the sweep fails or a job's metrics.json does not say ``status: ok``.
@@ -32,7 +36,7 @@ def sweep(workers: int, jobs: int, overrides: list[str], sweep_dir: Path, env: d
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=gpu_pool", f"hydra.launcher.n_jobs={workers}",
            f"hydra.sweep.dir={sweep_dir}", "trainer.enable_progress_bar=false", f"seed={','.join(map(str, range(jobs)))}", *overrides]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "DROPOUT_LAB_LOCK_DIR": str(sweep_dir.parent), **(env or {})}, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     summaries = [json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")]
     if proc.returncode or len(summaries) != jobs or any(s["status"] != "ok" for s in summaries):
@@ -46,27 +50,35 @@ def job_overrides(epochs: int, subset: int) -> list[str]:
     return out + ([f"dataset.subset={subset}"] if subset else [])
 
 
+def setting(text: str) -> tuple[int, str]:
+    """``"2x1"`` -> (2 workers, ``threads=1``); ``"1xA"`` -> (1, auto: cores // workers)."""
+    workers, threads = text.lower().split("x")
+    return int(workers), threads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=24)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--settings", nargs="+", default=["1x1", "2x1", "1x2"], help="WxT: W workers, T torch threads per job (A: auto)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--subset", type=int, default=0, help="cap each split at N samples (0: full MNIST)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_workers.md")
     args = parser.parse_args()
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for workers in args.workers:
-            rates[workers] = sweep(workers, args.jobs, job_overrides(args.epochs, args.subset), Path(tmp) / f"w{workers}")
-            print(f"{workers} worker(s): {rates[workers]:.0f} jobs/h", flush=True)
-    base = rates[args.workers[0]]
-    rows = ["| workers | jobs/h | vs 1 worker (goal: 2 workers >= 1.6x) |", "| --- | --- | --- |"]
-    rows += [f"| {w} | {r:.0f} | {r / base:.2f}x |" for w, r in rates.items()]
-    command = (f"python scripts/bench_workers.py --jobs {args.jobs} --workers {' '.join(map(str, args.workers))} --epochs {args.epochs}"
+        for text in args.settings:
+            workers, threads = setting(text)
+            extra = [] if threads == "a" else [f"threads={threads}"]
+            rates[text] = sweep(workers, args.jobs, job_overrides(args.epochs, args.subset) + extra, Path(tmp) / text)
+            print(f"{text}: {rates[text]:.0f} jobs/h", flush=True)
+    base = rates[args.settings[0]]
+    rows = [f"| workers x threads per job | jobs/h | vs {args.settings[0]} (goal: 2x1 >= 1.6x 1x1) |", "| --- | --- | --- |"]
+    rows += [f"| {text} | {r:.0f} | {r / base:.2f}x |" for text, r in rates.items()]
+    command = (f"python scripts/bench_workers.py --jobs {args.jobs} --settings {' '.join(args.settings)} --epochs {args.epochs}"
                + (f" --subset {args.subset}" if args.subset else ""))
-    write_section(args.out, f"{args.jobs} jobs, {args.epochs} epoch(s), subset {args.subset or 'none'}",
-                  f"LeNet5 + standard dropout, MNIST, batch 128, hydra/launcher=gpu_pool, torch threads per worker = cores // workers; "
-                  f"{machine()}; `{command}`", rows)
+    write_section(args.out, f"{args.jobs} jobs, {args.epochs} epoch(s), subset {args.subset or 'none'}, settings {' '.join(args.settings)}",
+                  f"LeNet5 + standard dropout, MNIST, batch 128, hydra/launcher=gpu_pool, one fresh sweep per setting, timed from "
+                  f"launch to exit; {machine()}; `{command}`", rows)
 
 
 if __name__ == "__main__":

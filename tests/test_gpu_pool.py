@@ -54,3 +54,20 @@ def test_mps_detected_from_its_control_pipe(tmp_path, monkeypatch):
     assert not launch.mps_active()
     (tmp_path / "control").touch()
     assert launch.mps_active()
+
+
+def test_joblib_workers_split_the_cores_unless_threads_is_set(gpus, tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    gpus(0, 0, cores=2)
+    monkeypatch.setenv("DROPOUT_LAB_LOCK_DIR", str(tmp_path))
+    monkeypatch.setattr(launch, "_claim", None)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+    calls: list[int] = []
+    joblib = OmegaConf.create({"launcher": {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}})
+    assert launch.place_job(OmegaConf.create({"threads": None}), joblib) == {"slot": 0, "threads": 1}
+    assert launch.place_job(OmegaConf.create({"threads": 2}), joblib)["threads"] == 2  # 1 worker vs 2 at equal threads
+    assert calls == [1, 2]
+    basic = OmegaConf.create({"launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}})
+    assert launch.place_job(OmegaConf.create({"threads": 2}), basic) == {}  # train() applies it there
+    assert launch.torch_threads(OmegaConf.create({"threads": None})) == 2

@@ -178,15 +178,22 @@ def check_multirun(cfg: DictConfig) -> None:
             "hydra/launcher=gpu_pool or hydra/launcher=slurm, or run multi-GPU training as a single run without -m.")
 
 
+def torch_threads(cfg: DictConfig, n_jobs: int = 1) -> int:
+    """Torch CPU threads for one job: ``cfg.threads`` when set, else ``max(1, cores // n_jobs)`` (``cores``:
+    ``os.sched_getaffinity``), so that ``n_jobs`` jobs of one worker each do not oversubscribe the cores.
+    ``threads`` compares 1 worker with 2 at equal threads per job (``scripts/bench_workers.py``)."""
+    return int(cfg.get("threads") or max(1, len(os.sched_getaffinity(0)) // n_jobs))
+
+
 def place_job(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
     """Set up a job for its launcher before training; return what was decided (for the log).
 
     Under the joblib launcher (``hydra/launcher=gpu_pool`` or ``joblib``) the worker claims a slot
     (:func:`claim_slot`, ``n_jobs`` slots) and, with GPUs, trains on GPU ``slot % n_gpus`` only
     (``trainer.devices=[i]``, ``trainer.accelerator=gpu``; with several jobs per GPU the result says whether
-    CUDA MPS is active, :func:`mps_active`); in both cases it limits torch to ``max(1, cores // n_jobs)``
-    threads so that n_jobs jobs do not oversubscribe the cores.
-    Other launchers are left alone (Slurm isolates GPUs itself).
+    CUDA MPS is active, :func:`mps_active`); in both cases it sets torch's threads to
+    :func:`torch_threads` (``cores // n_jobs`` unless ``threads`` is set).
+    Other launchers are left alone (Slurm isolates GPUs itself); ``train`` applies an explicit ``threads`` there.
     """
     target = str(hydra_cfg.launcher.get("_target_", ""))
     if not target.endswith("JoblibLauncher"):
@@ -194,18 +201,16 @@ def place_job(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
     import torch
 
     n_jobs = int(hydra_cfg.launcher.n_jobs)
-    cores = len(os.sched_getaffinity(0))
-    n_jobs = cores if n_jobs < 1 else n_jobs  # joblib's -1 = all cores
+    n_jobs = len(os.sched_getaffinity(0)) if n_jobs < 1 else n_jobs  # joblib's -1 = all cores
     gpus = torch.cuda.device_count()
     slot, gpu = claim_slot(n_jobs, gpus)
+    threads = torch_threads(cfg, n_jobs)
+    torch.set_num_threads(threads)  # on GPUs too: the CPU side of each job must not oversubscribe either
     if gpu >= 0:
         OmegaConf.update(cfg, "trainer.accelerator", "gpu", force_add=True)
         OmegaConf.update(cfg, "trainer.devices", [gpu], force_add=True)
         sharing = -(-n_jobs // gpus)
-        torch.set_num_threads(max(1, cores // n_jobs))  # the CPU side of each job: no oversubscription either
-        return {"slot": slot, "gpu": gpu, "jobs_per_gpu": sharing} | ({"mps": mps_active()} if sharing > 1 else {})
-    threads = max(1, cores // n_jobs)
-    torch.set_num_threads(threads)
+        return {"slot": slot, "gpu": gpu, "jobs_per_gpu": sharing, "threads": threads} | ({"mps": mps_active()} if sharing > 1 else {})
     return {"slot": slot, "threads": threads}
 
 

@@ -117,7 +117,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     written. After the job the checkpoints ``keep_checkpoint`` does not name are deleted. In a
     multirun the job is first checked (:func:`~dropout_lab.launch.check_multirun`) and placed on its
     worker's GPU / CPU threads (:func:`~dropout_lab.launch.place_job`), after the config passed
-    :func:`~dropout_lab.validate.validate`.
+    :func:`~dropout_lab.validate.validate`. An explicit ``threads`` sets torch's CPU threads in any run.
 
     Returns:
         the final metrics (``val/acc_best``, ``test/acc``, ...), accuracies as fractions.
@@ -140,13 +140,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     history, start = History(), time.time()
     try:
         validate(cfg)
-        if HydraConfig.initialized():
-            hydra_cfg = HydraConfig.get()
-            if hydra_cfg.mode == RunMode.MULTIRUN:
-                launch.check_multirun(cfg)
-                placed = launch.place_job(cfg, hydra_cfg)
-                if placed:
-                    log.info("worker placement: %s", placed)
+        placed = {}
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            launch.check_multirun(cfg)
+            placed = launch.place_job(cfg, HydraConfig.get())
+        if not placed and cfg.get("threads"):  # a single run or a non-joblib launcher
+            torch.set_num_threads(launch.torch_threads(cfg))
+            placed = {"threads": launch.torch_threads(cfg)}
+        if placed:
+            log.info("worker placement: %s", placed)
         metrics = fit(cfg, history)
     except BaseException as err:
         status = "failed" if isinstance(err, Exception) else "interrupted"
