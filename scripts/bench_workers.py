@@ -1,6 +1,6 @@
 """Workers that scale: jobs/h of one sweep with 1 and with 2 ``gpu_pool`` workers on the CPU (issue 12 item 4).
 
-    python scripts/bench_workers.py [--jobs 24] [--settings 1x1 2x1 1x2] [--epochs 1] [--subset 0]
+    python scripts/bench_workers.py [--jobs 24] [--settings 1x1 2x1 1x2] [--epochs 1] [--subset 0] [--bare]
 
 A setting ``WxT`` runs ``python train.py -m hydra/launcher=gpu_pool hydra.launcher.n_jobs=W threads=T seed=0,...,J-1``
 (LeNet5 + standard dropout on MNIST, batch 128, ``--epochs`` epochs; ``--subset N`` caps every split at N samples
@@ -9,7 +9,10 @@ read and every job's fixed cost count. ``T`` is the torch threads per job (``thr
 ``launch.torch_threads``, cores // W). Goal (issue 12): 2 workers >= 1.6x the jobs/h of 1 worker on a 2-core
 machine, at equal threads per job (``2x1`` vs ``1x1``); the table also gives ``1x2`` (one worker using both
 cores, the default for 1 worker): two threads already speed one job up (its row against ``1x1``), so against
-it no compute-bound job can reach 1.6x with 2 cores. Writes docs/bench_workers.md.
+it no compute-bound job can reach 1.6x with 2 cores. ``--bare`` first measures that ceiling without the
+harness: training samples/s of the bare loop (``bench_harness.bare_loop``, LeNet5 + standard, batch 128, 150
+batches) in 1 process with 1 and with 2 threads and in 2 processes at once with 1 thread each.
+Writes docs/bench_workers.md.
 """
 
 from __future__ import annotations
@@ -50,6 +53,33 @@ def job_overrides(epochs: int, subset: int) -> list[str]:
     return out + ([f"dataset.subset={subset}"] if subset else [])
 
 
+def bare_rate(threads: int) -> None:
+    """Child of ``--bare``: print the bare loop's training samples/s with ``threads`` torch threads (JSON)."""
+    import torch
+    from bench_harness import bare_loop, config
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = config(Path(tmp), ["model=lenet5", "dropout=standard", "dataset=mnist", "dataset.batch_size=128"])
+        rate, _ = bare_loop(cfg, epochs=1, max_batches=150)
+    print(json.dumps({"samples_per_s": rate}))
+
+
+def bare_ceiling() -> list[str]:
+    """Rows: the bare loop's samples/s in 1 process x 1 thread, 1 x 2 threads and 2 processes x 1 thread at once."""
+    def run(processes: int, threads: int) -> float:
+        cmd = [sys.executable, __file__, "--bare-child", str(threads)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+        outs = [proc.communicate()[0] for proc in procs]
+        if any(proc.returncode for proc in procs):
+            raise RuntimeError(f"bare loop child failed: {outs}")
+        return sum(json.loads(out.strip().splitlines()[-1])["samples_per_s"] for out in outs)
+    rates = {(1, 1): run(1, 1), (1, 2): run(1, 2), (2, 1): run(2, 1)}
+    rows = ["| processes x threads | training samples/s (all processes) | vs 1x1 |", "| --- | --- | --- |"]
+    return rows + [f"| {n}x{t} | {r:.0f} | {r / rates[1, 1]:.2f}x |" for (n, t), r in rates.items()]
+
+
 def setting(text: str) -> tuple[int, str]:
     """``"2x1"`` -> (2 workers, ``threads=1``); ``"1xA"`` -> (1, auto: cores // workers)."""
     workers, threads = text.lower().split("x")
@@ -63,7 +93,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--subset", type=int, default=0, help="cap each split at N samples (0: full MNIST)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_workers.md")
+    parser.add_argument("--bare", action="store_true", help="first measure the bare loop's 2-core ceiling")
+    parser.add_argument("--bare-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_child:
+        return bare_rate(args.bare_child)
+    command = (f"python scripts/bench_workers.py{' --bare' if args.bare else ''} --jobs {args.jobs} --settings {' '.join(args.settings)} --epochs {args.epochs}"
+               + (f" --subset {args.subset}" if args.subset else ""))
+    if args.bare:
+        write_section(args.out, "Ceiling: the bare loop on 2 cores", f"bench_harness.bare_loop, LeNet5 + standard dropout, MNIST, batch 128, "
+                      f"150 batches per process; {machine()}; `{command}`", bare_ceiling())
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         for text in args.settings:
@@ -74,8 +113,6 @@ def main() -> None:
     base = rates[args.settings[0]]
     rows = [f"| workers x threads per job | jobs/h | vs {args.settings[0]} (goal: 2x1 >= 1.6x 1x1) |", "| --- | --- | --- |"]
     rows += [f"| {text} | {r:.0f} | {r / base:.2f}x |" for text, r in rates.items()]
-    command = (f"python scripts/bench_workers.py --jobs {args.jobs} --settings {' '.join(args.settings)} --epochs {args.epochs}"
-               + (f" --subset {args.subset}" if args.subset else ""))
     write_section(args.out, f"{args.jobs} jobs, {args.epochs} epoch(s), subset {args.subset or 'none'}, settings {' '.join(args.settings)}",
                   f"LeNet5 + standard dropout, MNIST, batch 128, hydra/launcher=gpu_pool, one fresh sweep per setting, timed from "
                   f"launch to exit; {machine()}; `{command}`", rows)
