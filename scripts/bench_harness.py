@@ -178,7 +178,7 @@ def machine() -> str:
     """One line naming the machine (CPU, cores this process may use, torch version, GPU if any)."""
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     return (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}{gpu}, "
-            f"load average {os.getloadavg()[0]:.1f} at the end (other jobs on the machine)")
+            f"load average {os.getloadavg()[0]:.1f} at the end (the benchmark's own processes included)")
 
 
 def write_section(out: Path, title: str, header: str, rows: list[str]) -> None:
