@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from dropout_lab.report import write_report
+from dropout_lab.report import candidates, differences, finished_runs, load_jobs, write_report
 
 TARGETS = {"none": "dropout_lab.dropout.NoDropout", "standard": "dropout_lab.dropout.standard.StandardDropout",
            "gaussian": "dropout_lab.dropout.gaussian.GaussianDropout", "spatial": "dropout_lab.dropout.spatial.SpatialDropout"}
@@ -174,3 +174,21 @@ def test_hparams_spec_declares_every_swept_column_and_metric(tmp_path):
     assert "dropout.block_size" not in one_method_arg["hparams"] and swept_arg["hparams"]["dropout.block_size"] == [3, 5]
     merged = merge_specs(build_spec(cfgs[:1]), build_spec(cfgs[1:]))  # a second sweep into the same folder
     assert merged["hparams"]["method"] == ["none", "standard"] and merged["metrics"] == spec["metrics"]
+
+
+def test_difference_from_standard_only_where_standard_has_company(tmp_path):
+    """Blocks holding `standard` alone (source 003's five MLPs each run one method) get no column, and a sweep
+    without any such comparison writes no heat map and no accuracy-against-rate plot."""
+    for seed in range(3):
+        job(tmp_path, "standard", 0.5, seed, val=0.90, test=0.90)
+        job(tmp_path, "gaussian", 0.5, seed, val=0.90, test=0.92)
+        job(tmp_path, "standard", 0.5, seed, val=0.80, test=0.80, dataset="fashion_mnist")
+    runs, _ = finished_runs(load_jobs(tmp_path))
+    diff = differences(candidates(runs))
+    assert list(diff.columns) == ["mnist / lenet5"] and diff.loc["gaussian"].iloc[0] == pytest.approx(2.0)
+    alone = tmp_path / "alone"
+    for seed in range(3):
+        job(alone, "standard", 0.5, seed, val=0.80, test=0.80)
+    written = write_report(alone)
+    assert alone / "diff_from_standard.png" not in written and alone / "acc_vs_rate_mnist_lenet5.png" not in written
+    assert alone / "leaderboard_mnist_lenet5.png" in written

@@ -436,39 +436,43 @@ def make_plots(sweep: Path, chosen: pd.DataFrame, cand: pd.DataFrame, ranks: dic
     for block, sub in cand.groupby(BLOCK, dropna=False):
         sel = sub[sub["selected"]].sort_values("test_mean")
         name, title = safe_name(*[b for b in block if b]), _title(block)
-        # leaderboard: methods sorted, mean and 95 % CI, baselines marked
+        # leaderboard: methods sorted, mean and 95 % CI, baselines (and a source's anchor) marked
         fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(sel)))
         colours = ["black" if m == "none" else "tab:red" if m == "standard" else "tab:blue" for m in sel["method"]]
         y = np.arange(len(sel))
         for i, (mean, ci, colour) in enumerate(zip(100 * sel["test_mean"], 100 * sel["test_ci"], colours)):
             ax.errorbar(mean, i, xerr=None if pd.isna(ci) else ci, fmt="o", color=colour, capsize=3)
         ax.set_yticks(y, [f"{_label(r)} (p={_p(r['p'])}, n={r['n']})" for _, r in sel.iterrows()], fontsize=8)
+        anchored = sel["anchor"].notna().to_numpy()
+        if anchored.any():  # a source's reported test accuracy (``anchor``, e.g. experiment=seed003_mlp)
+            ax.plot(100 * sel["anchor"][anchored], y[anchored], "x", color="tab:green", ms=8, label="source's reported accuracy")
         for m, style in (("standard", "--"), ("none", ":")):
             if (sel["method"] == m).any():
                 ax.axvline(100 * sel.loc[sel["method"] == m, "test_mean"].iloc[0], color="tab:red" if m == "standard" else "black",
                            ls=style, lw=1, label=f"{m} (baseline)")
         ax.set(xlabel="test accuracy (%), mean and 95 % CI over seeds", title=f"{title}: p selected on validation")
-        ax.legend(loc="lower right", fontsize=7)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)  # outside: it must not cover a point
         written.append(_save(fig, inside(sweep, safe_name("leaderboard", name) + ".png")))
-        # accuracy against the realised rate
+        # accuracy against the realised rate (not for a block of baselines only: nothing to compare)
         rate = _rate_column(sub)
         others = [m for m in sel["method"][::-1] if m not in BASELINES]
-        fig, axes = _figure(len(_panels(others)))
-        for ax, methods in zip(axes, _panels(others)):
-            for m, colour, marker in zip(methods, COLORS, MARKERS):
-                pts = sub[(sub["method"] == m) & sub[rate].notna()].sort_values(rate)
-                for _, part in pts.groupby("args", dropna=False):
-                    ax.errorbar(100 * part[rate], 100 * part["test_mean"], yerr=100 * part["test_ci"].fillna(0), color=colour,
-                                marker=marker, capsize=2, label=_label(part.iloc[0]))
-            ref = sub[sub["method"] == "standard"].sort_values(rate)
-            if len(ref):
-                ax.plot(100 * ref[rate], 100 * ref["test_mean"], color="k", ls="--", marker="x", lw=1, label="standard (all p)")
-            if (sub["method"] == "none").any():
-                ax.axhline(100 * sub.loc[sub["method"] == "none", "test_mean"].iloc[0], color="gray", ls=":", lw=1, label="none")
-            ax.set(xlabel=f"realised rate: {'p_eq' if rate == 'p_eq' else 'drop fraction'} over training (%)", ylabel="test accuracy (%)")
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-        fig.suptitle(f"{title}: test accuracy at every p against the realised rate († p is not a drop probability)", fontsize=9)
-        written.append(_save(fig, inside(sweep, safe_name("acc_vs_rate", name) + ".png")))
+        if others:
+            fig, axes = _figure(len(_panels(others)))
+            for ax, methods in zip(axes, _panels(others)):
+                for m, colour, marker in zip(methods, COLORS, MARKERS):
+                    pts = sub[(sub["method"] == m) & sub[rate].notna()].sort_values(rate)
+                    for _, part in pts.groupby("args", dropna=False):
+                        ax.errorbar(100 * part[rate], 100 * part["test_mean"], yerr=100 * part["test_ci"].fillna(0), color=colour,
+                                    marker=marker, capsize=2, label=_label(part.iloc[0]))
+                ref = sub[sub["method"] == "standard"].sort_values(rate)
+                if len(ref):
+                    ax.plot(100 * ref[rate], 100 * ref["test_mean"], color="k", ls="--", marker="x", lw=1, label="standard (all p)")
+                if (sub["method"] == "none").any():
+                    ax.axhline(100 * sub.loc[sub["method"] == "none", "test_mean"].iloc[0], color="gray", ls=":", lw=1, label="none")
+                ax.set(xlabel=f"realised rate: {'p_eq' if rate == 'p_eq' else 'drop fraction'} over training (%)", ylabel="test accuracy (%)")
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+            fig.suptitle(f"{title}: test accuracy at every p against the realised rate († p is not a drop probability)", fontsize=9)
+            written.append(_save(fig, inside(sweep, safe_name("acc_vs_rate", name) + ".png")))
         # validation accuracy and loss at the selected choice, the baselines in every panel
         mine = chosen[(chosen[BLOCK] == pd.Series(block, index=BLOCK)).all(axis=1)]
         labels = {r["method"]: f"{_label(r)} p={_p(r['p'])}" for _, r in sel.iterrows()}
@@ -488,17 +492,28 @@ def make_plots(sweep: Path, chosen: pd.DataFrame, cand: pd.DataFrame, ranks: dic
     return written
 
 
-def _heatmap(sweep: Path, cand: pd.DataFrame) -> Path | None:
-    """Selected test accuracy minus ``standard``'s, methods x blocks, each column on its own
-    symmetric diverging scale (±its largest |difference|), values written in the cells."""
-    import matplotlib.pyplot as plt
-
+def differences(cand: pd.DataFrame) -> pd.DataFrame:
+    """Selected test accuracy minus ``standard``'s in points, methods x blocks (block titles), rows sorted
+    by their mean difference; only the blocks that have ``standard`` and another method, and only the
+    methods present in one of them (empty if there is no such block: source 003's five MLPs each run one
+    method)."""
     sel = cand[cand["selected"]].assign(block=lambda d: d[BLOCK].apply(lambda r: _title(tuple(r)), axis=1))
     table = sel.pivot_table(index="method", columns="block", values="test_mean")
     if "standard" not in table.index:
-        return None
+        return table.iloc[:0, :0]
     diff = 100 * (table - table.loc["standard"])
-    diff = diff.loc[diff.mean(axis=1).sort_values(ascending=False).index]
+    diff = diff.loc[:, diff.drop(index="standard").notna().any()].dropna(how="all")
+    return diff.loc[diff.mean(axis=1).sort_values(ascending=False).index] if diff.shape[1] else diff.iloc[:0, :0]
+
+
+def _heatmap(sweep: Path, cand: pd.DataFrame) -> Path | None:
+    """The :func:`differences` table as a heat map, each column on its own symmetric diverging scale
+    (±its largest |difference|), values written in the cells; None without a block to compare."""
+    import matplotlib.pyplot as plt
+
+    diff = differences(cand)
+    if diff.empty:
+        return None
     scale = diff.abs().max().replace(0, 1)
     fig, ax = plt.subplots(figsize=(2.5 + 1.6 * diff.shape[1], 1.5 + 0.3 * len(diff)))
     ax.imshow((diff / scale).to_numpy(dtype=float), aspect="auto", cmap="RdBu", vmin=-1, vmax=1)
