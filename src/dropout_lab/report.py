@@ -14,8 +14,10 @@ Reads every job's ``metrics.json`` (written by :func:`dropout_lab.train.train`) 
   blocks, labelled as per-run ranks; whether ``none`` overfits (validation loss
   rising over the last third); failed, unfinished, unreadable and duplicate jobs;
 * ``summary.csv`` (every method x setting x p with its selection flag), ``jobs.csv``, ``tests.csv``;
-* PNGs: ``leaderboard_*``, ``acc_vs_rate_*``, ``val_acc_*``, ``val_loss_*`` (small multiples of at most
-  :data:`PANEL` methods), ``diff_from_standard.png``, ``cd_diagram.png`` and ``cd_diagram_per_run.png``.
+* PNGs: ``leaderboard_*`` (with a source's ``anchor`` accuracy where a preset sets one), ``acc_vs_rate_*``
+  (blocks with a method besides the baselines), ``val_acc_*``, ``val_loss_*`` (small multiples of at most
+  :data:`PANEL` methods), ``diff_from_standard.png`` (blocks holding ``standard`` and another method),
+  ``cd_diagram.png`` and ``cd_diagram_per_run.png`` (when the Friedman test can be computed).
 
 Nothing here knows the methods, models or datasets. A "setting" is every override that varies across
 the sweep besides method, its arguments, dataset, model and seed (e.g. ``optimizer.weight_decay``);
