@@ -192,3 +192,8 @@ def test_difference_from_standard_only_where_standard_has_company(tmp_path):
     written = write_report(alone)
     assert alone / "diff_from_standard.png" not in written and alone / "acc_vs_rate_mnist_lenet5.png" not in written
     assert alone / "leaderboard_mnist_lenet5.png" in written
+    rates = tmp_path / "rates"  # standard alone but at two rates: its accuracy against the realised rate is the plot
+    for seed in range(3):
+        job(rates, "standard", 0.1, seed, val=0.80, test=0.80)
+        job(rates, "standard", 0.5, seed, val=0.82, test=0.82)
+    assert rates / "acc_vs_rate_mnist_lenet5.png" in write_report(rates)

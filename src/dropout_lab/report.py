@@ -15,7 +15,7 @@ Reads every job's ``metrics.json`` (written by :func:`dropout_lab.train.train`) 
   rising over the last third); failed, unfinished, unreadable and duplicate jobs;
 * ``summary.csv`` (every method x setting x p with its selection flag), ``jobs.csv``, ``tests.csv``;
 * PNGs: ``leaderboard_*`` (with a source's ``anchor`` accuracy where a preset sets one), ``acc_vs_rate_*``
-  (blocks with a method besides the baselines), ``val_acc_*``, ``val_loss_*`` (small multiples of at most
+  (blocks with a method besides the baselines, or ``standard`` at several rates), ``val_acc_*``, ``val_loss_*`` (small multiples of at most
   :data:`PANEL` methods), ``diff_from_standard.png`` (blocks holding ``standard`` and another method),
   ``cd_diagram.png`` and ``cd_diagram_per_run.png`` (when the Friedman test can be computed).
 
@@ -455,10 +455,10 @@ def make_plots(sweep: Path, chosen: pd.DataFrame, cand: pd.DataFrame, ranks: dic
         ax.set(xlabel="test accuracy (%), mean and 95 % CI over seeds", title=f"{title}: p selected on validation")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)  # outside: it must not cover a point
         written.append(_save(fig, inside(sweep, safe_name("leaderboard", name) + ".png")))
-        # accuracy against the realised rate (not for a block of baselines only: nothing to compare)
+        # accuracy against the realised rate: needs a method besides the baselines or `standard` at several rates
         rate = _rate_column(sub)
         others = [m for m in sel["method"][::-1] if m not in BASELINES]
-        if others:
+        if others or (sub["method"] == "standard").sum() > 1:
             fig, axes = _figure(len(_panels(others)))
             for ax, methods in zip(axes, _panels(others)):
                 for m, colour, marker in zip(methods, COLORS, MARKERS):
