@@ -44,6 +44,15 @@ def test_same_seed_gives_identical_metrics_with_deterministic(tmp_path):
     assert other["train/loss"] != runs[0]["train/loss"]
 
 
+def test_threads_sets_torch_threads_in_a_single_run(tmp_path, monkeypatch):
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    train(make_cfg([*SMOKE, "trainer.max_epochs=1", "threads=1"], tmp_path))
+    assert calls[:1] == [1]
+
+
 @pytest.mark.parametrize("p", [1.0, -0.1, 1.5])
 def test_p_outside_unit_interval_is_refused_before_training(p, tmp_path):
     with pytest.raises(ValueError, match=r"dropout\.p=.*: must be a number in \[0, 1\)"):

@@ -145,8 +145,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             launch.check_multirun(cfg)
             placed = launch.place_job(cfg, HydraConfig.get())
         if not placed and cfg.get("threads"):  # a single run or a non-joblib launcher
-            torch.set_num_threads(launch.torch_threads(cfg))
             placed = {"threads": launch.torch_threads(cfg)}
+            torch.set_num_threads(placed["threads"])
         if placed:
             log.info("worker placement: %s", placed)
         metrics = fit(cfg, history)
