@@ -33,13 +33,19 @@ def test_split_is_seeded_disjoint_and_complete():
     assert sorted(torch.cat([train, val]).tolist()) == list(range(1000))
 
 
-def test_subset_takes_first_n_of_each_split(tmp_path):
+def test_subset_takes_a_stratified_prefix_of_each_split(tmp_path):
+    """The subset is drawn from the full split's seeded order, each class in proportion to its share."""
     dm = instantiate(make_cfg(["dataset.subset={train: 300, val: 50, test: 70}"], tmp_path).dataset)
     dm.setup("fit")
     assert {k: len(y) for k, (_, y) in dm.normalised().items()} == {"train": 300, "val": 50, "test": 70}
     full = instantiate(make_cfg([], tmp_path).dataset)
     full.setup("fit")
-    assert torch.equal(dm.normalised()["train"][0], full.normalised()["train"][0][:300])
+    x_sub, y_sub = dm._uint8["train"]
+    x_full, y_full = full._uint8["train"]
+    share = torch.bincount(y_full, minlength=10) / len(y_full)
+    assert (torch.bincount(y_sub, minlength=10) - 300 * share).abs().max() <= 1  # proportional allocation
+    for c in range(10):  # each class's samples are the first of that class in the full split's order
+        assert torch.equal(x_sub[y_sub == c], x_full[y_full == c][: int((y_sub == c).sum())])
 
 
 def test_held_out_batch_is_the_first_samples_preprocessed(tmp_path):
@@ -64,8 +70,8 @@ def test_held_out_batch_is_the_first_samples_preprocessed(tmp_path):
 
 
 def test_data_is_read_split_and_normalised_once_per_process(tmp_path, monkeypatch):
-    """A second job in the same process with the same data settings reuses the tensors; subset is applied
-    before normalising (the normalised subset equals the first rows of the normalised full split)."""
+    """A second job in the same process with the same data settings reuses the tensors, one with another
+    split seed reuses the files; subset is applied before normalising (the normalised subset equals the first rows of the normalised full split)."""
     monkeypatch.setattr(base, "_CACHE", type(base._CACHE)())
     reads = []
     load = MNISTDataModule._load
@@ -78,7 +84,7 @@ def test_data_is_read_split_and_normalised_once_per_process(tmp_path, monkeypatc
     assert first.normalised()["train"][0] is second.normalised()["train"][0]
     other = instantiate(make_cfg(["dataset.subset={train: 100, val: 20, test: 30}", "dataset.split_seed=1"], tmp_path).dataset)
     other.setup()
-    assert reads == [True, False, True, False] and not torch.equal(other.normalised()["val"][1], first.normalised()["val"][1])
+    assert reads == [True, False] and not torch.equal(other.normalised()["val"][1], first.normalised()["val"][1])  # files read once
     x_uint8 = first._uint8["train"][0]
     assert x_uint8.dtype == torch.uint8 and x_uint8.shape == (100, 1, 28, 28)
     torch.testing.assert_close(first.normalised()["train"][0], (x_uint8.float() / 255 - 0.1307) / 0.3081, rtol=0, atol=0)

@@ -7,15 +7,13 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from dropout_lab.dropout.base import DropoutMethod, NoDropout
 from dropout_lab.dropout.sites import Site
+from dropout_lab.module import calibration
 
-#: bins of the expected calibration error (Guo et al. 2017, eq. 3: equal-width confidence bins)
-ECE_BINS = 15
 #: what :func:`evaluate` returns with ``mc_samples`` > 0 (declared to TensorBoard's HParams tab then)
-EVAL_METRICS = ("test/nll", "test/ece", "test/mc_acc", "test/mc_nll", "test/mc_ece")
+EVAL_METRICS = ("test/mc_acc", "test/mc_nll", "test/mc_ece", "test/mc_brier")
 
 
 class ActivationVariance(pl.Callback):
@@ -71,50 +69,38 @@ class ActivationVariance(pl.Callback):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, num_classes: int, mc_samples: int = 0) -> dict[str, float]:
-    """Test accuracy, negative log-likelihood and expected calibration error, deterministic and
-    (with ``mc_samples`` = T > 0) Monte-Carlo.
+def evaluate(model: nn.Module, batches, num_classes: int, mc_samples: int) -> dict[str, float]:
+    """Monte-Carlo dropout test metrics (the deterministic network's are logged by the test loop,
+    :class:`~dropout_lab.module.Classifier`).
 
-    The deterministic pass is the model in eval mode. For MC dropout the model stays in eval mode
-    (BatchNorm uses its running statistics) while every :class:`DropoutMethod` is switched to
-    ``mc_sampling``; the predictive distribution is the mean of T softmax outputs (Gal & Ghahramani,
-    ICML 2016, eq. 8). Without a stochastic method (only ``none``) one pass stands for all T.
+    The model stays in eval mode (BatchNorm uses its running statistics) while every
+    :class:`DropoutMethod` is switched to ``mc_sampling``; the predictive distribution is the mean of T
+    softmax outputs (Gal & Ghahramani, ICML 2016, eq. 8). Without a stochastic method (only ``none``)
+    one pass stands for all T.
 
     Args:
         model: network, (N, C, H, W) -> logits (N, num_classes).
         batches: iterable of (x, y) on the model's device.
         num_classes: classes.
-        mc_samples: T; 0 = deterministic metrics only.
+        mc_samples: T >= 1.
 
     Returns:
-        ``test/nll`` (nats per sample), ``test/ece`` (fraction, ``ECE_BINS`` bins) and, with T > 0,
-        ``test/mc_acc``, ``test/mc_nll``, ``test/mc_ece`` (accuracies as fractions).
+        ``test/mc_acc``, ``test/mc_nll`` (nats per sample), ``test/mc_ece``, ``test/mc_brier``
+        (:func:`~dropout_lab.module.calibration`).
     """
     methods = [m for m in model.modules() if isinstance(m, DropoutMethod)]
     passes = mc_samples if any(not isinstance(m, NoDropout) for m in methods) else min(mc_samples, 1)
     was_training = model.training
     model.eval()
-    probs, mc_probs, labels = [], [], []
+    probs, labels = [], []
     try:
+        for m in methods:
+            m.mc_sampling = True
         for x, y in batches:
-            probs.append(F.softmax(model(x).float(), dim=1))
+            probs.append(torch.stack([F.softmax(model(x).float(), dim=1) for _ in range(passes)]).mean(0))
             labels.append(y)
-            if mc_samples:
-                for m in methods:
-                    m.mc_sampling = True
-                mc_probs.append(torch.stack([F.softmax(model(x).float(), dim=1) for _ in range(passes)]).mean(0))
-                for m in methods:
-                    m.mc_sampling = False
     finally:
         for m in methods:
             m.mc_sampling = False
         model.train(was_training)
-    y = torch.cat(labels)
-
-    def scores(p: Tensor, prefix: str) -> dict[str, float]:
-        return {f"test/{prefix}acc": (p.argmax(1) == y).float().mean().item(),
-                f"test/{prefix}nll": F.nll_loss(p.clamp_min(1e-12).log(), y).item(),
-                f"test/{prefix}ece": multiclass_calibration_error(p, y, num_classes, n_bins=ECE_BINS).item()}
-
-    out = {k: v for k, v in scores(torch.cat(probs), "").items() if k != "test/acc"}  # test/acc comes from the module
-    return out | (scores(torch.cat(mc_probs), "mc_") if mc_samples else {})
+    return {f"test/mc_{k}": v for k, v in calibration(torch.cat(probs), torch.cat(labels), num_classes).items()}

@@ -11,8 +11,34 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.functional.classification import multiclass_calibration_error
 
 from dropout_lab.dropout.base import DropoutMethod, overrides
+
+#: bins of the expected calibration error (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017,
+#: eq. 3: equal-width confidence bins)
+ECE_BINS = 15
+
+
+def calibration(probs: Tensor, y: Tensor, num_classes: int) -> dict[str, float]:
+    """Accuracy, negative log-likelihood, expected calibration error and Brier score of predicted class
+    probabilities.
+
+    Args:
+        probs: (N, num_classes) float, rows summing to 1.
+        y: (N,) int64 labels.
+        num_classes: classes.
+
+    Returns:
+        ``acc`` (fraction), ``nll`` (nats per sample, ``probs`` clamped at 1e-12), ``ece`` (fraction,
+        :data:`ECE_BINS` bins, ``torchmetrics`` ``multiclass_calibration_error``) and ``brier``
+        (mean over samples of sum_k (p_k - 1[k = y])^2, in [0, 2]; Brier, Monthly Weather Review 1950, eq. 1).
+    """
+    onehot = F.one_hot(y, num_classes).to(probs.dtype)
+    return {"acc": (probs.argmax(1) == y).float().mean().item(),
+            "nll": F.nll_loss(probs.clamp_min(1e-12).log(), y).item(),
+            "ece": multiclass_calibration_error(probs, y, num_classes, n_bins=ECE_BINS).item(),
+            "brier": (probs - onehot).pow(2).sum(1).mean().item()}
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -53,8 +79,11 @@ class Classifier(pl.LightningModule):
     """Image classifier with a pluggable dropout method.
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``, ``hp_metric``
-    (= best validation accuracy, for TensorBoard's HParams tab), ``test/loss`` and ``test/acc``;
-    accuracies are fractions in [0, 1]. For every evaluation variant a dropout method exposes
+    (= best validation accuracy, for TensorBoard's HParams tab), and at test time, under
+    :attr:`test_prefix` (``test`` unless the caller sets another, e.g. ``test_best``): ``acc``, ``loss``
+    (mean cross-entropy = NLL), ``ece`` and ``brier`` (:func:`calibration`) of the deterministic network;
+    accuracies are fractions in [0, 1]. After a test, :attr:`test_predictions` holds the per-example
+    predictions: ``pred`` (N,) int16 predicted class and ``p_true`` (N,) float16 probability of the true class. For every evaluation variant a dropout method exposes
     (:meth:`~dropout_lab.dropout.base.DropoutMethod.eval_variants`, e.g. EDropout's ``full``) the test loop
     also evaluates the model inside that variant's context and logs ``test/acc_<name>`` and
     ``test/loss_<name>``; ``test/acc`` and ``val/acc`` are the model in its own eval mode (for EDropout the
@@ -94,6 +123,10 @@ class Classifier(pl.LightningModule):
         self.variants = {name: enter for m in self.methods for name, enter in m.eval_variants().items()}
         self.variant_acc = nn.ModuleDict({name: MulticlassAccuracy(num_classes, average="micro") for name in self.variants})
         self.variant_loss = nn.ModuleDict({name: MeanMetric() for name in self.variants})
+        self.num_classes = num_classes
+        self.test_prefix = "test"
+        self.test_predictions: dict[str, Tensor] = {}
+        self._test_probs: list[tuple[Tensor, Tensor]] = []
 
     def __setattr__(self, name: str, value) -> None:
         # Lightning names the running hook in ``_current_fx_name`` before and after every hook call, about 45
@@ -151,17 +184,29 @@ class Classifier(pl.LightningModule):
         self.val_loss.reset()
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, self.test_acc, self.test_loss)
+        x, y = batch
+        logits = self.model(x)
+        self.test_acc.update(logits, y)
+        self.test_loss.update(F.cross_entropy(logits, y))
+        self._test_probs.append((F.softmax(logits.float(), dim=1), y))
         for name, enter in self.variants.items():
             with enter():
                 self._step(batch, self.variant_acc[name], self.variant_loss[name])
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict({"test/acc": self.test_acc.compute(), "test/loss": self.test_loss.compute()})
+        prefix = self.test_prefix
+        probs, y = (torch.cat(t) for t in zip(*self._test_probs))
+        self._test_probs = []
+        scores = calibration(probs, y, self.num_classes)
+        self.test_predictions = {"pred": probs.argmax(1).to(torch.int16).cpu(),
+                                 "p_true": probs.gather(1, y[:, None]).squeeze(1).to(torch.float16).cpu()}
+        self.log_dict({f"{prefix}/acc": self.test_acc.compute(), f"{prefix}/loss": self.test_loss.compute(),
+                       f"{prefix}/ece": scores["ece"], f"{prefix}/brier": scores["brier"]})
         self.test_acc.reset()
         self.test_loss.reset()
         for name in self.variants:
-            self.log_dict({f"test/acc_{name}": self.variant_acc[name].compute(), f"test/loss_{name}": self.variant_loss[name].compute()})
+            self.log_dict({f"{prefix}/acc_{name}": self.variant_acc[name].compute(),
+                           f"{prefix}/loss_{name}": self.variant_loss[name].compute()})
             self.variant_acc[name].reset()
             self.variant_loss[name].reset()
 

@@ -17,7 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 SUMMARY_FILE = "metrics.json"
 
 #: metrics declared to the HParams plugin (the dashboard shows the latest value of each scalar tag)
-HPARAM_METRICS = ("hp_metric", "val/acc", "val/loss", "test/acc", "test/loss", "dropout/drop_fraction", "dropout/p_eq")
+HPARAM_METRICS = ("hp_metric", "val/acc", "val/loss", "test/acc", "test/loss", "test/ece", "test/brier", "test_best/acc",
+                  "dropout/drop_fraction", "dropout/p_eq")
+#: per-example test predictions of a job (:func:`dropout_lab.train.run_test`)
+PREDICTIONS_FILE = "predictions.npz"
 #: declared too when a method of the sweep has evaluation variants (EDropout: full network F, docs/edropout.md)
 VARIANT_METRICS = ("test/acc_full", "test/loss_full")
 #: dropout config keys that are columns of their own (or not arguments)

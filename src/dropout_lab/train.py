@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -24,7 +25,8 @@ from dropout_lab.dropout.controller import DropoutController
 from dropout_lab.loggers import close, instantiate_loggers, log_metrics
 from dropout_lab.module import Classifier
 from dropout_lab.profilers import trainer_profiler
-from dropout_lab.summary import History, build_summary, write_summary
+from dropout_lab.seeding import INIT, METHOD, ORDER, stream_seed
+from dropout_lab.summary import PREDICTIONS_FILE, History, build_summary, write_summary
 from dropout_lab.validate import validate
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
             hparams.log_session(logger, cfg)
     # history first: its training clock stops before the controller's epoch-end stats logging
     callbacks = [history, DropoutController(methods, datamodule.num_train),
-                 *checkpoints.checkpoint_callbacks(folder, best=checkpoints.BEST in (keep, test_on))]
+                 *checkpoints.checkpoint_callbacks(folder, best=checkpoints.BEST in (keep, test_on) or validates(cfg))]
     extra = cfg.get("callbacks") or {}
     if extra.get("activation_variance"):
         callbacks.append(ActivationVariance(int(extra.get("activation_samples", 32))))
@@ -65,44 +67,77 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     # a job killed after its last epoch resumes with nothing left to fit: take the restored best
     metrics.setdefault("val/acc_best", float(module.val_acc_best.compute()))
-    return metrics | run_test(cfg, trainer, module, datamodule, folder / "best.ckpt" if test_on == checkpoints.BEST else None)
+    best = folder / f"{checkpoints.BEST}.ckpt"
+    return metrics | run_test(cfg, trainer, module, datamodule, best if test_on == checkpoints.BEST else None,
+                              best=best if test_on == checkpoints.LAST else None, predictions=Path(cfg.output_dir) / PREDICTIONS_FILE)
+
+
+def validates(cfg: DictConfig) -> bool:
+    """Whether the run validates (``trainer.limit_val_batches`` is not 0): then the best-validation
+    checkpoint is kept during training and tested beside the last epoch (``test_best/*``)."""
+    limit = cfg.trainer.get("limit_val_batches")
+    return limit is None or float(limit) > 0
 
 
 def build(cfg: DictConfig) -> tuple[Any, Classifier, list]:
     """Seed, then build ``cfg``'s datamodule (set up for ``fit``), model with its dropout methods
     attached, and the :class:`~dropout_lab.module.Classifier`; returns (datamodule, module, methods).
     :func:`fit` and ``eval.py`` (from a job's own ``.hydra/config.yaml``) build the same objects,
-    so a checkpoint's ``state_dict`` loads into them without constructor arguments."""
+    so a checkpoint's ``state_dict`` loads into them without constructor arguments.
+
+    Common random numbers (:mod:`~dropout_lab.seeding`): the datamodule's batch order has its own
+    generator (stream ``order``), the network is built from stream ``init`` and the method is attached
+    and trains on stream ``method`` (torch's global generator from then on), so every method of one
+    seed starts from the same weights and sees the same batches."""
     split_config(cfg.dropout)
-    pl.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.dataset)
+    pl.seed_everything(stream_seed(cfg.seed, INIT), workers=True, verbose=False)
+    datamodule = instantiate(cfg.dataset, order_seed=stream_seed(cfg.seed, ORDER))
     datamodule.setup("fit")
     model = build_model(cfg, datamodule)
     if cfg.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
+    pl.seed_everything(stream_seed(cfg.seed, METHOD), workers=True, verbose=False)
     methods = attach(model, cfg.dropout)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = Classifier(model, instantiate(cfg.optimizer), scheduler, datamodule.num_classes, datamodule.num_train)
     return datamodule, module, methods
 
 
-def run_test(cfg: DictConfig, trainer: pl.Trainer, module: Classifier, datamodule, weights: Path | None = None) -> dict[str, float]:
+def run_test(cfg: DictConfig, trainer: pl.Trainer, module: Classifier, datamodule, weights: Path | None = None,
+             best: Path | None = None, predictions: Path | None = None) -> dict[str, float]:
     """Test ``module`` (with the ``state_dict`` of checkpoint ``weights`` if given, else its current
-    weights): ``test/*`` metrics including each evaluation variant (EDropout's pruned network), then
-    with ``eval.mc_samples`` = T > 0 the Monte-Carlo ones (seeded with ``cfg.seed``, so a re-test
-    gives the same numbers), logged to every ``trainer.loggers``. Returns the metrics as floats.
+    weights): ``test/*`` metrics (accuracy, loss = NLL, ECE, Brier; :class:`~dropout_lab.module.Classifier`)
+    including each evaluation variant (EDropout's pruned network), then with ``eval.mc_samples`` = T > 0
+    the Monte-Carlo ones (seeded with ``cfg.seed``, so a re-test gives the same numbers), logged to every
+    ``trainer.loggers``. With ``best`` (the best-validation checkpoint, when the test itself used other
+    weights) the same deterministic metrics of that network follow as ``test_best/*``, so that selection
+    and test can use one network either way (docs/sweeps.md, "One network for selection and test").
+    With ``predictions`` (a path; training jobs write ``<output_dir>/predictions.npz``) the per-example
+    predictions of each tested network are saved there (``y``; ``pred``/``p_true`` and, with ``best``, ``pred_best``/``p_true_best``: predicted class int16,
+    probability of the true class float16). Returns the metrics as floats.
     (Not ``trainer.test(ckpt_path=...)``: that also restores the callbacks, rolling the per-epoch
     history back to the checkpoint's epoch.)"""
     if weights is not None:
         module.load_state_dict(checkpoints.safe_load(weights)["state_dict"])  # weights, metric states, method buffers
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    per_example = dict(module.test_predictions)
     mc_samples = int((cfg.get("eval") or {}).get("mc_samples", 0))
     if mc_samples:
         pl.seed_everything(cfg.seed, verbose=False)
         scores = evaluate(module.model, datamodule.test_dataloader(), datamodule.num_classes, mc_samples)
         log_metrics(trainer.loggers, scores, trainer.global_step)
         metrics |= scores
+    if best is not None and best.exists():
+        module.load_state_dict(checkpoints.safe_load(best)["state_dict"])
+        module.test_prefix = "test_best"
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        metrics |= {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("test_best/")}
+        per_example |= {f"{k}_best": v for k, v in module.test_predictions.items()}
+        module.test_prefix = "test"
+    if predictions is not None:
+        y = torch.cat([y for _, y in datamodule.test_dataloader()]).to(torch.int16).cpu()
+        np.savez_compressed(predictions, y=y.numpy(), **{k: v.numpy() for k, v in per_example.items()})
     return metrics
 
 

@@ -99,6 +99,11 @@ RANGES: dict[str, Check] = {
     "eval.mc_samples": integer(0),   # 0: no Monte-Carlo test; T: T stochastic passes
     "callbacks.activation_variance": BOOL,
     "callbacks.activation_samples": COUNT,
+    # report (read by scripts/report.py; no effect on training)
+    "report.tuning_seeds": exactly(None, "select and report on every seed") | integer(0, 2**32 - 1),
+    "report.rope": POSITIVE,
+    "report.metric": choice("acc", "nll", "ece", "brier"),
+    "report.selection": choice("last", "best"),
     "callbacks.early_stopping.patience": integer(0),
     "callbacks.early_stopping.min_delta": NONNEGATIVE,
     "callbacks.early_stopping.mode": choice("min", "max"),

@@ -15,13 +15,22 @@ from torch import Tensor
 AUGMENT_KEYS = ("flip", "crop_padding", "cutout")
 
 
-def random_flip(x: Tensor) -> Tensor:
-    """Mirror each image left-right with probability 1/2. Shapes: (N, C, H, W) -> (N, C, H, W)."""
-    flip = torch.rand(len(x), device=x.device) < 0.5
+def _draw(x: Tensor, generator: torch.Generator | None, fn, *args, **kwargs) -> Tensor:
+    """``fn(*args, **kwargs)`` (``torch.rand``/``torch.randint``) from ``generator`` (a CPU generator: drawn
+    on the CPU and moved to ``x``'s device), or from torch's generator of ``x``'s device when None."""
+    if generator is None:
+        return fn(*args, device=x.device, **kwargs)
+    return fn(*args, generator=generator, **kwargs).to(x.device, non_blocking=True)
+
+
+def random_flip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Mirror each image left-right with probability 1/2, drawn from ``generator`` (None: torch's global
+    one). Shapes: (N, C, H, W) -> (N, C, H, W)."""
+    flip = _draw(x, generator, torch.rand, len(x)) < 0.5
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
-def random_crop(x: Tensor, padding: int, fill: Tensor) -> Tensor:
+def random_crop(x: Tensor, padding: int, fill: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Pad by ``padding`` pixels with ``fill`` and crop back to (H, W) at a uniform random offset per image
     (torchvision's ``RandomCrop(size, padding)``, batch-wise).
 
@@ -29,25 +38,27 @@ def random_crop(x: Tensor, padding: int, fill: Tensor) -> Tensor:
         x: images, (N, C, H, W).
         padding: pixels added on each side.
         fill: per-channel pad value, (C,) (black in normalised units: -mean/std).
+        generator: the offsets' generator (None: torch's global one).
     """
     n, c, h, w = x.shape
     padded = fill.view(1, c, 1, 1).to(x).expand(n, c, h + 2 * padding, w + 2 * padding).clone()
     padded[:, :, padding:padding + h, padding:padding + w] = x
-    dy, dx = (torch.randint(0, 2 * padding + 1, (n, 1), device=x.device) for _ in range(2))
+    dy, dx = (_draw(x, generator, torch.randint, 0, 2 * padding + 1, (n, 1)) for _ in range(2))
     rows = (dy + torch.arange(h, device=x.device)).view(n, 1, h, 1)
     cols = (dx + torch.arange(w, device=x.device)).view(n, 1, 1, w)
     return padded[torch.arange(n, device=x.device).view(n, 1, 1, 1), torch.arange(c, device=x.device).view(1, c, 1, 1), rows, cols]
 
 
-def cutout(x: Tensor, size: int) -> Tensor:
+def cutout(x: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
     """Cutout (DeVries & Taylor, "Improved Regularization of Convolutional Neural Networks with Cutout",
     arXiv 1708.04552, Sec. 3): zero one ``size`` x ``size`` square per image (after normalisation, as the
-    reference code), its centre uniform over the image, clipped at the border.
+    reference code), its centre uniform over the image (drawn from ``generator``; None: torch's global
+    one), clipped at the border.
     Shapes: (N, C, H, W) -> (N, C, H, W).
     """
     n, _, h, w = x.shape
-    cy = torch.randint(0, h, (n, 1), device=x.device)
-    cx = torch.randint(0, w, (n, 1), device=x.device)
+    cy = _draw(x, generator, torch.randint, 0, h, (n, 1))
+    cx = _draw(x, generator, torch.randint, 0, w, (n, 1))
     ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
     inside_y = (ys >= cy - size // 2) & (ys < cy + size - size // 2)
     inside_x = (xs >= cx - size // 2) & (xs < cx + size - size // 2)
@@ -90,13 +101,14 @@ class BatchTransform:
         """True when the transform does nothing (and need not be called)."""
         return not (self.flip or self.crop_padding or self.cutout or self.size)
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Augment (random draws from ``generator``; None: torch's global one) and resize ``x``."""
         if self.flip:
-            x = random_flip(x)
+            x = random_flip(x, generator)
         if self.crop_padding:
-            x = random_crop(x, self.crop_padding, self.fill)
+            x = random_crop(x, self.crop_padding, self.fill, generator)
         if self.cutout:
-            x = cutout(x, self.cutout)
+            x = cutout(x, self.cutout, generator)
         if self.size and x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=self.size < x.shape[-1])
         return x

@@ -23,12 +23,12 @@ from torch import Tensor
 
 from dropout_lab.data.augment import BatchTransform
 from dropout_lab.data.batches import TensorBatches
-from dropout_lab.data.splits import permutation, subset_size, train_val_indices
+from dropout_lab.data.splits import permutation, stratified_prefix, subset_size, train_val_indices
 from dropout_lab.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
-#: normalised split sets kept per process (least recently used dropped first): MNIST is 220 MB as float32
-CACHE_ENTRIES = 4
+#: files, splits and normalised split sets kept per process (least recently used dropped first): MNIST is 220 MB as float32
+CACHE_ENTRIES = 8
 _CACHE: OrderedDict[Hashable, object] = OrderedDict()
 
 
@@ -112,15 +112,37 @@ def read_or_download(name: str, root: str, download: bool, expected: list[Path],
                           f"({'DROPOUT_LAB_DATA=' + env if env else 'unset'}), {retry}.") from None
 
 
-class DataModule(pl.LightningDataModule):
+class OrderedDataModule(pl.LightningDataModule):
+    """A datamodule whose training batches draw their order and augmentation from their own CPU generator
+    (:attr:`order`, seeded with ``order_seed``), saved in Lightning checkpoints through
+    :meth:`state_dict`, so a resumed run continues the same order (:mod:`dropout_lab.seeding`).
+
+    Args:
+        order_seed: the generator's seed; None seeds it from torch's global generator.
+    """
+
+    def __init__(self, order_seed: int | None = None) -> None:
+        super().__init__()
+        seed = int(torch.randint(2**62, ())) if order_seed is None else int(order_seed)
+        self.order = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"order": self.order.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Tensor]) -> None:
+        self.order.set_state(state_dict["order"])
+
+
+class DataModule(OrderedDataModule):
     """A torchvision dataset as in-memory tensors with a seeded validation split; the base of every
     in-memory datamodule (:class:`~dropout_lab.data.mnist.MNISTDataModule`,
     :class:`~dropout_lab.data.cifar.CIFARDataModule`). Implements :class:`ImageDataModule`.
 
     The training file is split by :func:`~dropout_lab.data.splits.train_val_indices` (54k/6k for
     MNIST with ``val_fraction=0.1``); the test file is the test split. ``subset`` keeps the first N
-    samples of each split (train/val in their seeded order, test in a seeded permutation), before
-    normalising. The uint8 splits go to the training device once and are normalised there
+    samples of each split, stratified by class (:func:`~dropout_lab.data.splits.stratified_prefix`;
+    train/val in their seeded order, test in a seeded permutation), before normalising. ``split_seed``
+    follows the run's ``seed`` by default, so each replicate draws its own subsets (docs/sweeps.md). The uint8 splits go to the training device once and are normalised there
     (``(x / 255 - mean) / std``); batches are slices of them (:class:`~dropout_lab.data.batches.TensorBatches`).
     Reading, splitting and normalising happen once per process for each setting (:func:`cached`).
     Training batches are augmented and every batch is resized to ``image_size`` on the device
@@ -137,7 +159,10 @@ class DataModule(pl.LightningDataModule):
         mean, std: per-channel normalisation constants of the training set.
         batch_size: training batch size; evaluation uses ``eval_batch_size``.
         val_fraction: fraction of the training file held out for validation.
-        split_seed: seed of the split and subset permutations (independent of the run's seed).
+        split_seed: seed of the split and subset permutations (the config sets it to ``${seed}``: one
+            data replicate per seed).
+        order_seed: seed of the training batches' own generator (order and augmentation of every epoch;
+            :func:`dropout_lab.seeding.stream_seed` of the run's seed); None draws it from torch's global generator.
         subset: None, an int, or {train, val, test} caps for smoke runs.
         download: let torchvision download missing files (needs internet).
         augment: None or {flip, crop_padding, cutout} for training batches (:class:`BatchTransform`).
@@ -155,8 +180,8 @@ class DataModule(pl.LightningDataModule):
     def __init__(self, name: str, torchvision_class: str, root: str, num_classes: int, in_channels: int, image_size: int | None,
                  mean: list[float], std: list[float], batch_size: int = 128, eval_batch_size: int = 1000, val_fraction: float = 0.1,
                  split_seed: int = 0, subset: int | dict | None = None, download: bool = True,
-                 augment: dict | None = None) -> None:
-        super().__init__()
+                 augment: dict | None = None, order_seed: int | None = None) -> None:
+        super().__init__(order_seed)
         import torchvision
 
         self.name, self.cls = name, getattr(torchvision.datasets, torchvision_class)
@@ -189,14 +214,17 @@ class DataModule(pl.LightningDataModule):
         return self.cls.__name__, self.root, self.val_fraction, self.split_seed, subset
 
     def _split(self) -> dict[str, tuple[Tensor, Tensor]]:
-        read = lambda train: read_or_download(self.name, self.root, self.download, self.expected_files(), lambda: self._load(train))  # noqa: E731
+        def read(train: bool) -> tuple[Tensor, Tensor]:  # the files once per process, whatever the split seed
+            return cached(("file", self.cls.__name__, self.root, train), lambda: read_or_download(
+                self.name, self.root, self.download, self.expected_files(), lambda: self._load(train)))
+
         x, y = read(True)
         train_idx, val_idx = train_val_indices(len(x), self.val_fraction, self.split_seed)
         x_test, y_test = read(False)
         test_idx = permutation(len(x_test), self.split_seed)
         out = {}
         for split, (xs, ys, idx) in {"train": (x, y, train_idx), "val": (x, y, val_idx), "test": (x_test, y_test, test_idx)}.items():
-            idx = idx[: subset_size(self.subset, split)]
+            idx = stratified_prefix(idx, ys, subset_size(self.subset, split))
             out[split] = (xs[idx].contiguous(), ys[idx].contiguous())
         return out
 
@@ -234,7 +262,7 @@ class DataModule(pl.LightningDataModule):
         x, y = self.normalised(training_device(self))[split]
         transform = self.train_transform if shuffle else self.eval_transform
         return TensorBatches(x, y, self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
-                             transform=None if transform.identity else transform)
+                             transform=None if transform.identity else transform, generator=self.order if shuffle else None)
 
     def train_dataloader(self) -> TensorBatches:
         return self._batches("train", shuffle=True)

@@ -19,33 +19,39 @@ class TensorBatches:
         x: inputs, shape (N, C, H, W), already normalised.
         y: integer labels, shape (N,).
         batch_size: samples per batch; the last batch may be smaller unless ``drop_last``.
-        shuffle: draw a fresh permutation from torch's global RNG (seeded by ``seed_everything``).
-        transform: optional batch-wise augmentation ``(N, C, H, W) -> (N, C, H, W)``, on the device.
+        shuffle: draw a fresh permutation at every ``iter()``.
+        transform: optional batch-wise augmentation ``(x, generator) -> x`` of shape (N, C, H, W), on the device.
+        generator: a CPU generator for the permutations and the transform's draws (the data module's
+            order stream, :mod:`dropout_lab.seeding`); None: torch's global generator.
         drop_last: skip the final incomplete batch.
 
     Raises:
         ValueError: if x and y differ in length or batch_size < 1.
     """
 
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool, transform: Callable[[Tensor], Tensor] | None = None,
-                 drop_last: bool = False) -> None:
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool, transform: Callable[..., Tensor] | None = None,
+                 drop_last: bool = False, generator: torch.Generator | None = None) -> None:
         if len(x) != len(y):
             raise ValueError(f"inputs and labels differ in length: {len(x)} vs {len(y)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
-        self.transform, self.drop_last = transform, drop_last
+        self.transform, self.drop_last, self.generator = transform, drop_last, generator
 
     def __len__(self) -> int:
         n = len(self.x)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        order = torch.randperm(len(self.x), device=self.x.device) if self.shuffle else None
+        order = None
+        if self.shuffle and self.generator is None:
+            order = torch.randperm(len(self.x), device=self.x.device)
+        elif self.shuffle:
+            order = torch.randperm(len(self.x), generator=self.generator).to(self.x.device, non_blocking=True)
         for i in range(len(self)):
             if order is None:
                 x, y = self.x[i * self.batch_size:(i + 1) * self.batch_size], self.y[i * self.batch_size:(i + 1) * self.batch_size]
             else:
                 idx = order[i * self.batch_size:(i + 1) * self.batch_size]
                 x, y = self.x[idx], self.y[idx]
-            yield (self.transform(x) if self.transform else x), y
+            yield (self.transform(x, self.generator) if self.transform else x), y

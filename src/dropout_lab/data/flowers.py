@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
@@ -13,11 +12,11 @@ from torchvision.datasets import Flowers102
 from torchvision.transforms import v2
 
 from dropout_lab.data.augment import BatchTransform
-from dropout_lab.data.base import SPLITS, check_held_out, read_or_download, training_device
+from dropout_lab.data.base import SPLITS, OrderedDataModule, check_held_out, read_or_download, training_device
 from dropout_lab.data.splits import permutation, subset_size
 
 
-class Flowers102DataModule(pl.LightningDataModule):
+class Flowers102DataModule(OrderedDataModule):
     """Flowers-102 with the official split of ``setid.mat`` (1,020 train / 1,020 val / 6,149 test: 10 + 10
     images per class, the rest for testing).
 
@@ -35,7 +34,8 @@ class Flowers102DataModule(pl.LightningDataModule):
         mean, std: per-channel normalisation constants.
         batch_size, eval_batch_size: training and evaluation batch sizes.
         num_workers: DataLoader worker processes (``fork`` context, so it works inside joblib workers).
-        split_seed: seed of the subset permutations.
+        split_seed: seed of the subset permutations (``${seed}`` in the config: one data replicate per seed).
+        order_seed: seed of the training order's own generator (:class:`~dropout_lab.data.base.OrderedDataModule`).
         subset: None, an int, or {train, val, test} caps for smoke runs.
         download: let torchvision download missing files (needs internet).
         augment: None or {flip, crop_padding, cutout} for training batches.
@@ -50,8 +50,9 @@ class Flowers102DataModule(pl.LightningDataModule):
 
     def __init__(self, name: str, root: str, num_classes: int, in_channels: int, image_size: int, mean: list[float], std: list[float],
                  batch_size: int = 128, eval_batch_size: int = 256, num_workers: int = 4, split_seed: int = 0,
-                 subset: int | dict | None = None, download: bool = True, augment: dict | None = None) -> None:
-        super().__init__()
+                 subset: int | dict | None = None, download: bool = True, augment: dict | None = None,
+                 order_seed: int | None = None) -> None:
+        super().__init__(order_seed)
         self.name, self.root = name, str(Path(root).expanduser().absolute())
         self.num_classes, self.in_channels, self.image_size = num_classes, in_channels, image_size
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
@@ -94,6 +95,7 @@ class Flowers102DataModule(pl.LightningDataModule):
         workers = self.num_workers
         return DataLoader(self.splits[split], batch_size=self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
                           num_workers=workers, multiprocessing_context="fork" if workers > 0 else None,
+                          generator=self.order if shuffle else None,
                           persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
@@ -109,5 +111,5 @@ class Flowers102DataModule(pl.LightningDataModule):
         """Augment training batches on the device."""
         x, y = batch
         if self.trainer is not None and self.trainer.training and not self.train_transform.identity:
-            x = self.train_transform(x)
+            x = self.train_transform(x, self.order)
         return x, y

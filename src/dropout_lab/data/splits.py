@@ -27,6 +27,29 @@ def train_val_indices(n: int, val_fraction: float, seed: int) -> tuple[Tensor, T
     return order[n_val:], order[:n_val]
 
 
+def stratified_prefix(idx: Tensor, labels: Tensor, n: int | None) -> Tensor:
+    """The first ``n`` entries of ``idx`` (a seeded order of sample indices) stratified by class: each class
+    contributes its proportional share of ``n`` rounded to the nearest whole sample (Sainte-Laguë
+    apportionment; ties by position), its samples taken in the order of ``idx``. ``n`` None or >= len(idx)
+    keeps all of ``idx``.
+
+    Every prefix of the returned order is itself stratified: the samples are ordered by
+    (within-class rank + 1/2) / class count, ties by their position in ``idx``.
+
+    Shapes: idx (M,) int64, labels (N,) with N > max(idx); returns (min(n, M),) int64.
+    """
+    if n is None or n >= len(idx):
+        return idx
+    y = labels[idx]
+    counts = torch.bincount(y)
+    rank = torch.empty_like(idx)
+    for c in torch.unique(y):
+        where = (y == c).nonzero().squeeze(1)
+        rank[where] = torch.arange(len(where))
+    key = (rank.double() + 0.5) / counts[y].double()
+    return idx[torch.sort(key, stable=True).indices[:n]]
+
+
 def subset_size(subset: int | dict | None, split: str) -> int | None:
     """How many samples of ``split`` (train | val | test) to keep: ``subset`` is None (all), an int
     (the same cap for every split) or a mapping from split name to a cap (missing = all).

@@ -40,7 +40,7 @@ def tmc_shapley(value: Callable[[Tensor], Tensor], n: int, permutations: int, tr
         truncation: relative tolerance (0 disables truncation).
         v_random: value of a random guess (1/K for accuracy, -log K for negative loss).
         chunk: coalitions per call of ``value`` (>= 1).
-        generator: RNG for the permutations.
+        generator: RNG for the permutations (None: torch's global generator, the run's method stream, checkpointed with it).
         device: where masks are built.
 
     Returns:
@@ -120,7 +120,6 @@ class ShapleyDropout(ScoredDropout):
             raise ValueError(f"dropout.heldout={heldout} must be >= 1 and dropout.max_batch={max_batch} >= heldout")
         self.permutations, self.truncation, self.value = int(permutations), float(truncation), value
         self.heldout, self.max_batch = int(heldout), int(max_batch)
-        self.generator = torch.Generator().manual_seed(0)
         self._coalition: Tensor | None = None
         self._cost = {"shapley_seconds": 0.0, "shapley_forwards": 0, "shapley_coalitions": 0, "shapley_updates": 0}
 
@@ -151,7 +150,7 @@ class ShapleyDropout(ScoredDropout):
         v_random = 1.0 / num_classes if self.value == "acc" else -math.log(num_classes)
         with passes.extra_pass(model, train=False, grad=False):
             phi, coalitions, calls = tmc_shapley(value, self.site.num_features, self.permutations, self.truncation, v_random,
-                                                 max(self.max_batch // B, 1), self.generator, x.device)
+                                                 max(self.max_batch // B, 1), None, x.device)
         self._cost["shapley_seconds"] += time.perf_counter() - start
         self._cost["shapley_forwards"] += calls
         self._cost["shapley_coalitions"] += coalitions
