@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from dropout_lab.report import finished_runs, load_jobs, promoted, candidates, settings_from
+from dropout_lab.report import candidates, finished_runs, load_jobs, promoted, settings_from
 
 ROOT = Path(__file__).resolve().parents[1]
 
