@@ -271,7 +271,9 @@ def test_settings_come_from_the_jobs_and_the_command_line(tmp_path):
         job(tmp_path, "standard", 0.5, seed, val=0.9, test=0.9, tuning=[0])
     runs, _ = finished_runs(load_jobs(tmp_path), Settings(tuning_seeds=(0,)))
     assert runs["tuning"].tolist() == [True, False, False]
-    assert "ROPE ±0.5 points" in write_report(tmp_path, rope=0.5)[0].read_text()
+    md = write_report(tmp_path, rope=0.5)[0].read_text()
+    assert "ROPE ±0.5 points" in md and "tuning seeds 0 (" in md
+    assert "nothing is selected" in write_report(tmp_path, tuning_seeds=())[0].read_text()  # one configuration: no selection
     with pytest.raises(ValueError, match="report.rope=0 must be > 0"):
         Settings(rope=0)
 

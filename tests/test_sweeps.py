@@ -58,7 +58,7 @@ def test_joblib_pool_sweep_with_a_failing_job_and_report(tmp_path):
     accs = sorted(100 * s["test_acc"] for s in ok)
     mean = sum(accs) / 2
     assert f"| standard | 0.3 | 2 | {mean:.2f} ± " in md  # no tuning seeds: every seed evaluates, mean ± CI over the two
-    assert "No tuning seeds are declared" in md
+    assert "nothing is selected and every seed is an evaluation replicate" in md  # one configuration per method
     assert md.count("**failed**") == 2 and "dropout.p=1.5: must be a number in [0, 1)" in md
     rows = (sweep / "summary.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("mnist,lenet5,,standard,,0.3,2,")

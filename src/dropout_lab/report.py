@@ -511,6 +511,8 @@ def markdown(sweep: Path, jobs: pd.DataFrame, runs: pd.DataFrame, duplicates: in
              f"argument are chosen on the mean validation accuracy over the {tuned} (exact ties: lower mean validation loss). "
              + ("Evaluation replicates are the other seeds; each method is reported only there, at its selected choice. "
                 if settings.tuning_seeds else
+                "Every method runs one configuration, so nothing is selected and every seed is an evaluation replicate. "
+                if len(cand) and cand["budget"].max() <= 1 else
                 "**No tuning seeds are declared (`report.tuning_seeds`): the same seeds choose and report, which is optimistic "
                 "for the chosen methods.** ")
              + f"Points: hundredths of the metric; differences are oriented so that positive is better. ROPE ±{settings.rope:g} points "
@@ -719,7 +721,8 @@ def make_plots(sweep: Path, runs: pd.DataFrame, cand: pd.DataFrame, chosen: pd.D
                 ax.axvline(board.loc[board["method"] == m, "test_mean"].iloc[0], color="tab:red" if m == "standard" else "black",
                            ls=style, lw=1, label=f"{m} (baseline)")
         ax.set(xlabel=f"{label} (points, oriented), mean and 95 % CI over seeds (marginal)", title=f"{title}: at the selected p")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
         written.append(_save(fig, inside(sweep, safe_name("leaderboard", name) + ".png")))
         rate = _rate_column(sub)
         others = [m for m in sub.loc[sub["selected"]].sort_values("val_mean", ascending=False)["method"] if m not in BASELINES]
