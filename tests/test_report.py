@@ -117,7 +117,7 @@ def test_p_selected_on_tuning_seeds_with_ties_edges_and_budget_reported_on_evalu
     t = read(tmp_path, "tests.csv").set_index(["baseline", "method"]).loc[("standard", "gaussian")]
     assert t["n"] == 3 and t["diff"] == pytest.approx(100 * (0.91 - 0.85))  # seeds 10-12: 0.90, 0.91, 0.92
     md = (tmp_path / "report.md").read_text()
-    assert "tuning seeds 0, 1" in md and "| gaussian † | 0.3 | 3 | 90.00 | 2 | +14.00 | tie broken by val loss |" in md
+    assert "tuning seeds 0, 1" in md and "| gaussian † | 0.3 | 3 | 90.00 | 2 | +14.00 | tie broken by val loss | evaluated |" in md
     edge = tmp_path / "edge"
     for seed in (0, 1):
         for p, val in ((0.1, 0.9), (0.3, 0.8)):
@@ -249,7 +249,7 @@ def test_duplicates_unreadable_summaries_and_rates(tmp_path):
     assert "2 duplicate job(s)" in md
     s = read(tmp_path, "summary.csv")
     assert len(s[s["method"] == "none"]) == 1 and s.loc[s["method"] == "none", "n"].item() == 2
-    assert "| none | — | 1 | 80.00 | 2 |" in md  # none ignores p: no †, one configuration
+    assert "| none | — | 1 | 80.00 | 2 | — |  | evaluated |" in md  # none ignores p: no †, one configuration
     assert tmp_path / "acc_vs_rate_mnist_lenet5.png" in paths
     jobs = read(tmp_path, "jobs.csv")
     assert {"val_last", "val_best", "test_last_acc", "test_best_acc", "test_last_brier"} <= set(jobs.columns)

@@ -231,7 +231,7 @@ def finished_runs(jobs: pd.DataFrame, settings: Settings = Settings()) -> tuple[
     runs = jobs[ok & jobs[f"test_{net}_{metric}"].notna()].copy() if f"test_{net}_{metric}" in jobs else jobs.iloc[:0].copy()
     if runs.empty:
         return runs.assign(setting="", args="", val=np.nan, val_loss=np.nan, score=np.nan, score_other=np.nan, tuning=False), 0
-    keys = sorted({k for o in runs["overrides"] for k in o if k.split(".")[0] not in AXES})
+    keys = sorted({k for o in runs["overrides"] for k in o if k not in AXES and k.split(".")[0] not in NEUTRAL_KEYS})
     varying = [k for k in keys if runs["overrides"].map(lambda o, k=k: o.get(k)).nunique(dropna=False) > 1]
     arg_keys = [k for k in varying if k.startswith("dropout.") and k != "dropout.p"]
     setting_keys = [k for k in varying if not k.startswith("dropout.")]
@@ -528,7 +528,7 @@ def markdown(sweep: Path, jobs: pd.DataFrame, runs: pd.DataFrame, duplicates: in
             if len(runs_m):
                 lines += [f"Regime check, `{method}` (mean of {len(runs_m)} run(s)): "
                           f"{regime(mean_curve(runs_m['history'], 'val/acc'), mean_curve(runs_m['history'], 'val/loss'))}.", ""]
-        lines += _tuning_section(block, sub, _mine(screen, block), settings)
+        lines += _tuning_section(block, sub, _mine(screen, block), set(_mine(means, block)["method"]), settings)
         lines += _evaluation_section(block, _mine(means, block), _mine(tests, block), _mine(other, block), settings)
     lines += _planning_section(plan, settings) + _ranking_section(ranks)
     bad = jobs[jobs["status"] != "ok"]
@@ -538,18 +538,18 @@ def markdown(sweep: Path, jobs: pd.DataFrame, runs: pd.DataFrame, duplicates: in
     return "\n".join(lines) + "\n"
 
 
-def _tuning_section(block: tuple, sub: pd.DataFrame, screen: pd.DataFrame, settings: Settings) -> list[str]:
+def _tuning_section(block: tuple, sub: pd.DataFrame, screen: pd.DataFrame, evaluated: set[str], settings: Settings) -> list[str]:
     rows = []
     for _, r in screen.sort_values("val_mean", ascending=False).iterrows():
         flags = (["grid edge"] if r["edge"] else []) + (["tie broken by val loss"] if r["tie"] else [])
         rows.append([_label(sub.loc[(sub["method"] == r["method"]) & sub["selected"]].iloc[0]), _p(r["p"]), str(int(r["budget"])),
                      _pct(r["val_mean"]), str(int(r["n"])), _pts(r["screen_diff"], sign=True) if r["method"] != "standard" else "—",
-                     ", ".join(flags)])
+                     ", ".join(flags), "evaluated" if r["method"] in evaluated else "screened out" if evaluated else "—"])
     what = f"tuning seeds {', '.join(map(str, settings.tuning_seeds))}" if settings.tuning_seeds else "all seeds"
     lines = [f"**Tuning** ({what}): each method's selected choice, its budget (configurations tried), mean validation accuracy "
              f"(%) and the screening estimate: Δ {METRICS[settings.metric][2]} against `standard` on the same seeds (points; "
              "optimistic, chosen on these seeds, labelled as screening). Sorted by validation accuracy.", ""]
-    return lines + _table(["method", "p", "budget", "val acc", "seeds", "screening Δ vs standard", "flags"], rows)
+    return lines + _table(["method", "p", "budget", "val acc", "seeds", "screening Δ vs standard", "flags", "stage"], rows)
 
 
 def _evaluation_section(block: tuple, means: pd.DataFrame, tests: pd.DataFrame, other: pd.DataFrame, settings: Settings) -> list[str]:

@@ -259,12 +259,13 @@ def check_idx_files(root: str, torchvision_class: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check ``cfg`` (a composed ``conf/config.yaml``) before anything is built: every leaf with a
-    :data:`RANGES` entry, then the MNIST-family data files (:func:`check_idx_files`).
+    :data:`RANGES` entry (top-level keys first), then the MNIST-family data files (:func:`check_idx_files`).
 
     Raises:
         ConfigError: at the first bad value, as ``key=value: must be <what the key accepts>``.
     """
-    for key, value in leaves(OmegaConf.to_container(cfg, resolve=True)):
+    # shallower keys first: a bad ``seed`` is named as itself, not as ``dataset.split_seed`` that interpolates it
+    for key, value in sorted(leaves(OmegaConf.to_container(cfg, resolve=True)), key=lambda kv: kv[0].count(".")):
         check = range_for(key)
         if check is not None and not check.ok(value):
             raise ConfigError(key, value, f"must be {check.wants}")
