@@ -1,5 +1,5 @@
 """The confirmation stage of a two-stage comparison (docs/sweeps.md#the-flagship):
-``python scripts/confirm.py <sweep> --top 4 --replicates 30 [--first-seed 100] [--dry-run] [-- extra overrides]``.
+``python scripts/confirm.py <sweep> --top 4 --replicates 24 [--first-seed 100] [--dry-run] [-- extra overrides]``.
 
 Reads the tuning runs of ``<sweep>`` (a finished tuning sweep, e.g. ``experiment=dropout_zoo``), selects each
 method's choice on the tuning seeds' validation accuracy (:func:`dropout_lab.report.candidates`), promotes
@@ -59,7 +59,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", type=Path, help="the tuning sweep's folder (hydra.sweep.dir)")
     parser.add_argument("--top", type=int, default=4, help="methods promoted per block besides standard and none")
-    parser.add_argument("--replicates", type=int, default=30, help="evaluation replicates per promoted choice")
+    parser.add_argument("--replicates", type=int, default=24, help="evaluation replicates per promoted choice")
     parser.add_argument("--first-seed", type=int, default=100, help="first evaluation seed (disjoint from the tuning seeds)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("extra", nargs="*", help="further Hydra overrides for every launch (after --)")
