@@ -296,3 +296,16 @@ def test_hparams_spec_declares_every_swept_column_and_metric(tmp_path):
     assert "dropout.block_size" not in one_method_arg["hparams"] and swept_arg["hparams"]["dropout.block_size"] == [3, 5]
     merged = merge_specs(build_spec(cfgs[:1]), build_spec(cfgs[1:]))  # a second sweep into the same folder
     assert merged["hparams"]["method"] == ["none", "standard"] and merged["metrics"] == spec["metrics"]
+
+
+def test_regime_check_reads_validation_accuracy_and_loss():
+    from dropout_lab.report import regime
+
+    flat = np.array([0.5, 0.8, 0.9, 0.91, 0.905, 0.91, 0.91, 0.908, 0.91])
+    rising = np.linspace(0.5, 0.9, 9)
+    loss = np.array([1.0, 0.5, 0.3, 0.28, 0.3, 0.33, 0.36, 0.4, 0.45])
+    text = regime(flat, loss)
+    assert "peaks at epoch 4 (91.00 %)" in text and "so it has peaked" in text
+    assert "validation loss rises over the last third (0.330 -> 0.450; minimum 0.280 at epoch 4)" in text
+    # last third = epochs 6-9 of 9: the least-squares line rises 5 points an epoch over 3 epochs = +15 points
+    assert "changes by +15.00 points" in regime(rising, loss) and "has not peaked" in regime(rising, loss)
