@@ -1,12 +1,12 @@
 """The confirmation stage of a two-stage comparison (docs/sweeps.md#the-flagship):
-``python scripts/confirm.py <sweep> --top 4 --replicates 24 [--first-seed 100] [--dry-run] [-- extra overrides]``.
+``python scripts/confirm.py <sweep> [--top 4] [--replicates N --first-seed S] [--dry-run] [-- extra overrides]``.
 
 Reads the tuning runs of ``<sweep>`` (a finished tuning sweep, e.g. ``experiment=dropout_zoo``), selects each
 method's choice on the tuning seeds' validation accuracy (:func:`dropout_lab.report.candidates`), promotes
 ``standard``, ``none`` and the ``--top`` other methods with the highest tuning validation accuracy per
 (dataset, model) block (:func:`dropout_lab.report.promoted`; the test set plays no part), and launches, for
-each promoted choice, one Hydra multirun of ``--replicates`` fresh evaluation replicates
-(seeds ``--first-seed`` ...) into the same sweep folder with the sweep's own experiment and launcher
+each promoted choice, one Hydra multirun of the evaluation replicates the preset declares
+(``report.evaluation_seeds``; or ``--replicates`` seeds from ``--first-seed``) into the same sweep folder with the sweep's own experiment and launcher
 (``resume=true``: an interrupted confirmation continues where it stopped). Then
 ``python scripts/report.py <sweep>`` reports the evaluation replicates.
 
@@ -29,17 +29,21 @@ from dropout_lab.report import candidates, finished_runs, load_jobs, promoted, s
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def commands(sweep: Path, top: int, replicates: int, first_seed: int, extra: list[str]) -> list[list[str]]:
-    """One ``python train.py -m ...`` argument list per promoted (block, method) choice.
+def commands(sweep: Path, top: int, replicates: int | None, first_seed: int, extra: list[str]) -> list[list[str]]:
+    """One ``python train.py -m ...`` argument list per promoted (block, method) choice, on ``replicates``
+    seeds from ``first_seed`` (None: the sweep's declared ``report.evaluation_seeds``).
 
     Raises:
-        ValueError: when the sweep declares no tuning seeds, or an evaluation seed is one of them.
+        ValueError: when the sweep declares no tuning seeds, or no evaluation seeds and ``replicates`` is
+            None, or an evaluation seed is a tuning seed.
     """
     jobs = load_jobs(sweep)
     settings = settings_from(jobs)
     if not settings.tuning_seeds:
         raise ValueError(f"{sweep}: its jobs declare no report.tuning_seeds, so there is no tuning stage to confirm")
-    seeds = list(range(first_seed, first_seed + replicates))
+    if replicates is None and not settings.evaluation_seeds:
+        raise ValueError(f"{sweep}: its jobs declare no report.evaluation_seeds; give --replicates")
+    seeds = list(settings.evaluation_seeds) if replicates is None else list(range(first_seed, first_seed + replicates))
     if set(seeds) & set(settings.tuning_seeds):
         raise ValueError(f"evaluation seeds {seeds[0]}..{seeds[-1]} overlap the tuning seeds {settings.tuning_seeds}; use --first-seed")
     runs, _ = finished_runs(jobs, settings)
@@ -59,7 +63,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", type=Path, help="the tuning sweep's folder (hydra.sweep.dir)")
     parser.add_argument("--top", type=int, default=4, help="methods promoted per block besides standard and none")
-    parser.add_argument("--replicates", type=int, default=24, help="evaluation replicates per promoted choice")
+    parser.add_argument("--replicates", type=int, help="evaluation replicates per promoted choice (default: report.evaluation_seeds)")
     parser.add_argument("--first-seed", type=int, default=100, help="first evaluation seed (disjoint from the tuning seeds)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("extra", nargs="*", help="further Hydra overrides for every launch (after --)")

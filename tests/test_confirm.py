@@ -44,3 +44,16 @@ def test_refuses_a_sweep_without_tuning_seeds_and_overlapping_seeds(tmp_path):
     tuning_sweep(tmp_path / "b", [0, 1])
     with pytest.raises(ValueError, match="overlap the tuning seeds"):
         confirm.commands(tmp_path / "b", 1, 3, 1, [])
+
+
+def test_declared_evaluation_seeds_are_the_default_and_must_be_disjoint(tmp_path):
+    from dropout_lab.report import Settings
+
+    tuning_sweep(tmp_path, [0, 1])
+    for f in tmp_path.glob("*/metrics.json"):  # the preset declares its evaluation replicates
+        s = f.read_text().replace('"tuning_seeds": [0, 1]', '"tuning_seeds": [0, 1], "evaluation_seeds": [7, 8]')
+        f.write_text(s)
+    (cmd, *_) = confirm.commands(tmp_path, top=1, replicates=None, first_seed=100, extra=[])
+    assert cmd[-1] == "seed=7,8"
+    with pytest.raises(ValueError, match="share \\[1\\]: tune and evaluate on different seeds"):
+        Settings(tuning_seeds=(0, 1), evaluation_seeds=(1, 2))

@@ -86,15 +86,18 @@ class Settings:
     Attributes:
         tuning_seeds: seeds that select each method's choice; the others are evaluation replicates.
             Empty: select and report on every seed.
+        evaluation_seeds: the evaluation replicates a preset declares (what ``scripts/confirm.py`` runs);
+            empty: every seed that is not a tuning seed. Must be disjoint from ``tuning_seeds``.
         rope: half-width of the region of practical equivalence, in points of ``metric``.
         metric: ``acc`` | ``nll`` | ``ece`` | ``brier`` (:data:`METRICS`).
         selection: ``last`` | ``best``: the network (checkpoint) that selection and test share.
 
     Raises:
-        ValueError: for an unknown metric or selection, or rope <= 0.
+        ValueError: for an unknown metric or selection, rope <= 0, or tuning and evaluation seeds in common.
     """
 
     tuning_seeds: tuple[int, ...] = ()
+    evaluation_seeds: tuple[int, ...] = ()
     rope: float = 0.3
     metric: str = "acc"
     selection: str = "last"
@@ -106,6 +109,9 @@ class Settings:
             raise ValueError(f"report.selection={self.selection!r} is not one of {', '.join(NETWORKS)}")
         if not self.rope > 0:
             raise ValueError(f"report.rope={self.rope} must be > 0 (points)")
+        if set(self.tuning_seeds) & set(self.evaluation_seeds):
+            raise ValueError(f"report.tuning_seeds and report.evaluation_seeds share {sorted(set(self.tuning_seeds) & set(self.evaluation_seeds))}: "
+                             "tune and evaluate on different seeds")
 
     @property
     def other(self) -> str:
@@ -117,8 +123,9 @@ def settings_from(jobs: pd.DataFrame, **given) -> Settings:
     """:class:`Settings` from the first readable job's ``report`` node, with the non-None ``given`` values on top."""
     node = next((r for r in jobs.get("report_cfg", pd.Series(dtype=object)) if isinstance(r, dict)), {})
     values = {k: node[k] for k in ("rope", "metric", "selection") if node.get(k) is not None}
-    values["tuning_seeds"] = tuple(int(s) for s in node.get("tuning_seeds") or ())
-    values |= {k: (tuple(v) if k == "tuning_seeds" else v) for k, v in given.items() if v is not None}
+    for key in ("tuning_seeds", "evaluation_seeds"):
+        values[key] = tuple(int(s) for s in node.get(key) or ())
+    values |= {k: (tuple(v) if k.endswith("_seeds") else v) for k, v in given.items() if v is not None}
     return Settings(**values)
 
 
@@ -293,9 +300,11 @@ def _on_choice(runs: pd.DataFrame, cand: pd.DataFrame) -> pd.DataFrame:
 
 
 def evaluation_runs(runs: pd.DataFrame, cand: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """The evaluation replicates (seeds outside ``settings.tuning_seeds``; every seed without them) of each
-    method's selected choice: one row per (block, method, seed)."""
+    """The evaluation replicates (the declared ``settings.evaluation_seeds``, else every seed outside
+    ``settings.tuning_seeds``, else every seed) of each method's selected choice: one row per (block, method, seed)."""
     on = _on_choice(runs, cand)
+    if settings.evaluation_seeds:
+        return on[on["seed"].isin(settings.evaluation_seeds)]
     return on[~on["tuning"]] if settings.tuning_seeds else on
 
 

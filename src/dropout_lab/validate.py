@@ -101,6 +101,7 @@ RANGES: dict[str, Check] = {
     "callbacks.activation_samples": COUNT,
     # report (read by scripts/report.py; no effect on training)
     "report.tuning_seeds": exactly(None, "select and report on every seed") | integer(0, 2**32 - 1),
+    "report.evaluation_seeds": exactly(None, "every seed that is not a tuning seed") | integer(0, 2**32 - 1),
     "report.rope": POSITIVE,
     "report.metric": choice("acc", "nll", "ece", "brier"),
     "report.selection": choice("last", "best"),
