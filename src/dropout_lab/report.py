@@ -741,8 +741,9 @@ def make_plots(sweep: Path, runs: pd.DataFrame, cand: pd.DataFrame, chosen: pd.D
                 for m, colour, marker in zip(methods, COLORS, MARKERS):
                     pts = sub[(sub["method"] == m) & sub[rate].notna()].sort_values(rate)
                     for _, part in pts.groupby("args", dropna=False):
-                        ax.errorbar(100 * part[rate], part["test_mean"], yerr=part["test_ci"].fillna(0), color=colour,
-                                    marker=marker, capsize=2, label=_label(part.iloc[0]))
+                        ci = part["test_ci"].where(part["n"] >= MIN_PAIRS).fillna(0)  # t_{0.975,1} = 12.7: 2-seed bars hide everything
+                        ax.errorbar(100 * part[rate], part["test_mean"], yerr=ci, color=colour, marker=marker, capsize=2,
+                                    label=_label(part.iloc[0]))
                 ref = sub[sub["method"] == "standard"].sort_values(rate)
                 if len(ref):
                     ax.plot(100 * ref[rate], ref["test_mean"], color="k", ls="--", marker="x", lw=1, label="standard (all p)")
@@ -750,7 +751,8 @@ def make_plots(sweep: Path, runs: pd.DataFrame, cand: pd.DataFrame, chosen: pd.D
                     ax.axhline(sub.loc[sub["method"] == "none", "test_mean"].iloc[0], color="gray", ls=":", lw=1, label="none")
                 ax.set(xlabel=f"realised rate: {'p_eq' if rate == 'p_eq' else 'drop fraction'} over training (%)", ylabel=f"{label} (points)")
                 ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-            fig.suptitle(f"{title}: tuning runs, every p against the realised rate († p is not a drop probability)", fontsize=9)
+            fig.suptitle(f"{title}: tuning runs, every p against the realised rate, mean over seeds (95 % CI from {MIN_PAIRS} seeds; "
+                         "† p is not a drop probability)", fontsize=9)
             written.append(_save(fig, inside(sweep, safe_name("acc_vs_rate", name) + ".png")))
         curves_of = _mine(chosen if len(chosen) else _on_choice(runs, cand), block)
         shown = [m for m in (means["method"] if means is not None and len(_mine(means, block)) else others) if m not in BASELINES]
