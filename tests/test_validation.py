@@ -151,7 +151,10 @@ BAD_INPUTS = {  # override(s) -> the start of the one message line; issue 11's l
     "activation": (["model.activation=bogus"], "model.activation='bogus': must be one of relu, sigmoid, tanh"),
     "seed_negative": (["seed=-1"], "seed=-1: must be an integer in [0, 4294967295]"),
     "seed_string": (["seed=x"], "seed='x': must be an integer in [0, 4294967295]"),
-    "max_epochs": (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be an integer >= 1"),
+    "max_epochs": (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be -1 (no epoch limit: trainer.max_steps bounds training) or an integer >= 1"),
+    "max_epochs_unbounded": (["trainer.max_epochs=-1"], "trainer.max_epochs=-1: with trainer.max_steps=-1 training would never end"),
+    "best_without_validation": (["keep_checkpoint=best", "trainer.limit_val_batches=0"], "keep_checkpoint='best': the best checkpoint is the epoch with the highest val/acc"),
+    "eval_best_without_validation": (["eval.checkpoint=best", "trainer.limit_val_batches=0"], "eval.checkpoint='best': the best checkpoint"),
     "sector_size": (["dropout=sector", "dropout.sector_size=1000"], "dropout.sector_size=1000: must be at most 120, the units of site drop_fc1"),
     "mc_samples": (["eval.mc_samples=-1"], "eval.mc_samples=-1: must be an integer >= 0"),
     "step_size": (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0: must be an integer >= 1"),
@@ -212,6 +215,21 @@ def assert_failed_summary(run: Path, message: str) -> None:
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "failed" and message in summary["error"] and summary["history"] == []
     assert not (run / "checkpoints").exists()  # nothing trained
+
+
+def test_a_subset_with_an_unknown_split_names_the_closest(tmp_path):
+    """Before: {trian: 10} trained on the whole split."""
+    with pytest.raises(ConfigError) as err:
+        train(make_cfg(["dataset.subset={trian: 10}"], tmp_path))
+    assert str(err.value) == "dataset.subset.trian=10: unknown split; did you mean dataset.subset.train? the splits are train, val, test"
+    assert_failed_summary(tmp_path, "dataset.subset.trian=10")
+
+
+def test_a_fixed_number_of_updates_is_accepted(tmp_path):
+    """trainer.max_epochs=-1 with trainer.max_steps=N: Lightning's form of a fixed update budget."""
+    metrics = train(make_cfg([*SMOKE, "trainer.max_epochs=-1", "trainer.max_steps=3", "trainer.limit_train_batches=null"], tmp_path))
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["status"] == "ok" and summary["history"][-1]["step"] == 3 and 0 < metrics["test/acc"] <= 1
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)

@@ -13,9 +13,10 @@ the dataset (:func:`dropout_lab.train.build_model`), cross-key conditions of a m
 
 from __future__ import annotations
 
+import difflib
 import math
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torchvision.datasets.mnist import SN3_PASCALVINCENT_TYPEMAP
 
+from dropout_lab.data.base import SPLITS
 from dropout_lab.dropout.sites import SITE_CHOICES
 from dropout_lab.errors import ConfigError
 from dropout_lab.models.activations import ACTIVATIONS
@@ -150,7 +152,7 @@ RANGES: dict[str, Check] = {
     "scheduler.step_size": COUNT,
     "scheduler.gamma": POSITIVE,
     # trainer (pytorch_lightning.Trainer arguments)
-    "trainer.max_epochs": COUNT,
+    "trainer.max_epochs": exactly(-1, "no epoch limit: trainer.max_steps bounds training") | COUNT,
     "trainer.max_steps": exactly(-1, "no step limit") | COUNT,
     "trainer.limit_train_batches": EVERY_BATCH | BATCHES,
     "trainer.limit_val_batches": EVERY_BATCH | number(0, 1) | COUNT,   # 0 turns validation off
@@ -258,9 +260,36 @@ def check_idx_files(root: str, torchvision_class: str) -> None:
                           "re-run with dataset.download=true, or copy it again")
 
 
+def check_combinations(cfg: DictConfig) -> None:
+    """Conditions between keys and the keys of mapping values, checked before training.
+
+    Raises:
+        ConfigError: for ``dataset.subset`` with a key other than train, val, test (naming the closest);
+            ``trainer.max_epochs=-1`` without ``trainer.max_steps``; a best checkpoint (``keep_checkpoint=best``
+            or ``eval.checkpoint=best``) with validation off (``trainer.limit_val_batches=0``).
+    """
+    subset = (cfg.get("dataset") or {}).get("subset")
+    if isinstance(subset, Mapping):
+        for key in subset:
+            if key not in SPLITS:
+                close = difflib.get_close_matches(str(key), SPLITS, n=1)
+                hint = f"did you mean dataset.subset.{close[0]}? " if close else ""
+                raise ConfigError(f"dataset.subset.{key}", subset[key], f"unknown split; {hint}the splits are {', '.join(SPLITS)}")
+    trainer = cfg.get("trainer") or {}
+    if trainer.get("max_epochs") == -1 and trainer.get("max_steps", -1) == -1:
+        raise ConfigError("trainer.max_epochs", -1, "with trainer.max_steps=-1 training would never end: set trainer.max_steps=N "
+                          "(a fixed number of updates) or trainer.max_epochs=N")
+    limit = trainer.get("limit_val_batches")
+    if limit is not None and not isinstance(limit, bool) and float(limit) == 0:
+        for key, value in (("keep_checkpoint", cfg.get("keep_checkpoint")), ("eval.checkpoint", (cfg.get("eval") or {}).get("checkpoint"))):
+            if value == "best":
+                raise ConfigError(key, "best", "the best checkpoint is the epoch with the highest val/acc, and "
+                                  "trainer.limit_val_batches=0 turns validation off: use last, or validate")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check ``cfg`` (a composed ``conf/config.yaml``) before anything is built: every leaf with a
-    :data:`RANGES` entry (top-level keys first), then the MNIST-family data files (:func:`check_idx_files`).
+    :data:`RANGES` entry (top-level keys first), the conditions between keys (:func:`check_combinations`), then the MNIST-family data files (:func:`check_idx_files`).
 
     Raises:
         ConfigError: at the first bad value, as ``key=value: must be <what the key accepts>``.
@@ -270,6 +299,7 @@ def validate(cfg: DictConfig) -> None:
         check = range_for(key)
         if check is not None and not check.ok(value):
             raise ConfigError(key, value, f"must be {check.wants}")
+    check_combinations(cfg)
     dataset = cfg.get("dataset") or {}
     if str(dataset.get("torchvision_class", "")) in ("MNIST", "FashionMNIST", "KMNIST"):
         check_idx_files(str(dataset.root), str(dataset.torchvision_class))
