@@ -228,3 +228,16 @@ def test_keep_checkpoint_policy(tmp_path):
             (tmp_path / f"{name}.ckpt").write_bytes(b"")
         checkpoints.finish(tmp_path, keep)
         assert sorted(p.name for p in tmp_path.iterdir()) == left
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_summaries_and_checkpoints_get_the_umask_mode(umask, tmp_path):
+    """metrics.json and last.ckpt are written through owner-only temp files; they end with the mode every other
+    file of the job folder gets (was 600: another user's report listed the jobs as unreadable)."""
+    old = os.umask(umask)
+    try:
+        train(make_cfg([*SMOKE, "keep_checkpoint=last"], tmp_path))
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "metrics.json", tmp_path / "checkpoints" / "last.ckpt", tmp_path / "predictions.npz"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path

@@ -27,6 +27,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from dropout_lab.errors import ConfigError
+from dropout_lab.summary import publish
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Lightning's own save (``lightning_fabric.utilities.cloud_io._atomic_save``) writes through an
     fsspec transaction whose temporary file is ``tempfile.mkstemp()`` in ``$TMPDIR`` (often
     ``/dev/shm``); a job killed mid-write leaves it there. Here the temporary file lives in the
-    checkpoint's own folder (``.<name>.<random>.tmp``), is flushed and ``fsync``-ed, then renamed
-    over the target with ``os.replace``: a reader sees the old file or the new one, never half of one.
+    checkpoint's own folder (``.<name>.<random>.tmp``), is flushed and ``fsync``-ed, then given the umask's
+    mode and renamed over the target (:func:`dropout_lab.summary.publish`): a reader sees the old file or
+    the new one, never half of one.
     Loading always goes through :func:`safe_load`.
     """
 
@@ -79,7 +81,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             except BaseException:
                 os.unlink(f.name)
                 raise
-        os.replace(f.name, path)
+        publish(f.name, path)
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return safe_load(path, map_location or "cpu")

@@ -149,15 +149,25 @@ def method_info(node: DictConfig | dict) -> dict[str, Any] | None:
     return {"p_meaning": cls.p_meaning, "p_is_rate": cls.p_is_rate}
 
 
+def publish(tmp: str | Path, target: str | Path) -> None:
+    """Give the finished temporary file ``tmp`` the mode a newly created file gets under the process umask
+    (``tempfile`` creates it 600: a colleague's report could not read it) and rename it over ``target``
+    atomically (``os.replace``)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, target)
+
+
 def write_summary(path: Path, summary: dict[str, Any], name: str = SUMMARY_FILE) -> Path:
     """Write ``summary`` as JSON to ``path/<name>`` (``metrics.json``) atomically (write a temp file with a
-    unique name in the same folder, then rename; two writers never share a temp file); NaN and
-    infinities become null."""
+    unique name in the same folder, then :func:`publish`: the umask's mode, renamed; two writers never share
+    a temp file); NaN and infinities become null."""
     clean = json.loads(json.dumps(summary, default=str), parse_constant=lambda _: None)
     target = Path(path) / name
     with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{name}.", suffix=".tmp", delete=False) as tmp:
         tmp.write(json.dumps(clean, indent=2))
-    os.replace(tmp.name, target)
+    publish(tmp.name, target)
     return target
 
 
