@@ -756,7 +756,7 @@ def make_plots(sweep: Path, runs: pd.DataFrame, cand: pd.DataFrame, chosen: pd.D
             written.append(_save(fig, inside(sweep, safe_name("acc_vs_rate", name) + ".png")))
         curves_of = _mine(chosen if len(chosen) else _on_choice(runs, cand), block)
         shown = [m for m in (means["method"] if means is not None and len(_mine(means, block)) else others) if m not in BASELINES]
-        labels = {r["method"]: f"{_label(r)} p={_p(r['p'])}" for _, r in sub[sub["selected"]].iterrows()}
+        labels = {r["method"]: _label(r) + ("" if pd.isna(r["p"]) else f" p={_p(r['p'])}") for _, r in sub[sub["selected"]].iterrows()}
         for key, what, scale in (("val/acc", "validation accuracy (%)", 100), ("val/loss", "validation loss (log scale)", 1)):
             curves = {m: scale * mean_curve(g["history"], key) for m, g in curves_of.groupby("method")}
             fig, axes = _figure(len(_panels(list(shown))))
