@@ -65,11 +65,13 @@ def test_job_killed_after_epoch_2_of_5_resumes_to_the_uninterrupted_result(metho
     done = []
     kill_when([f"hydra.run.dir={job}", *overrides], tmp_path, lambda: done.append(epochs_done(last)) or done[-1] >= 2)
     assert 2 <= epochs_done(last) < 5 and not (job / "metrics.json").exists()  # killed mid-run, with a checkpoint
-    assert not list(job.rglob("*.tmp"))
+    # the kill may land while best.ckpt (written right after last.ckpt) is being written: its temp file is
+    # removed when the job resumes
 
     with caplog.at_level("INFO", logger="dropout_lab.train"):
         resumed = train(make_cfg([*overrides, "resume=true"], job))
     assert f"resume: continuing from {last}" in caplog.text
+    assert not list(job.rglob("*.tmp"))
     assert {k: resumed[k] for k in COMPARED} == {k: reference[k] for k in COMPARED}
     assert history(job) == history(tmp_path / "uninterrupted") and len(history(job)) == 5
     if method == "concrete":  # the learned p came back from the checkpoint and went on learning the same way
