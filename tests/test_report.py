@@ -25,7 +25,7 @@ TARGETS = {"none": "dropout_lab.dropout.NoDropout", "standard": "dropout_lab.dro
 
 def job(sweep: Path, method: str, p: float, seed: int, val: float, test: float, dataset: str = "mnist", *,
         val_loss: float = 0.4, best: float | None = None, tuning: list[int] | None = None, metrics: dict | None = None,
-        test_samples: int | None = None, **extra) -> Path:
+        test_samples: int | None = None, config_anchor: float | None = None, **extra) -> Path:
     """Write one job folder: metrics.json (the fields the report reads) and .hydra/overrides.yaml. ``val`` is the
     last epoch's validation accuracy (also the best), ``test`` the last network's test accuracy, ``best`` the
     best-validation network's (default: ``test``)."""
@@ -38,7 +38,7 @@ def job(sweep: Path, method: str, p: float, seed: int, val: float, test: float, 
                "metrics": {"val/acc_best": val, "test/acc": test, "test_best/acc": test if best is None else best,
                            "dropout/drop_fraction": 0.0 if method == "none" else p, **(metrics or {})},
                "config": {"dropout": {"_target_": TARGETS[method], "p": p}, "dataset": {"name": dataset, "split_seed": seed}, "seed": seed,
-                          "output_dir": str(folder), "report": {"tuning_seeds": tuning}},
+                          "output_dir": str(folder), "report": {"tuning_seeds": tuning}, "anchor": config_anchor},
                "history": [{"epoch": 0, "val/acc": val - 0.01, "val/loss": 0.5}, {"epoch": 1, "val/acc": val, "val/loss": val_loss}],
                **extra}
     (folder / "metrics.json").write_text(json.dumps(summary))
@@ -309,3 +309,10 @@ def test_regime_check_reads_validation_accuracy_and_loss():
     assert "validation loss rises over the last third (0.330 -> 0.450; minimum 0.280 at epoch 4)" in text
     # last third = epochs 6-9 of 9: the least-squares line rises 5 points an epoch over 3 epochs = +15 points
     assert "changes by +15.00 points" in regime(rising, loss) and "has not peaked" in regime(rising, loss)
+
+
+def test_a_sources_anchor_is_a_column_of_the_evaluation_table(tmp_path):
+    for seed in range(3):
+        job(tmp_path, "standard", 0.5, seed, val=0.97, test=0.98, config_anchor=0.9816)
+    md = write_report(tmp_path)[0].read_text()
+    assert "| s/job | anchor (%) |" in md and "| 98.16 |" in md

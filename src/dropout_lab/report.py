@@ -567,9 +567,11 @@ def _evaluation_section(block: tuple, means: pd.DataFrame, tests: pd.DataFrame, 
     label = METRICS[settings.metric][2]
     lines = [f"**Evaluation** ({int(means['n'].max())} replicates at most): {label} (points, oriented), mean ± 95 % CI "
              "(marginal: for differences read the paired table and the forest plot).", ""]
+    anchored = settings.metric == "acc" and means["anchor"].notna().any()  # a source's reported accuracy (a preset's ``anchor``)
     rows = [[_label(r), _p(r["p"]), str(int(r["n"])), f"{_pts(r['mean'])} ± {_pts(r['ci'])}", _pct(r["val"]),
-             _pct(r["drop_fraction"], 1), _pct(r["p_eq"], 1), _pts(r["wall"], 1)] for _, r in means.sort_values("mean", ascending=False).iterrows()]
-    lines += _table(["method", "p", "n", label, "val acc (%)", "drop fraction (%)", "p_eq (%)", "s/job"], rows)
+             _pct(r["drop_fraction"], 1), _pct(r["p_eq"], 1), _pts(r["wall"], 1), *([_pct(r["anchor"])] if anchored else [])]
+            for _, r in means.sort_values("mean", ascending=False).iterrows()]
+    lines += _table(["method", "p", "n", label, "val acc (%)", "drop fraction (%)", "p_eq (%)", "s/job", *(["anchor (%)"] if anchored else [])], rows)
     if settings.metric == "acc" and means["method"].isin(["standard"]).any():
         acc = means.loc[means["method"] == "standard", "mean"].iloc[0] / 100
         size = _test_size(means)
