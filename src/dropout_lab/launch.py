@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 #: overrides that do not change what a job computes, so that adding them (``resume=true``) or moving
 #: the data keeps the job's folder, and with it its checkpoint and summary
 NEUTRAL_KEYS = ("resume", "data_root", "output_dir", "report")
+
+
+def neutral(key: str) -> bool:
+    """Whether the dotted config key (``report.rope``) is or lies under one of :data:`NEUTRAL_KEYS`."""
+    return key.split(".")[0] in NEUTRAL_KEYS
 #: keys named first in a job folder (then the others, sorted), so a cut name still says what ran
 LEADING_KEYS = ("dropout", "dropout.p", "dataset", "model", "seed")
 #: longest readable part of a job folder name before the hash
@@ -60,7 +65,7 @@ def job_dir_name(overrides: list[str], exclude_keys: list[str] = ()) -> str:
     Example: ``['seed=1', 'dropout.p=0.5', 'dropout=standard']`` -> ``dropout=standard,dropout.p=0.5,seed=1-<hash>``.
     """
     rank = lambda o: (LEADING_KEYS.index(_key(o)), o) if _key(o) in LEADING_KEYS else (len(LEADING_KEYS), o)  # noqa: E731
-    kept = sorted((o for o in overrides if _key(o).split(".")[0] not in NEUTRAL_KEYS), key=rank)
+    kept = sorted((o for o in overrides if not neutral(_key(o))), key=rank)
     readable = ",".join(o for o in kept if _key(o) not in set(exclude_keys))
     readable = re.sub(r"[^A-Za-z0-9=.,_+-]", "_", readable)[:MAX_NAME] or "defaults"
     digest = hashlib.sha1("\n".join(kept).encode()).hexdigest()[:8]

@@ -52,7 +52,7 @@ from scipy import stats as sps
 
 from dropout_lab import stats
 from dropout_lab.dedup import effective_config, ignored_args, p_is_rate
-from dropout_lab.launch import NEUTRAL_KEYS
+from dropout_lab.launch import NEUTRAL_KEYS, neutral
 from dropout_lab.summary import PREDICTIONS_FILE, SUMMARY_FILE
 
 #: the two reference methods every other method is compared with (``none`` = no dropout)
@@ -238,7 +238,7 @@ def finished_runs(jobs: pd.DataFrame, settings: Settings = Settings()) -> tuple[
     runs = jobs[ok & jobs[f"test_{net}_{metric}"].notna()].copy() if f"test_{net}_{metric}" in jobs else jobs.iloc[:0].copy()
     if runs.empty:
         return runs.assign(setting="", args="", val=np.nan, val_loss=np.nan, score=np.nan, score_other=np.nan, tuning=False), 0
-    keys = sorted({k for o in runs["overrides"] for k in o if k not in AXES and k.split(".")[0] not in NEUTRAL_KEYS})
+    keys = sorted({k for o in runs["overrides"] for k in o if k not in AXES and not neutral(k)})
     varying = [k for k in keys if runs["overrides"].map(lambda o, k=k: o.get(k)).nunique(dropna=False) > 1]
     arg_keys = [k for k in varying if k.startswith("dropout.") and k != "dropout.p"]
     setting_keys = [k for k in varying if not k.startswith("dropout.")]

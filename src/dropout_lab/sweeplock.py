@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab.errors import ConfigError
-from dropout_lab.launch import NEUTRAL_KEYS
+from dropout_lab.launch import NEUTRAL_KEYS, neutral
 from dropout_lab.summary import SUMMARY_FILE
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def changed_keys(old: dict, new: dict) -> list[str]:
             for path, token in paths:
                 value = value.replace(path, token) if isinstance(value, str) else value
             flat[key] = value
-        return {k: v for k, v in flat.items() if k.split(".")[0] not in NEUTRAL_KEYS and k not in PLACEMENT_KEYS}
+        return {k: v for k, v in flat.items() if not neutral(k) and k not in PLACEMENT_KEYS}
 
     a, b = normalised(old), normalised(new)
     return sorted(k for k in a.keys() | b.keys() if a.get(k, "<missing>") != b.get(k, "<missing>"))

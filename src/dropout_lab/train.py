@@ -27,7 +27,7 @@ from dropout_lab.module import Classifier
 from dropout_lab.profilers import trainer_profiler
 from dropout_lab.seeding import INIT, METHOD, ORDER, stream_seed
 from dropout_lab.summary import PREDICTIONS_FILE, History, build_summary, write_summary
-from dropout_lab.validate import validate
+from dropout_lab.validate import validate, validates
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     (:func:`~dropout_lab.analysis.evaluate`); ``callbacks.activation_variance`` adds
     :class:`~dropout_lab.analysis.ActivationVariance`.
     """
-    keep, test_on = checkpoints.policy(cfg)
+    _, test_on = checkpoints.policy(cfg)  # raises on a bad keep_checkpoint or eval.checkpoint
     datamodule, module, methods = build(cfg)
     loggers = instantiate_loggers(cfg.get("logger"))
     folder = Path(cfg.output_dir) / "checkpoints"
@@ -56,7 +56,7 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
             hparams.log_session(logger, cfg)
     # history first: its training clock stops before the controller's epoch-end stats logging
     callbacks = [history, DropoutController(methods, datamodule.num_train),
-                 *checkpoints.checkpoint_callbacks(folder, best=checkpoints.BEST in (keep, test_on) or validates(cfg))]
+                 *checkpoints.checkpoint_callbacks(folder, best=validates(cfg))]
     extra = cfg.get("callbacks") or {}
     if extra.get("activation_variance"):
         callbacks.append(ActivationVariance(int(extra.get("activation_samples", 32))))
@@ -70,13 +70,6 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     best = folder / f"{checkpoints.BEST}.ckpt"
     return metrics | run_test(cfg, trainer, module, datamodule, best if test_on == checkpoints.BEST else None,
                               best=best if test_on == checkpoints.LAST else None, predictions=Path(cfg.output_dir) / PREDICTIONS_FILE)
-
-
-def validates(cfg: DictConfig) -> bool:
-    """Whether the run validates (``trainer.limit_val_batches`` is not 0): then the best-validation
-    checkpoint is kept during training and tested beside the last epoch (``test_best/*``)."""
-    limit = cfg.trainer.get("limit_val_batches")
-    return limit is None or float(limit) > 0
 
 
 def build(cfg: DictConfig) -> tuple[Any, Classifier, list]:

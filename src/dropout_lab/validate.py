@@ -260,6 +260,13 @@ def check_idx_files(root: str, torchvision_class: str) -> None:
                           "re-run with dataset.download=true, or copy it again")
 
 
+def validates(cfg: DictConfig) -> bool:
+    """Whether the run validates (``trainer.limit_val_batches`` is not 0): only then is there a best-validation
+    checkpoint (kept during training and tested beside the last epoch as ``test_best/*``)."""
+    limit = (cfg.get("trainer") or {}).get("limit_val_batches")
+    return limit is None or isinstance(limit, bool) or float(limit) > 0
+
+
 def check_combinations(cfg: DictConfig) -> None:
     """Conditions between keys and the keys of mapping values, checked before training.
 
@@ -279,8 +286,7 @@ def check_combinations(cfg: DictConfig) -> None:
     if trainer.get("max_epochs") == -1 and trainer.get("max_steps", -1) == -1:
         raise ConfigError("trainer.max_epochs", -1, "with trainer.max_steps=-1 training would never end: set trainer.max_steps=N "
                           "(a fixed number of updates) or trainer.max_epochs=N")
-    limit = trainer.get("limit_val_batches")
-    if limit is not None and not isinstance(limit, bool) and float(limit) == 0:
+    if not validates(cfg):
         for key, value in (("keep_checkpoint", cfg.get("keep_checkpoint")), ("eval.checkpoint", (cfg.get("eval") or {}).get("checkpoint"))):
             if value == "best":
                 raise ConfigError(key, "best", "the best checkpoint is the epoch with the highest val/acc, and "

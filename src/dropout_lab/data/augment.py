@@ -15,8 +15,8 @@ from torch import Tensor
 AUGMENT_KEYS = ("flip", "crop_padding", "cutout")
 
 
-def _draw(x: Tensor, generator: torch.Generator | None, fn, *args, **kwargs) -> Tensor:
-    """``fn(*args, **kwargs)`` (``torch.rand``/``torch.randint``) from ``generator`` (a CPU generator: drawn
+def draw(x: Tensor, generator: torch.Generator | None, fn, *args, **kwargs) -> Tensor:
+    """``fn(*args, **kwargs)`` (``torch.rand``/``torch.randint``/``torch.randperm``) from ``generator`` (a CPU generator: drawn
     on the CPU and moved to ``x``'s device), or from torch's generator of ``x``'s device when None."""
     if generator is None:
         return fn(*args, device=x.device, **kwargs)
@@ -26,7 +26,7 @@ def _draw(x: Tensor, generator: torch.Generator | None, fn, *args, **kwargs) -> 
 def random_flip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Mirror each image left-right with probability 1/2, drawn from ``generator`` (None: torch's global
     one). Shapes: (N, C, H, W) -> (N, C, H, W)."""
-    flip = _draw(x, generator, torch.rand, len(x)) < 0.5
+    flip = draw(x, generator, torch.rand, len(x)) < 0.5
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
@@ -43,7 +43,7 @@ def random_crop(x: Tensor, padding: int, fill: Tensor, generator: torch.Generato
     n, c, h, w = x.shape
     padded = fill.view(1, c, 1, 1).to(x).expand(n, c, h + 2 * padding, w + 2 * padding).clone()
     padded[:, :, padding:padding + h, padding:padding + w] = x
-    dy, dx = (_draw(x, generator, torch.randint, 0, 2 * padding + 1, (n, 1)) for _ in range(2))
+    dy, dx = (draw(x, generator, torch.randint, 0, 2 * padding + 1, (n, 1)) for _ in range(2))
     rows = (dy + torch.arange(h, device=x.device)).view(n, 1, h, 1)
     cols = (dx + torch.arange(w, device=x.device)).view(n, 1, 1, w)
     return padded[torch.arange(n, device=x.device).view(n, 1, 1, 1), torch.arange(c, device=x.device).view(1, c, 1, 1), rows, cols]
@@ -57,8 +57,8 @@ def cutout(x: Tensor, size: int, generator: torch.Generator | None = None) -> Te
     Shapes: (N, C, H, W) -> (N, C, H, W).
     """
     n, _, h, w = x.shape
-    cy = _draw(x, generator, torch.randint, 0, h, (n, 1))
-    cx = _draw(x, generator, torch.randint, 0, w, (n, 1))
+    cy = draw(x, generator, torch.randint, 0, h, (n, 1))
+    cx = draw(x, generator, torch.randint, 0, w, (n, 1))
     ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
     inside_y = (ys >= cy - size // 2) & (ys < cy + size - size // 2)
     inside_x = (xs >= cx - size // 2) & (xs < cx + size - size // 2)

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from dropout_lab.data.augment import draw
+
 
 class TensorBatches:
     """An iterable of ``(x, y)`` minibatches over in-memory tensors, reshuffled at every ``iter()``.
@@ -43,11 +45,7 @@ class TensorBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        order = None
-        if self.shuffle and self.generator is None:
-            order = torch.randperm(len(self.x), device=self.x.device)
-        elif self.shuffle:
-            order = torch.randperm(len(self.x), generator=self.generator).to(self.x.device, non_blocking=True)
+        order = draw(self.x, self.generator, torch.randperm, len(self.x)) if self.shuffle else None
         for i in range(len(self)):
             if order is None:
                 x, y = self.x[i * self.batch_size:(i + 1) * self.batch_size], self.y[i * self.batch_size:(i + 1) * self.batch_size]
