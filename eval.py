@@ -8,6 +8,8 @@ import sys
 
 from omegaconf import OmegaConf
 
+from dropout_lab.callbacks import QuietConsole
+from dropout_lab.errors import ConfigError
 from dropout_lab.retest import retest
 
 
@@ -17,7 +19,11 @@ def main(argv: list[str]) -> None:
     if "run_dir" not in args or len(args) != len(argv):
         sys.exit("usage: python eval.py run_dir=<job folder> [ckpt=last|best] [key=value ...]")
     run_dir, ckpt = args.pop("run_dir"), args.pop("ckpt", "last")
-    metrics, path = retest(run_dir, ckpt, [f"{k}={v}" for k, v in args.items()])
+    QuietConsole().on_job_start(None)  # the start-up notices train.py silences too
+    try:
+        metrics, path = retest(run_dir, ckpt, [f"{k}={v}" for k, v in args.items()])
+    except (ConfigError, FileNotFoundError) as err:  # bad input: the message alone, as train.py prints it
+        sys.exit(str(err))
     print(OmegaConf.to_yaml({k: v for k, v in sorted(metrics.items()) if k.startswith("test/")}), end="")
     print(f"written to {path}")
 

@@ -1,9 +1,14 @@
 """Entry point: ``python train.py [overrides]`` trains one run; ``python train.py -m ...`` sweeps."""
 
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
+from dropout_lab.errors import ConfigError
 from dropout_lab.train import train
+from dropout_lab.validate import preflight
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -13,4 +18,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    try:
+        preflight(sys.argv[1:], Path(__file__).parent / "conf")  # an unknown key, named with the closest one
+    except ConfigError as err:
+        sys.exit(str(err))
     main()

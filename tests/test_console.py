@@ -44,9 +44,13 @@ def test_multirun_prints_a_line_per_job_and_the_tally(tmp_path):
     result = run_cli(["-m", "dropout.p=0.2,1.5", "trainer=smoke", *TINY, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert result.returncode != 0  # the p=1.5 job fails
     out = [line for line in result.stdout.splitlines() if line.strip()]
-    assert re.search(r"\[HYDRA\] Launching 2 jobs locally$", out[0]), out
+    assert re.search(r"\[HYDRA\] sweep of 2 jobs prepared in \d+\.\d s$", out[0]), out
+    assert re.search(r"\[HYDRA\] Launching 2 jobs locally$", out[1]), out
     assert len([line for line in out if re.search(r"\[HYDRA\] \t#\d : dropout\.p=", line)]) == 2, out
+    progress = [line for line in out if "dropout_lab.progress" in line]
+    assert [line.split(" - ")[1].split(";")[0] for line in progress] == ["[1/2] 1 ok, 0 failed, 1 left", "[2/2] 1 ok, 1 failed, 0 left"]
     assert len([line for line in out if re.fullmatch(CLOSING, line)]) == 1, out
-    assert out[-1] == f"1 ok, 1 failed; report: python scripts/report.py {sweep}", out
-    assert len(out) == 6, out  # + the failed job's one error line
+    assert out[-1].startswith("1 ok, 1 failed; resume: python ") and "resume=true" in out[-1], out
+    assert out[-1].endswith(f" hydra.sweep.dir={sweep}; report: python scripts/report.py {sweep}"), out
+    assert len(out) == 9, out  # + the jobs' result / error lines
     assert not [line for line in lines(result) if any(noise in line for noise in NOISE)]

@@ -11,18 +11,26 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
+import shlex
+import sys
+import time
 import warnings
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback as HydraCallback
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning import Callback
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 
+from dropout_lab import interrupts
+from dropout_lab.launch import JOBS_FILE
+from dropout_lab.progress import Progress
 from dropout_lab.summary import SUMMARY_FILE
 
 #: what the progress bar shows after the step counter: the latest epoch values of these metrics
@@ -81,39 +89,84 @@ class QuietConsole(HydraCallback):
             warnings.filterwarnings("ignore", message=message, category=category)
 
 
+def job_status(folder: Path) -> str:
+    """The ``status`` of a job folder's ``metrics.json`` (ok, failed, interrupted), ``not started`` without
+    one, ``unreadable`` if it does not parse."""
+    try:
+        return json.loads((folder / SUMMARY_FILE).read_text()).get("status", "unknown")
+    except FileNotFoundError:
+        return "not started"
+    except (OSError, ValueError):
+        return "unreadable"
+
+
 def sweep_counts(sweep_dir: Path) -> Counter:
-    """Jobs under ``sweep_dir`` by the ``status`` of their ``metrics.json`` (ok, failed, interrupted)."""
-    counts: Counter = Counter()
-    for path in Path(sweep_dir).rglob(SUMMARY_FILE):
-        try:
-            counts[json.loads(path.read_text()).get("status", "unknown")] += 1
-        except (OSError, ValueError):
-            counts["unreadable"] += 1
-    return counts
+    """Jobs of the sweep in ``sweep_dir`` by status (:func:`job_status`): every job of its ``jobs.json``
+    (written by dropout-lab's sweeper, so jobs that never started count too), else every folder holding a
+    ``metrics.json``."""
+    sweep_dir = Path(sweep_dir)
+    listed = sweep_dir / JOBS_FILE
+    if listed.is_file():
+        folders = [sweep_dir / name for name in json.loads(listed.read_text())]
+    else:
+        folders = [path.parent for path in sweep_dir.rglob(SUMMARY_FILE)]
+    return Counter(job_status(folder) for folder in folders)
 
 
-def sweep_summary(sweep_dir: Path) -> str:
-    """The closing line of a multirun: ``N ok, M failed`` (other statuses named) and the report command."""
+def resume_command(sweep_dir: Path, argv: list[str] | None = None) -> str:
+    """The command line that resumes this sweep: ``python`` + this process' arguments with ``resume=true``
+    and ``hydra.sweep.dir=<sweep_dir>`` (replacing any earlier value of either), shell-quoted."""
+    args = [a for a in (sys.argv if argv is None else argv) if not a.startswith(("resume=", "hydra.sweep.dir="))]
+    return shlex.join(["python", *args, "resume=true", f"hydra.sweep.dir={sweep_dir}"])
+
+
+def sweep_summary(sweep_dir: Path, argv: list[str] | None = None) -> str:
+    """The closing line of a multirun: ``N ok, M failed`` then every other status
+    (``K interrupted, L not started``), the resume command when a job is not ok (:func:`resume_command`) and the
+    report command."""
     counts = sweep_counts(sweep_dir)
-    ok = counts.pop("ok", 0)
-    failed = sum(counts.values())
-    others = "".join(f", {n} {status}" for status, n in sorted(counts.items()) if status != "failed")
-    return f"{ok} ok, {failed} failed{others}; report: python scripts/report.py {sweep_dir}"
+    ok, failed = counts.pop("ok", 0), counts.pop("failed", 0)
+    line = f"{ok} ok, {failed} failed" + "".join(f", {n} {status}" for status, n in sorted(counts.items()))
+    if failed or counts:
+        line += f"; resume: {resume_command(sweep_dir, argv)}"
+    return f"{line}; report: python scripts/report.py {sweep_dir}"
 
 
 class SweepSummary(HydraCallback):
-    """Hydra callback (conf/config.yaml ``hydra.callbacks``): prints :func:`sweep_summary` once at the end
-    of a multirun. Hydra skips ``on_multirun_end`` when a job failed (its sweeper re-raises the job's
-    error), so the line is also registered to print at exit and printed by whichever comes first."""
+    """Hydra callback (conf/config.yaml ``hydra.callbacks``) of the launching process of a multirun: traps
+    SIGINT/SIGTERM/SIGUSR1/2 for the sweep's life (:mod:`~dropout_lab.interrupts`: an interrupted sweep
+    exits with 128 + the signal), logs a progress line per finished job when the jobs run in this process
+    (Hydra's basic launcher; ``gpu_pool`` logs its own, :mod:`~dropout_lab.pool`), and prints
+    :func:`sweep_summary` once at the end. Hydra skips ``on_multirun_end`` when a job failed (its sweeper
+    re-raises the job's error), so the line is also registered to print at exit and printed by whichever
+    comes first."""
 
     def __init__(self) -> None:
         self.sweep_dir: Path | None = None
+        self.pid, self.saved, self.progress, self.started = 0, {}, None, 0.0
+
+    def __getstate__(self) -> dict:
+        return {"sweep_dir": self.sweep_dir, "pid": self.pid, "saved": {}, "progress": None, "started": 0.0}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.sweep_dir = Path(config.hydra.sweep.dir)
+        self.sweep_dir, self.pid = Path(config.hydra.sweep.dir), os.getpid()
+        self.saved = interrupts.install()
         atexit.register(self.on_multirun_end, config)
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if self.sweep_dir is None or os.getpid() != self.pid:
+            return  # a single run, or a job in a worker process
+        if self.progress is None:
+            listed = self.sweep_dir / JOBS_FILE
+            self.progress = Progress(len(json.loads(listed.read_text())) if listed.is_file() else 0)
+        if self.progress.total:
+            self.progress.update(job_return.status == JobStatus.COMPLETED, time.time() - self.started)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.sweep_dir is not None:
+        if self.sweep_dir is not None and os.getpid() == self.pid:
             print(sweep_summary(self.sweep_dir), flush=True)
+            interrupts.restore(self.saved)
             self.sweep_dir = None

@@ -26,7 +26,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from dropout_lab.errors import ConfigError
+from dropout_lab.errors import ConfigError, root_cause
 from dropout_lab.summary import publish
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ``/dev/shm``); a job killed mid-write leaves it there. Here the temporary file lives in the
     checkpoint's own folder (``.<name>.<random>.tmp``), is flushed and ``fsync``-ed, then given the umask's
     mode and renamed over the target (:func:`dropout_lab.summary.publish`): a reader sees the old file or
-    the new one, never half of one.
+    the new one, never half of one. A write that fails on an ``OSError`` (a full disk) re-raises it with the
+    checkpoint's path, so the job's error names the file.
     Loading always goes through :func:`safe_load`.
     """
 
@@ -78,8 +79,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            except BaseException:
+            except BaseException as err:
                 os.unlink(f.name)
+                cause = root_cause(err)
+                if isinstance(cause, OSError) and not cause.filename:  # name the file a full disk refused
+                    raise OSError(cause.errno, cause.strerror, str(path)) from err
                 raise
         publish(f.name, path)
 

@@ -34,3 +34,38 @@ class ConfigError(ValueError, CompactHydraException):
 
     def __reduce__(self) -> tuple:
         return type(self), (self.key, self.value, self.fix)
+
+
+class JobError(RuntimeError, CompactHydraException):
+    """A job that failed on a deeper cause than the exception that reached it (a full disk under
+    ``torch.save``'s ``RuntimeError``): its message is that cause (:func:`headline`), printed by Hydra as the
+    console's last line; the exception it is raised from carries the whole chain."""
+
+
+def chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions behind it (``__cause__``, else ``__context__`` unless suppressed), outermost first."""
+    seen: list[BaseException] = []
+    while err is not None and all(err is not s for s in seen):
+        seen.append(err)
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    return seen
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The exception a user should read first: the deepest ``OSError`` behind ``err`` that names its file
+    (else the deepest ``OSError``: a full disk under ``torch.save``'s ``RuntimeError: [enforce fail at
+    inline_container.cc] ...``), else ``err`` itself."""
+    found = [e for e in chain(err) if isinstance(e, OSError)]
+    named = [e for e in found if e.filename]
+    return (named or found or [err])[-1]
+
+
+def headline(err: BaseException) -> str:
+    """One line for :func:`root_cause`: ``No space left on device: <path>`` for an ``OSError`` (its
+    ``strerror`` and file name), else ``<type>: <message>`` (the message alone for :class:`ConfigError`
+    and interruptions, whose text already says what they are)."""
+    root = root_cause(err)
+    if isinstance(root, OSError) and root.strerror:
+        return f"{root.strerror}: {root.filename}" if root.filename else f"{type(root).__name__}: {root.strerror}"
+    text = str(root).strip().splitlines()[0] if str(root).strip() else ""
+    return text if isinstance(root, (ConfigError, SystemExit)) else f"{type(root).__name__}: {text}".rstrip(": ")

@@ -39,6 +39,10 @@ NEUTRAL_KEYS = ("resume", "data_root", "output_dir", "report")
 def neutral(key: str) -> bool:
     """Whether the dotted config key (``report.rope``) is or lies under one of :data:`NEUTRAL_KEYS`."""
     return key.split(".")[0] in NEUTRAL_KEYS
+
+
+#: the list of a sweep's job folders, written at its root by dropout-lab's sweeper (read by its closing line)
+JOBS_FILE = "jobs.json"
 #: keys named first in a job folder (then the others, sorted), so a cut name still says what ran
 LEADING_KEYS = ("dropout", "dropout.p", "dataset", "model", "seed")
 #: longest readable part of a job folder name before the hash
@@ -193,7 +197,7 @@ def torch_threads(cfg: DictConfig, n_jobs: int = 1) -> int:
 def place_job(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
     """Set up a job for its launcher before training; return what was decided (for the log).
 
-    Under the joblib launcher (``hydra/launcher=gpu_pool`` or ``joblib``) the worker claims a slot
+    Under a joblib launcher (``hydra/launcher=gpu_pool`` or ``joblib``) the worker claims a slot
     (:func:`claim_slot`, ``n_jobs`` slots) and, with GPUs, trains on GPU ``slot % n_gpus`` only
     (``trainer.devices=[i]``, ``trainer.accelerator=gpu``; with several jobs per GPU the result says whether
     CUDA MPS is active, :func:`mps_active`); in both cases it sets torch's threads to
@@ -201,7 +205,7 @@ def place_job(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
     Other launchers are left alone (Slurm isolates GPUs itself); ``train`` applies an explicit ``threads`` there.
     """
     target = str(hydra_cfg.launcher.get("_target_", ""))
-    if not target.endswith("JoblibLauncher"):
+    if not target.endswith(("JoblibLauncher", "PoolLauncher")):
         return {}
     import torch
 

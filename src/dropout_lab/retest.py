@@ -16,22 +16,31 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab import checkpoints
+from dropout_lab.errors import ConfigError
 from dropout_lab.summary import write_summary
 from dropout_lab.train import build, run_test
+from dropout_lab.validate import check_keys, validate
 
 
 def job_config(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
     """``run_dir/.hydra/config.yaml`` with ``output_dir=run_dir``, ``resume=false`` and the
-    ``key=value`` ``overrides`` (e.g. ``eval.mc_samples=20``, ``data_root=...``) merged in.
+    ``key=value`` ``overrides`` (e.g. ``eval.mc_samples=20``, ``data_root=...``) merged in, checked as
+    train.py checks a config: known keys only (:func:`~dropout_lab.validate.check_keys`), then
+    :func:`~dropout_lab.validate.validate`.
 
     Raises:
         FileNotFoundError: if ``run_dir`` has no ``.hydra/config.yaml`` (not a job folder).
+        ConfigError: for an unknown key (naming the closest) or a bad value, before anything is built.
     """
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"run_dir={run_dir}: no {path.relative_to(run_dir)}; pass a job folder written by "
                                 "train.py (one holding metrics.json and .hydra/)")
-    cfg = OmegaConf.merge(OmegaConf.load(path), {"output_dir": str(run_dir), "resume": False}, OmegaConf.from_dotlist(list(overrides)))
+    stored = OmegaConf.load(path)
+    check_keys(stored, list(overrides))
+    cfg = OmegaConf.merge(stored, {"output_dir": str(run_dir), "resume": False}, OmegaConf.from_dotlist(list(overrides)))
+    cfg.pop("logger", None)  # a re-test logs nothing (and an MLflow run name would need Hydra's job context)
+    validate(cfg)
     return cfg
 
 
@@ -44,12 +53,12 @@ def retest(run_dir: Path, ckpt: str = checkpoints.LAST, overrides: list[str] = (
 
     Raises:
         FileNotFoundError: if the job folder or the checkpoint is missing (naming ``keep_checkpoint``).
-        ValueError: for ``ckpt`` other than last/best; UnsafeCheckpointError for a checkpoint that
+        ConfigError: for ``ckpt`` other than last/best, an unknown key or a bad value (:func:`job_config`); UnsafeCheckpointError for a checkpoint that
             is not plain tensors (:func:`~dropout_lab.checkpoints.safe_load`).
     """
     run_dir = Path(run_dir)
     if ckpt not in (checkpoints.LAST, checkpoints.BEST):
-        raise ValueError(f"ckpt={ckpt}: use last (the final epoch) or best (the epoch with the highest val/acc)")
+        raise ConfigError("ckpt", ckpt, "use last (the final epoch) or best (the epoch with the highest val/acc)")
     cfg = job_config(run_dir, overrides)
     path = run_dir / "checkpoints" / f"{ckpt}.ckpt"
     if not path.is_file():

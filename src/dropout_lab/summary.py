@@ -172,10 +172,11 @@ def write_summary(path: Path, summary: dict[str, Any], name: str = SUMMARY_FILE)
 
 
 def build_summary(cfg: DictConfig, status: str, history: History | None, metrics: dict[str, float], wall_seconds: float,
-                  error: str | None = None) -> dict[str, Any]:
+                  error: str | None = None, trace: str | None = None) -> dict[str, Any]:
     """The run summary written to ``metrics.json``.
 
-    Fields: status (ok | failed), error, hparams (:func:`flat_hparams`; empty for a config it cannot
+    Fields: status (ok | failed | interrupted), error (one line: the root cause,
+    :func:`~dropout_lab.errors.headline`), traceback (the whole chain), hparams (:func:`flat_hparams`; empty for a config it cannot
     convert, such as ``dropout.p=abc``), config (the resolved config),
     best_val_acc, final val/test metrics, ``drop_fraction`` and ``p_eq`` (means over all training
     steps and sites), ``method_info`` (:func:`method_info`), epochs, wall_seconds, train_seconds,
@@ -190,6 +191,7 @@ def build_summary(cfg: DictConfig, status: str, history: History | None, metrics
     return {
         "status": status,
         "error": error,
+        "traceback": trace,
         "hparams": hparams,
         "metrics": metrics,
         "best_val_acc": metrics.get("val/acc_best"),

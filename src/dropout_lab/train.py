@@ -17,11 +17,12 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dropout_lab import checkpoints, hparams, launch, sweeplock
+from dropout_lab import checkpoints, hparams, interrupts, launch, sweeplock
 from dropout_lab.analysis import ActivationVariance, evaluate
 from dropout_lab.callbacks import instantiate_callbacks
 from dropout_lab.config import attach, build_model, split_config
 from dropout_lab.dropout.controller import DropoutController
+from dropout_lab.errors import JobError, headline, root_cause
 from dropout_lab.loggers import close, instantiate_loggers, log_metrics
 from dropout_lab.module import Classifier
 from dropout_lab.profilers import trainer_profiler
@@ -155,7 +156,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
             or with a changed config.
         ConfigError: for a bad config value, before anything is built; or whatever else the job raised
             (a refused multirun or GPU slot included); either after writing a summary with
-            ``status: failed`` (or ``interrupted``) and the traceback, so that a sweep's report can list it.
+            ``status: failed`` (or ``interrupted``), the root cause as ``error`` and the traceback, so that a
+            sweep's report can list it. A failure whose root cause lies deeper (a full disk under
+            ``torch.save``) is re-raised as :class:`~dropout_lab.errors.JobError` with that cause as its message.
+        Interrupted: for SIGINT, SIGTERM, SIGUSR1/2 (:mod:`~dropout_lab.interrupts`), after the ``interrupted``
+            summary; the process exits with 128 + the signal's number.
     """
     out = Path(cfg.output_dir)
     if launch.requeued() and not cfg.get("resume"):  # preempted / timed out on Slurm: the same path as resume=true
@@ -166,25 +171,34 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return done
     out.mkdir(parents=True, exist_ok=True)
     history, start = History(), time.time()
-    try:
-        validate(cfg)
-        placed = {}
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            launch.check_multirun(cfg)
-            placed = launch.place_job(cfg, HydraConfig.get())
-        if not placed and cfg.get("threads"):  # a single run or a non-joblib launcher
-            placed = {"threads": launch.torch_threads(cfg)}
-            torch.set_num_threads(placed["threads"])
-        if placed:
-            log.info("worker placement: %s", placed)
-        metrics = fit(cfg, history)
-    except BaseException as err:
-        status = "failed" if isinstance(err, Exception) else "interrupted"
-        path = write_summary(out, build_summary(cfg, status, history, {}, time.time() - start, error=traceback.format_exc()))
-        log.error("job %s; summary in %s", status, path)  # the error itself is printed once, by Hydra
-        raise
-    finally:
-        close()
+    with interrupts.trap():
+        interrupts.busy.set()
+        try:
+            validate(cfg)
+            placed = {}
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                launch.check_multirun(cfg)
+                placed = launch.place_job(cfg, HydraConfig.get())
+            if not placed and cfg.get("threads"):  # a single run or a non-joblib launcher
+                placed = {"threads": launch.torch_threads(cfg)}
+                torch.set_num_threads(placed["threads"])
+            if placed:
+                log.info("worker placement: %s", placed)
+            metrics = fit(cfg, history)
+        except BaseException as err:
+            signum = interrupts.signal_of(err)
+            status = "interrupted" if signum or not isinstance(err, Exception) else "failed"
+            summary = build_summary(cfg, status, history, {}, time.time() - start, error=headline(err), trace=traceback.format_exc())
+            path = write_summary(out, summary)  # a failure's message is printed once, by Hydra; an interruption's here
+            log.error("job %s%s; summary in %s", status, f" ({summary['error']})" if signum else "", path)
+            if signum is not None and not isinstance(err, interrupts.Interrupted):
+                raise interrupts.Interrupted(signum) from err
+            if isinstance(err, Exception) and (root_cause(err) is not err or isinstance(err, OSError)):
+                raise JobError(summary["error"]) from err  # the console's last line is the cause, not torch's wrapper
+            raise
+        finally:
+            close()
+            interrupts.busy.clear()
     path = write_summary(out, build_summary(cfg, "ok", history, metrics, time.time() - start))
     checkpoints.finish(out / "checkpoints", checkpoints.policy(cfg)[0])
     log.info("test/acc=%.4f val/acc_best=%.4f; summary in %s", metrics.get("test/acc", float("nan")), metrics.get("val/acc_best", float("nan")), path)

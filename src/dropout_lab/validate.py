@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from torchvision.datasets.mnist import SN3_PASCALVINCENT_TYPEMAP
 
@@ -309,3 +310,52 @@ def validate(cfg: DictConfig) -> None:
     dataset = cfg.get("dataset") or {}
     if str(dataset.get("torchvision_class", "")) in ("MNIST", "FashionMNIST", "KMNIST"):
         check_idx_files(str(dataset.root), str(dataset.torchvision_class))
+
+
+def check_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """Refuse a ``key=value`` override whose key ``cfg`` does not have (``eval.mc_sample=5``), naming the
+    closest key it has (``difflib``); ``+key=value`` (an addition) and ``hydra.*`` keys are not checked.
+
+    Raises:
+        ConfigError: on the unknown key, as ``key=value: unknown key; did you mean <closest>? ...``.
+    """
+    known = None
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.startswith(("+", "~", "hydra.", "hydra/")) or OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT:
+            continue
+        known = known or [k for k, _ in leaves(OmegaConf.to_container(cfg, resolve=False))]
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        raise ConfigError(key, yaml.safe_load(value) if value else value,
+                          f"unknown key; did you mean {close[0]}?" if close else "unknown key (python train.py --cfg job lists every key)")
+
+
+_ABSENT = object()
+
+
+def preflight(argv: list[str], config_dir: Path) -> None:
+    """Before Hydra runs ``train.py`` with command-line ``argv``: compose ``config_dir``'s ``config`` with the
+    config-group choices of ``argv`` (the first value of a sweep) and :func:`check_keys` its plain
+    ``key=value`` overrides, so that a typo'd key is refused naming the closest valid key (Hydra's own
+    message says only that the key is not in the config). Anything this cannot compose is left to Hydra.
+
+    Raises:
+        ConfigError: for an unknown key.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except Exception:  # noqa: BLE001 - a malformed override: Hydra's parser says why
+        return
+    first = lambda o: next(iter(o.sweep_string_iterator())) if o.is_sweep_override() else o.get_value_element_as_str()  # noqa: E731
+    groups = [o for o in parsed if (config_dir / o.key_or_group).is_dir() or o.key_or_group.startswith("hydra")]
+    plain = [f"{o.key_or_group}={first(o)}" for o in parsed if o not in groups and o.type.name == "CHANGE" and o.package is None]
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = compose("config", overrides=[f"{o.key_or_group}={first(o)}" for o in groups if not o.key_or_group.startswith("hydra")])
+    except Exception:  # noqa: BLE001 - left to Hydra, which reports it in full
+        return
+    check_keys(cfg, plain)

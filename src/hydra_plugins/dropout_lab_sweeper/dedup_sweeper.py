@@ -1,32 +1,81 @@
-"""dropout-lab's sweeper: Hydra's BasicSweeper that launches every effective configuration once and
-writes the sweep's TensorBoard HParams spec. Importing this module (Hydra's plugin scan does, before
-it composes any config) makes it the default: it replaces Hydra's ``hydra/sweeper: basic`` entry in
+"""dropout-lab's sweeper: Hydra's BasicSweeper that launches every effective configuration once, writes
+the sweep's TensorBoard HParams spec and its job list. Importing this module (Hydra's plugin scan does,
+before it composes any config) makes it the default: it replaces Hydra's ``hydra/sweeper: basic`` entry in
 the ConfigStore, so every ``-m`` run uses it, and presets can still pick another sweeper
 (``override /hydra/sweeper: optuna``). Its options are BasicSweeper's (``max_batch_size``, ``params``).
 
 A sweep over ``dropout=none,standard dropout.p=0.1,0.3`` asks for ``none`` twice, but ``none``
 ignores ``p``, so both jobs would train the same network. Before launching, :class:`DedupSweeper`
-composes every job's config (as the launcher will) and keeps the first job of each
-:func:`~dropout_lab.dedup.effective_config`. It only filters the job list, so it works with every
-launcher (basic, joblib ``gpu_pool``, submitit ``slurm``) and with ``resume=true`` (the same jobs are
-kept again). Hydra loads sweepers only from the ``hydra_plugins`` namespace package, hence this file.
+derives every job's config (:func:`job_configs`: Hydra composes one config per distinct set of group choices,
+and each job's ``key=value`` overrides are applied to a copy of it as Hydra applies them) and keeps the
+first job of each :func:`~dropout_lab.dedup.effective_config`. A job whose config fails
+:func:`~dropout_lab.validate.validate` is launched as it is, to fail alone with its own summary, and is
+left out of the dedup and the HParams spec. It only filters the job list, so it works with every launcher
+(basic, ``gpu_pool``, ``slurm``) and with ``resume=true`` (the same jobs are kept again). Hydra loads
+sweepers only from the ``hydra_plugins`` namespace package, hence this file.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
+
+def job_configs(load, jobs: Sequence[Sequence[str]]) -> list[DictConfig]:
+    """The composed config of every job of ``jobs`` (override lists), composing one config per distinct set
+    of group choices and other structural overrides (``+key``, ``~key``, a dict or list value, ``hydra.*``):
+    ``load(overrides)`` (Hydra's ``load_sweep_config``) composes the first job of each set, and the others'
+    plain ``key=value`` overrides are applied to a copy of it with ``OmegaConf.update(merge=True)``, as
+    Hydra's config loader applies them after the defaults list."""
+    parser, reps, configs = OverridesParser.create(), {}, []
+    composed = load(list(jobs[0])) if jobs else None
+    choices = set(composed.hydra.runtime.choices.keys()) if jobs else set()  # the config groups
+    for job in jobs:
+        parsed = parser.parse_overrides(list(job))
+        plain = [o for o in parsed if o.type.name == "CHANGE" and o.package is None and o.key_or_group not in choices
+                 and not o.key_or_group.startswith("hydra") and not isinstance(o.value(), (dict, list))]
+        structure = tuple(o.input_line for o in parsed if o not in plain) + tuple(o.key_or_group for o in plain)
+        if structure not in reps:
+            reps[structure] = cfg = composed if composed is not None else load(list(job))
+            composed = None
+        else:
+            cfg = copy.deepcopy(reps[structure])
+            for override in plain:
+                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+        configs.append(cfg)
+    return configs
+
+
+def checked(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` passes :func:`~dropout_lab.validate.validate` (without ``hydra``, and ``output_dir``,
+    which only the running job resolves, as ``.``)."""
+    from dropout_lab.validate import validate
+
+    node = OmegaConf.to_container(cfg, resolve=False)
+    node.pop("hydra", None)
+    node["output_dir"] = "."
+    try:
+        validate(OmegaConf.create(node))
+    except Exception:  # noqa: BLE001 - a bad value, or an interpolation only the job resolves: not trusted here
+        return False
+    return True
 
 
 class DedupSweeper(BasicSweeper):
     """BasicSweeper (Cartesian product of the sweep lists, ``max_batch_size`` jobs a batch) without
     duplicate jobs; writes ``<sweep dir>/hparams_spec.json`` (:func:`~dropout_lab.hparams.write_spec`)
-    from the kept jobs' configs before the first launch.
+    from the kept, valid jobs' configs and ``<sweep dir>/jobs.json`` (each job's folder, when the sweep's
+    ``hydra.sweep.subdir`` is dropout-lab's ``dl_job_dir``) before the first launch.
 
     Args: as BasicSweeper (``max_batch_size``, ``params``).
     """
@@ -37,21 +86,40 @@ class DedupSweeper(BasicSweeper):
         from dropout_lab.dedup import effective_config
         from dropout_lab.hparams import write_spec
 
+        start = time.perf_counter()
         (jobs,) = BasicSweeper.split_arguments(overrides, None)
-        kept, configs, first = [], [], {}
-        for job in jobs:
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+        load = lambda job: self.hydra_context.config_loader.load_sweep_config(self.config, job)  # noqa: E731
+        kept, valid, first = [], [], {}
+        for job, cfg in zip(jobs, job_configs(load, jobs)):
+            if not checked(cfg):
+                kept.append(job)  # fails in its own job, with its own summary
+                continue
             key = effective_config(cfg)
             if key in first:
                 log.info("dedup: skipping %s (same configuration as %s)", " ".join(job), " ".join(first[key]))
                 continue
             first[key] = job
             kept.append(job)
-            configs.append(cfg)
+            valid.append(cfg)
         if len(kept) < len(jobs):
             log.info("dedup: %d of %d jobs duplicate another job and are not launched", len(jobs) - len(kept), len(jobs))
-        write_spec(Path(self.config.hydra.sweep.dir), configs)
+        sweep = Path(self.config.hydra.sweep.dir)
+        if valid:
+            write_spec(sweep, valid)
+        self.write_jobs(sweep, kept)
+        log.info("sweep of %d jobs prepared in %.1f s", len(kept), time.perf_counter() - start)
         return list(self.split_overrides_to_chunks(kept, max_batch_size)) if kept else []
+
+    def write_jobs(self, sweep: Path, jobs: list[list[str]]) -> None:
+        """``sweep/jobs.json``: the folder of each job (:func:`~dropout_lab.launch.job_dir_name`), if the
+        sweep names its job folders with ``dl_job_dir``."""
+        from dropout_lab.launch import JOBS_FILE, job_dir_name
+
+        if "dl_job_dir" not in str(OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")):
+            return
+        exclude = list(self.config.hydra.job.config.override_dirname.exclude_keys)
+        sweep.mkdir(parents=True, exist_ok=True)
+        (sweep / JOBS_FILE).write_text(json.dumps([job_dir_name(list(job), exclude) for job in jobs], indent=0))
 
 
 #: ``hydra/sweeper: basic`` (Hydra's default) with :class:`DedupSweeper` as its target
