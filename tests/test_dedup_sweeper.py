@@ -53,3 +53,32 @@ def test_sweep_trains_none_once_per_model_and_declares_one_hparams_experiment(tm
     write_report(sweep)
     md = (sweep / "report.md").read_text()
     assert "duplicate" not in md and md.count("## mnist / lenet5") == 0 and md.count("## mnist / mlp [model.hidden_sizes=") == 2
+
+
+def test_plan_derives_every_job_as_composing_it_whole_would(tmp_path):
+    """dedup.plan composes one config per structure and derives the other jobs from their overrides; each
+    job's identity, HParams row and validity equal what composing and validating that job alone gives."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from conftest import CONF, DATA_ROOT
+    from dropout_lab.dedup import checked, effective_config, plan
+    from dropout_lab.summary import flat_hparams
+
+    sweep = ["dropout=none,standard,dropblock", "dropout.p=0.1,0.3,abc", "seed=0,7", "optimizer.lr=0.01,0.1",
+             "dataset.subset={train: 64}", f"data_root={DATA_ROOT}"]
+    (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(sweep), None)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        load = lambda job: compose("config", overrides=list(job), return_hydra_config=True)  # noqa: E731 - one job, composed whole
+        calls = []
+        planned = plan(lambda job: calls.append(job) or load(job), jobs)
+        whole = [load(job) for job in jobs]
+    assert len(calls) == 3  # one composition per dropout method, not 36
+    assert len(planned) == len(jobs) == 36
+    for job, cfg in zip(planned, whole):
+        assert job.valid == checked(cfg), job.overrides
+        if job.valid:
+            assert job.key == effective_config(cfg) and job.row == flat_hparams(cfg), job.overrides
+    assert sum(job.valid for job in planned) == 24  # p=abc: 12 jobs invalid
+    assert len({job.key for job in planned if job.valid}) == 20  # none ignores p: its 8 jobs are 4 configurations

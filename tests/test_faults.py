@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DATA_ROOT, ROOT, run_cli
+from dropout_lab.pool import alive, worker_pids
 from dropout_lab.report import write_report
 
 TINY = ["trainer=smoke", "dataset.subset={train: 256, val: 128, test: 128}", "dataset.batch_size=64", "trainer.limit_train_batches=4"]
@@ -53,28 +54,6 @@ def in_training(sweep: Path, n: int = 1) -> list[Path]:
 
 def summary(job: Path) -> dict:
     return json.loads((job / "metrics.json").read_text())
-
-
-def workers(launcher: int) -> list[int]:
-    """The loky worker processes of process ``launcher``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmd = (stat.parent / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == launcher and b"popen_loky_posix" in cmd:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie left for an init that does not reap counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def closing(stdout: str) -> str:
@@ -126,8 +105,8 @@ def test_a_killed_pool_worker_costs_its_own_job_only(tmp_path, monkeypatch):
     monkeypatch.setenv("DROPOUT_LAB_LOCK_DIR", str(tmp_path))
     sweep = tmp_path / "sweep"
     proc = start(["-m", "hydra/launcher=gpu_pool", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", *LONG, "seed=0,1,2,3"], tmp_path)
-    wait_for(lambda: len(in_training(sweep, 2)) == 2 and len(workers(proc.pid)) == 2, proc)
-    os.kill(workers(proc.pid)[0], signal.SIGKILL)  # as the out-of-memory killer would
+    wait_for(lambda: len(in_training(sweep, 2)) == 2 and len(worker_pids(proc.pid)) == 2, proc)
+    os.kill(worker_pids(proc.pid)[0], signal.SIGKILL)  # as the out-of-memory killer would
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err[-3000:]
     status = {job.name: summary(job) for job in sweep.glob("*/") if (job / "metrics.json").exists()}
@@ -148,8 +127,8 @@ def test_a_killed_launcher_leaves_no_orphans_and_resume_finds_every_slot_free(tm
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=gpu_pool", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", *LONG, "seed=0,1,2,3"]
     proc = start(args, tmp_path)
-    wait_for(lambda: len(in_training(sweep, 2)) == 2 and len(workers(proc.pid)) == 2, proc)
-    pids, running = workers(proc.pid), in_training(sweep, 2)
+    wait_for(lambda: len(in_training(sweep, 2)) == 2 and len(worker_pids(proc.pid)) == 2, proc)
+    pids, running = worker_pids(proc.pid), in_training(sweep, 2)
     proc.kill()  # the launcher alone, as `kill -9 <pid>` does
     proc.communicate(timeout=60)
     deadline = time.time() + 5
@@ -221,3 +200,16 @@ def test_eval_py_checks_its_input_as_train_py_does(tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 1 and proc.stderr.strip() == message and not proc.stdout, proc.stderr[-2000:]
     assert not list(job.glob("eval_*.json"))
+
+
+@pytest.mark.slow
+def test_a_reduced_chaos_sweep_loses_nothing(tmp_path):
+    """scripts/chaos.py on 4 jobs with 2 random SIGKILLs (workers or the launcher): every job ok, equal to the
+    undisturbed run, none trained twice from scratch, nothing left in temp folders."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "chaos.py"), "--jobs", "4", "--kills", "2", "--epochs", "8"],
+                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    header, _, values = proc.stdout.splitlines()[:3]
+    counts = dict(zip((c.strip() for c in header.strip("|").split("|")), (v.strip() for v in values.strip("|").split("|"))))
+    assert counts["results lost"] == "0" and counts["trained twice from scratch"] == "0" and counts["temp files left"] == "0"
+    assert int(counts["workers killed"]) + int(counts["launcher killed"]) == 2 and counts["orphans"] == "0"

@@ -3,7 +3,7 @@
 TensorBoard's HParams plugin takes the first ``_hparams_/experiment`` summary it finds in the log
 folder as the table's columns and metrics (``tensorboard/plugins/hparams/backend_context.py``), so a
 sweep must have exactly one. :class:`~hydra_plugins.dropout_lab_sweeper.dedup_sweeper.DedupSweeper`
-composes every job before launching and calls :func:`write_spec`: the columns and metrics of the whole
+derives every job's hyper-parameters before launching and calls :func:`write_spec`: the columns and metrics of the whole
 sweep go to ``<sweep>/hparams_spec.json`` and, as the one experiment summary, to an event file at the
 sweep root. Each job then writes only its session (:func:`log_session`) with the spec's columns.
 Without a spec (a single run, another sweeper) a run writes its session alone and TensorBoard infers
@@ -46,15 +46,21 @@ def metric_names(cfgs: list[DictConfig]) -> list[str]:
 
 
 def build_spec(cfgs: list[DictConfig]) -> dict[str, Any]:
-    """Columns, their values and the metrics of the runs ``cfgs`` (composed job configs).
+    """:func:`spec_of` the runs ``cfgs`` (composed job configs): their :func:`~dropout_lab.summary.flat_hparams`
+    rows and :func:`metric_names`."""
+    return spec_of([flat_hparams(c) for c in cfgs], metric_names(cfgs))
+
+
+def spec_of(rows: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
+    """Columns, their values and the metrics of runs with HParams ``rows``
+    (:func:`~dropout_lab.summary.flat_hparams`).
 
     Returns:
-        ``{"hparams": {column: sorted values}, "metrics": [...]}``: the keys every run has and every
+        ``{"hparams": {column: sorted values}, "metrics": metrics}``: the keys every run has and every
         method/model argument (``dropout.<k>``, ``model.<k>``) that takes more than one value among
         the runs that have it (an argument only one method has, at one value, is no column); a
         column whose values mix types holds strings.
     """
-    rows = [flat_hparams(c) for c in cfgs]
     base = [k for k in rows[0] if "." not in k]  # method, p, ..., epochs: every run has them
     args = {k for r in rows for k in r if "." in k}  # dropout.<arg>, model.<arg>
     varying = sorted(k for k in args if len({repr(r[k]) for r in rows if k in r}) > 1)  # swept, not one method's own
@@ -64,7 +70,7 @@ def build_spec(cfgs: list[DictConfig]) -> dict[str, Any]:
         if len({type(v) for v in values}) > 1:
             values = {str(v) for v in values}
         hparams[key] = sorted(values)
-    return {"hparams": hparams, "metrics": metric_names(cfgs)}
+    return {"hparams": hparams, "metrics": list(metrics)}
 
 
 def merge_specs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -76,15 +82,14 @@ def merge_specs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return {"hparams": hparams, "metrics": list(dict.fromkeys([*old["metrics"], *new["metrics"]]))}
 
 
-def write_spec(sweep_dir: Path, cfgs: list[DictConfig]) -> Path:
-    """Write :func:`build_spec` of ``cfgs`` (merged with the folder's earlier spec, if any) to
+def write_spec(sweep_dir: Path, spec: dict[str, Any]) -> Path:
+    """Write ``spec`` (:func:`spec_of`, merged with the folder's earlier spec, if any) to
     ``sweep_dir/hparams_spec.json``, and the HParams experiment summary built from it to
     ``sweep_dir/events.out.tfevents.*.hparams`` (replacing an earlier one)."""
     from torch.utils.tensorboard import SummaryWriter
 
     sweep_dir = Path(sweep_dir)
     path = sweep_dir / SPEC_FILE
-    spec = build_spec(cfgs)
     if path.exists():
         spec = merge_specs(json.loads(path.read_text()), spec)
     sweep_dir.mkdir(parents=True, exist_ok=True)

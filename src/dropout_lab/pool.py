@@ -65,6 +65,28 @@ class Slot:
         self.executor.shutdown(wait=False, kill_workers=True)
 
 
+def worker_pids(launcher: int) -> list[int]:
+    """The loky worker processes of process ``launcher`` (from ``/proc``; Linux), for tests and the chaos script."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == launcher and b"popen_loky_posix" in cmd:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie that no init reaps counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def death(err: BaseException) -> str:
     """What killed a worker, from loky's ``TerminatedWorkerError`` message (``... exit codes of the
     workers are {SIGKILL(-9)}``): ``worker killed by signal 9 (SIGKILL); likely out of memory`` (the kernel's

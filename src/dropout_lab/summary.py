@@ -29,8 +29,7 @@ _NOT_ARGS = ("_target_", "_partial_", "name", "p", "sites")
 
 def target_name(node: DictConfig | dict | None) -> str:
     """Short name of a config node's ``_target_`` (``torch.optim.Adam`` -> ``adam``), ``none`` if absent."""
-    target = (node or {}).get("_target_")
-    return target.rsplit(".", 1)[-1].lower() if target else "none"
+    return _target((node or {}).get("_target_"))
 
 
 def _scalar(value: Any) -> bool | int | float | str:
@@ -38,32 +37,62 @@ def _scalar(value: Any) -> bool | int | float | str:
     return value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
 
 
+def _target(value: Any) -> str:
+    return value.rsplit(".", 1)[-1].lower() if value else "none"
+
+
+#: the HParams columns every run has: column -> (config key, default when the key is absent, conversion)
+COLUMNS: dict[str, tuple[str, Any, Any]] = {
+    "method": ("dropout.name", None, str),
+    "p": ("dropout.p", 0.0, float),
+    "sites": ("dropout.sites", "default", str),
+    "model": ("model._target_", None, _target),
+    "dataset": ("dataset.name", None, str),
+    "seed": ("seed", None, int),
+    "optimizer": ("optimizer._target_", None, _target),
+    "lr": ("optimizer.lr", None, float),
+    "weight_decay": ("optimizer.weight_decay", 0.0, float),
+    "scheduler": ("scheduler._target_", None, _target),
+    "batch_size": ("dataset.batch_size", None, int),
+    "epochs": ("trainer.max_epochs", None, int),
+}
+
+
+def hparam_column(key: str) -> str | None:
+    """The HParams column of dotted config key ``key`` (``dropout.p`` -> ``p``, ``dropout.block_size`` ->
+    itself, ``model.hidden_sizes`` -> itself), None for a key that is no column."""
+    for column, (source, _, _) in COLUMNS.items():
+        if source == key:
+            return column
+    group, _, arg = key.partition(".")
+    return key if group in ("dropout", "model") and arg and "." not in arg and arg not in _NOT_ARGS and arg != "_target_" else None
+
+
+def hparam_cell(key: str, value: Any) -> Any:
+    """The cell of config key ``key`` (its :func:`hparam_column`) holding ``value``, converted as :func:`flat_hparams` does.
+
+    Raises:
+        TypeError, ValueError: for a value the column's conversion refuses (``dropout.p=abc``)."""
+    column = hparam_column(key)
+    return COLUMNS[column][2](value) if column in COLUMNS else _scalar(value)
+
+
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The run's hyper-parameters as scalar HParams cells (no None: TensorBoard would turn a numeric
     column into strings).
 
-    Keys: method, p, sites, model, dataset, seed, optimizer, lr, weight_decay, scheduler,
-    batch_size, epochs (every run), then ``dropout.<arg>`` and ``model.<arg>`` for the method's and the
+    Keys: the :data:`COLUMNS` (method, p, sites, model, dataset, seed, optimizer, lr, weight_decay, scheduler,
+    batch_size, epochs: every run), then ``dropout.<arg>`` and ``model.<arg>`` for the method's and the
     model's other arguments (lists and null as JSON text, e.g. ``model.hidden_sizes: "[800, 800]"``).
+
+    Raises:
+        TypeError, ValueError: for a value a column's conversion refuses (``dropout.p=abc``).
     """
-    dropout = OmegaConf.to_container(cfg.dropout, resolve=True)
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    return {
-        "method": str(cfg.dropout.name),
-        "p": float(cfg.dropout.get("p", 0.0)),
-        "sites": str(cfg.dropout.get("sites", "default")),
-        "model": target_name(cfg.model),
-        "dataset": str(cfg.dataset.name),
-        "seed": int(cfg.seed),
-        "optimizer": target_name(cfg.optimizer),
-        "lr": float(cfg.optimizer.lr),
-        "weight_decay": float(cfg.optimizer.get("weight_decay", 0.0)),
-        "scheduler": target_name(cfg.get("scheduler")),
-        "batch_size": int(cfg.dataset.batch_size),
-        "epochs": int(cfg.trainer.max_epochs),
-        **{f"dropout.{k}": _scalar(v) for k, v in dropout.items() if k not in _NOT_ARGS},
-        **{f"model.{k}": _scalar(v) for k, v in model.items() if k != "_target_"},
-    }
+    row = {column: convert(OmegaConf.select(cfg, key, default=default)) for column, (key, default, convert) in COLUMNS.items()}
+    for group in ("dropout", "model"):
+        node = OmegaConf.to_container(cfg[group], resolve=True) if cfg.get(group) is not None else {}
+        row |= {f"{group}.{k}": _scalar(v) for k, v in node.items() if hparam_column(f"{group}.{k}") == f"{group}.{k}"}
+    return row
 
 
 def _number(value: Any) -> float:
@@ -80,6 +109,8 @@ class History(pl.Callback):
             epoch-end logging excluded: train.py lists this callback first), seconds.
         train_samples: training samples processed.
         first_step_time: ``time.time()`` at the first training batch (for start-up latency).
+        starts: the epoch each attempt of the job started training at (``[0]`` for a job that ran once;
+            ``[0, 3]`` after a resume at epoch 3; two zeros would mean a checkpoint was thrown away).
     """
 
     PREFIXES = ("train", "val", "dropout", "actvar")
@@ -89,16 +120,20 @@ class History(pl.Callback):
         self.train_seconds = 0.0
         self.train_samples = 0
         self.first_step_time: float | None = None
+        self.starts: list[int] = []
         self._t0: float | None = None
         self._pending: dict[str, float] = {}  # this epoch's validation metrics, kept for a checkpoint
 
     def state_dict(self) -> dict:
         """Saved in Lightning checkpoints, so a resumed run keeps the epochs before the kill."""
         return {"epochs": self.epochs, "train_seconds": self.train_seconds, "train_samples": self.train_samples,
-                "first_step_time": self.first_step_time, "_pending": self._pending}
+                "first_step_time": self.first_step_time, "starts": self.starts, "_pending": self._pending}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.__dict__.update(state_dict)
+
+    def on_train_start(self, trainer, pl_module):
+        self.starts = [*self.starts, trainer.current_epoch]  # after a resume's restore: the epoch it continues at
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch > 0:
@@ -180,7 +215,7 @@ def build_summary(cfg: DictConfig, status: str, history: History | None, metrics
     convert, such as ``dropout.p=abc``), config (the resolved config),
     best_val_acc, final val/test metrics, ``drop_fraction`` and ``p_eq`` (means over all training
     steps and sites), ``method_info`` (:func:`method_info`), epochs, wall_seconds, train_seconds,
-    train_samples_per_s, first_step_time and the per-epoch history. Accuracies are fractions in [0, 1].
+    train_samples_per_s, first_step_time, starts (:class:`History`) and the per-epoch history. Accuracies are fractions in [0, 1].
     """
     epochs = history.epochs if history else []
     train_seconds = history.train_seconds if history else 0.0
@@ -204,6 +239,7 @@ def build_summary(cfg: DictConfig, status: str, history: History | None, metrics
         "train_seconds": train_seconds,
         "train_samples_per_s": (history.train_samples / train_seconds) if history and train_seconds > 0 else None,
         "first_step_time": history.first_step_time if history else None,
+        "starts": history.starts if history else [],
         "history": epochs,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }

@@ -261,6 +261,24 @@ def check_idx_files(root: str, torchvision_class: str) -> None:
                           "re-run with dataset.download=true, or copy it again")
 
 
+def check_value(key: str, value: Any) -> None:
+    """Check one config value (a scalar, or a list/dict checked element by element) against :data:`RANGES`.
+
+    Raises:
+        ConfigError: as ``key=value: must be <what the key accepts>``.
+    """
+    for leaf, item in leaves(value, key):
+        check = range_for(leaf)
+        if check is not None and not check.ok(item):
+            raise ConfigError(leaf, item, f"must be {check.wants}")
+
+
+#: keys :func:`check_combinations` and the data-file check read together: a config where one of them changes
+#: is validated whole, not value by value (:func:`dropout_lab.dedup.plan`)
+JOINT_KEYS = ("dataset.subset", "dataset.root", "dataset.torchvision_class", "trainer.max_epochs", "trainer.max_steps", "trainer.limit_val_batches", "keep_checkpoint",
+              "eval.checkpoint", "data_root")
+
+
 def validates(cfg: DictConfig) -> bool:
     """Whether the run validates (``trainer.limit_val_batches`` is not 0): only then is there a best-validation
     checkpoint (kept during training and tested beside the last epoch as ``test_best/*``)."""
@@ -303,9 +321,7 @@ def validate(cfg: DictConfig) -> None:
     """
     # shallower keys first: a bad ``seed`` is named as itself, not as ``dataset.split_seed`` that interpolates it
     for key, value in sorted(leaves(OmegaConf.to_container(cfg, resolve=True)), key=lambda kv: kv[0].count(".")):
-        check = range_for(key)
-        if check is not None and not check.ok(value):
-            raise ConfigError(key, value, f"must be {check.wants}")
+        check_value(key, value)
     check_combinations(cfg)
     dataset = cfg.get("dataset") or {}
     if str(dataset.get("torchvision_class", "")) in ("MNIST", "FashionMNIST", "KMNIST"):

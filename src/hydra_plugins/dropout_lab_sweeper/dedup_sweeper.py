@@ -6,18 +6,17 @@ the ConfigStore, so every ``-m`` run uses it, and presets can still pick another
 
 A sweep over ``dropout=none,standard dropout.p=0.1,0.3`` asks for ``none`` twice, but ``none``
 ignores ``p``, so both jobs would train the same network. Before launching, :class:`DedupSweeper`
-derives every job's config (:func:`job_configs`: Hydra composes one config per distinct set of group choices,
-and each job's ``key=value`` overrides are applied to a copy of it as Hydra applies them) and keeps the
+plans every job (:func:`~dropout_lab.dedup.plan`: Hydra composes one config per distinct set of config
+groups, and each job follows from it by its ``key=value`` overrides, checked value by value) and keeps the
 first job of each :func:`~dropout_lab.dedup.effective_config`. A job whose config fails
 :func:`~dropout_lab.validate.validate` is launched as it is, to fail alone with its own summary, and is
-left out of the dedup and the HParams spec. It only filters the job list, so it works with every launcher
+left out of the dedup and the HParams spec. Each job is then composed once, by the launcher. It only filters the job list, so it works with every launcher
 (basic, ``gpu_pool``, ``slurm``) and with ``resume=true`` (the same jobs are kept again). Hydra loads
 sweepers only from the ``hydra_plugins`` namespace package, hence this file.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
@@ -26,50 +25,9 @@ from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
-
-def job_configs(load, jobs: Sequence[Sequence[str]]) -> list[DictConfig]:
-    """The composed config of every job of ``jobs`` (override lists), composing one config per distinct set
-    of group choices and other structural overrides (``+key``, ``~key``, a dict or list value, ``hydra.*``):
-    ``load(overrides)`` (Hydra's ``load_sweep_config``) composes the first job of each set, and the others'
-    plain ``key=value`` overrides are applied to a copy of it with ``OmegaConf.update(merge=True)``, as
-    Hydra's config loader applies them after the defaults list."""
-    parser, reps, configs = OverridesParser.create(), {}, []
-    composed = load(list(jobs[0])) if jobs else None
-    choices = set(composed.hydra.runtime.choices.keys()) if jobs else set()  # the config groups
-    for job in jobs:
-        parsed = parser.parse_overrides(list(job))
-        plain = [o for o in parsed if o.type.name == "CHANGE" and o.package is None and o.key_or_group not in choices
-                 and not o.key_or_group.startswith("hydra") and not isinstance(o.value(), (dict, list))]
-        structure = tuple(o.input_line for o in parsed if o not in plain) + tuple(o.key_or_group for o in plain)
-        if structure not in reps:
-            reps[structure] = cfg = composed if composed is not None else load(list(job))
-            composed = None
-        else:
-            cfg = copy.deepcopy(reps[structure])
-            for override in plain:
-                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
-        configs.append(cfg)
-    return configs
-
-
-def checked(cfg: DictConfig) -> bool:
-    """Whether ``cfg`` passes :func:`~dropout_lab.validate.validate` (without ``hydra``, and ``output_dir``,
-    which only the running job resolves, as ``.``)."""
-    from dropout_lab.validate import validate
-
-    node = OmegaConf.to_container(cfg, resolve=False)
-    node.pop("hydra", None)
-    node["output_dir"] = "."
-    try:
-        validate(OmegaConf.create(node))
-    except Exception:  # noqa: BLE001 - a bad value, or an interpolation only the job resolves: not trusted here
-        return False
-    return True
-
 
 class DedupSweeper(BasicSweeper):
     """BasicSweeper (Cartesian product of the sweep lists, ``max_batch_size`` jobs a batch) without
@@ -83,32 +41,34 @@ class DedupSweeper(BasicSweeper):
     def split_arguments(self, overrides: list, max_batch_size: int | None) -> list[list[list[str]]]:
         """BasicSweeper's job list, each effective configuration once, in batches of ``max_batch_size``."""
         # imported here, not at the top: Hydra's plugin scan imports this module in every Hydra process
-        from dropout_lab.dedup import effective_config
-        from dropout_lab.hparams import write_spec
+        from dropout_lab.dedup import plan
+        from dropout_lab.hparams import spec_of, write_spec
 
         start = time.perf_counter()
         (jobs,) = BasicSweeper.split_arguments(overrides, None)
         load = lambda job: self.hydra_context.config_loader.load_sweep_config(self.config, job)  # noqa: E731
         kept, valid, first = [], [], {}
-        for job, cfg in zip(jobs, job_configs(load, jobs)):
-            if not checked(cfg):
-                kept.append(job)  # fails in its own job, with its own summary
+        for job in plan(load, jobs):
+            if job.valid and job.key in first:
+                log.info("dedup: skipping %s (same configuration as %s)", " ".join(job.overrides), " ".join(first[job.key]))
                 continue
-            key = effective_config(cfg)
-            if key in first:
-                log.info("dedup: skipping %s (same configuration as %s)", " ".join(job), " ".join(first[key]))
-                continue
-            first[key] = job
-            kept.append(job)
-            valid.append(cfg)
+            kept.append(job.overrides)  # an invalid job is launched to fail alone, with its own summary
+            if job.valid:
+                first[job.key] = job.overrides
+                valid.append(job)
         if len(kept) < len(jobs):
             log.info("dedup: %d of %d jobs duplicate another job and are not launched", len(jobs) - len(kept), len(jobs))
         sweep = Path(self.config.hydra.sweep.dir)
         if valid:
-            write_spec(sweep, valid)
+            write_spec(sweep, spec_of([job.row for job in valid], list(dict.fromkeys(m for job in valid for m in job.metrics))))
         self.write_jobs(sweep, kept)
         log.info("sweep of %d jobs prepared in %.1f s", len(kept), time.perf_counter() - start)
         return list(self.split_overrides_to_chunks(kept, max_batch_size)) if kept else []
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        """Nothing to do: :func:`~dropout_lab.dedup.plan` composed one config per structure and applied every
+        job's overrides (composing whole any job whose key it could not find, so Hydra names it), where
+        BasicSweeper composes every job once more here."""
 
     def write_jobs(self, sweep: Path, jobs: list[list[str]]) -> None:
         """``sweep/jobs.json``: the folder of each job (:func:`~dropout_lab.launch.job_dir_name`), if the
