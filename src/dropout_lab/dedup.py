@@ -94,7 +94,7 @@ class Structure:
         from dropout_lab.summary import COLUMNS
         from dropout_lab.validate import JOINT_KEYS, validate
 
-        self.cfg, self.first = cfg, composed(cfg, overrides)
+        self.cfg, self.first, self.values = cfg, composed(cfg, overrides), values
         self.node = OmegaConf.to_container(cfg, resolve=False)
         self.node.pop("hydra", None)
         # keys whose change needs the whole config: cross-key conditions, the metrics a job logs
@@ -129,7 +129,8 @@ class Structure:
 
         if self.sound is False:
             return Planned(list(overrides), False)
-        if (self.sound is None or self.interpolated or any(k == j or k.startswith(j + ".") for k in values for j in self.joint)
+        changed = [k for k, v in values.items() if self.values.get(k, self._ABSENT) != v]
+        if (self.sound is None or self.interpolated or any(k == j or k.startswith(j + ".") for k in changed for j in self.joint)
                 or any(OmegaConf.select(self.cfg, k, default=self._ABSENT) is self._ABSENT for k in values)):
             return composed(load(overrides), overrides)  # composed whole (and Hydra names a key it cannot set)
         try:
