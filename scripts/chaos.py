@@ -41,7 +41,7 @@ COMPARED = ("test/acc", "test/loss", "val/acc_best", "test_best/acc")
 def command(sweep: Path, jobs: int, workers: int, epochs: int) -> list[str]:
     return [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=gpu_pool", f"hydra.launcher.n_jobs={workers}",
             f"hydra.sweep.dir={sweep}", "trainer=smoke", "dataset.subset={train: 256, val: 128, test: 128}", "dataset.batch_size=64",
-            "trainer.limit_train_batches=4", f"trainer.max_epochs={epochs}", "deterministic=true", "threads=1",
+            "trainer.limit_train_batches=4", f"trainer.max_epochs={epochs}", "checkpoint_every=0", "deterministic=true", "threads=1",
             f"seed={','.join(map(str, range(jobs)))}"]
 
 

@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from conftest import DATA_ROOT, ROOT, run_cli
+from dropout_lab.checkpoints import safe_load
 from dropout_lab.pool import alive, worker_pids
 from dropout_lab.report import write_report
 
 TINY = ["trainer=smoke", "dataset.subset={train: 256, val: 128, test: 128}", "dataset.batch_size=64", "trainer.limit_train_batches=4"]
 #: long enough to be caught mid-job: 25 short epochs
-LONG = [*TINY, "trainer.max_epochs=25"]
+LONG = [*TINY, "trainer.max_epochs=25", "checkpoint_every=0"]
 OOM = "worker killed by signal 9 (SIGKILL); likely out of memory (the kernel's OOM killer sends SIGKILL)"
 
 
@@ -66,7 +67,8 @@ def test_a_signalled_run_exits_128_plus_the_signal_with_an_interrupted_summary(s
     run = tmp_path / "run"
     args = [*LONG, f"hydra.run.dir={run}", "deterministic=true"]
     proc = start(args, tmp_path)
-    wait_for(lambda: (run / "checkpoints" / "last.ckpt").exists(), proc)
+    last = run / "checkpoints" / "last.ckpt"
+    wait_for(lambda: last.exists() and safe_load(last)["epoch"] >= 1, proc)  # two epochs done: one is in the history
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err[-2000:]

@@ -26,8 +26,9 @@ from dropout_lab.sweeplock import LOCK_FILE, FinishedJobError, SweepGuard, chang
 from dropout_lab.train import train
 
 # 5 short epochs on tiny subsets, deterministic kernels (CPU)
-FIVE = [*SMOKE, "trainer.max_epochs=5", "trainer.limit_train_batches=6", "deterministic=true"]
-COMPARED = ("test/acc", "test/loss", "val/acc", "val/loss", "val/acc_best", "train/loss", "dropout/drop_fraction")
+FIVE = [*SMOKE, "trainer.max_epochs=5", "trainer.limit_train_batches=6", "deterministic=true", "checkpoint_every=0"]
+COMPARED = ("test/acc", "test/loss", "test_best/acc", "test_best/loss", "val/acc", "val/loss", "val/acc_best", "train/loss",
+            "dropout/drop_fraction")
 
 
 def kill_when(args: list[str], cwd: Path, ready) -> None:

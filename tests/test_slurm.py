@@ -50,7 +50,7 @@ def summaries(sweep: Path) -> dict[str, dict]:
 
 def test_sweep_runs_to_the_end_and_a_preempted_job_continues_from_its_checkpoint(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = sweep_cli([f"hydra.sweep.dir={sweep}", *SMOKE, "trainer.max_epochs=4", "seed=0,1,2,3"], tmp_path)
+    proc = sweep_cli([f"hydra.sweep.dir={sweep}", *SMOKE, "trainer.max_epochs=4", "checkpoint_every=0", "seed=0,1,2,3"], tmp_path)
     requeued, deadline = None, time.time() + 600
     while requeued is None and time.time() < deadline and proc.poll() is None:
         for job in sweep.glob("*/.hydra/hydra.yaml"):

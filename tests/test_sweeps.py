@@ -87,7 +87,7 @@ def test_joblib_pool_sweep_with_a_failing_job_and_report(tmp_path):
 def test_killed_sweep_resumes_without_rerunning_finished_jobs(tmp_path):
     """SIGKILL a 3-job sweep while job 2 is mid-training; re-run with resume=true."""
     sweep = tmp_path / "sweep"
-    args = ["-m", f"hydra.sweep.dir={sweep}", *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=4",
+    args = ["-m", f"hydra.sweep.dir={sweep}", *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=4", "checkpoint_every=0",
             "dropout=standard", "seed=0,1,2"]
     env = {**os.environ, "DROPOUT_LAB_DATA": DATA_ROOT, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,

@@ -1,10 +1,12 @@
-"""Checkpoints of a job: written atomically inside the job folder at every epoch end, read only with
-``torch.load(weights_only=True)``, carrying the RNG state, and kept after the job as
-``keep_checkpoint`` says (docs/sweeps.md, "Resuming and failures"). Checkpoints hold tensors and
-plain data only (no ``torch.serialization.add_safe_globals`` allow-list is needed).
+"""Checkpoints of a job: written atomically inside the job folder at a training-epoch end at most every
+``checkpoint_every`` seconds and at the final epoch, read only with ``torch.load(weights_only=True)``,
+carrying the RNG state and the best-validation weights, and kept after the job as ``keep_checkpoint`` says
+(docs/sweeps.md, "Resuming and failures"). Checkpoints hold tensors and plain data only (no
+``torch.serialization.add_safe_globals`` allow-list is needed).
 
-Files: ``<job>/checkpoints/last.ckpt`` (rewritten at every training-epoch end) and, when asked for,
-``<job>/checkpoints/best.ckpt`` (the epoch with the highest ``val/acc``).
+Files: ``<job>/checkpoints/last.ckpt`` (Lightning's full checkpoint: resume continues from it) and
+``<job>/checkpoints/best.ckpt`` (the weights of the epoch with the highest ``val/acc``: ``state_dict``,
+``epoch``, ``val/acc``; written when training ends).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import pickle
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +74,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Loading always goes through :func:`safe_load`.
     """
 
+    #: seconds spent writing checkpoints through this plugin (the job's ``checkpoint_io`` time)
+    seconds = 0.0
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
+        start = time.perf_counter()
+        try:
+            self._save(checkpoint, Path(path))
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _save(self, checkpoint: dict[str, Any], path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
             try:
@@ -111,21 +123,88 @@ class RNGState(Callback):
         _set_rng_states({**state_dict, "numpy": (name, keys.numpy().astype(np.uint32), *rest)})
 
 
-def checkpoint_callbacks(folder: Path, best: bool) -> list[Callback]:
-    """The Lightning callbacks that write ``folder/last.ckpt`` at every training-epoch end and, if
-    ``best``, ``folder/best.ckpt`` whenever ``val/acc`` reaches a new maximum.
+def final_epoch(trainer) -> bool:
+    """Whether the training epoch that is ending is the run's last: ``trainer.max_epochs`` or
+    ``trainer.max_steps`` reached, or a stop requested (early stopping)."""
+    if trainer.should_stop:
+        return True
+    if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
+        return True
+    return trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
 
-    ``last`` is Lightning's ``ModelCheckpoint(monitor=None, save_top_k=1, filename="last")`` (the
-    newest epoch is the "top 1" without a monitor). Not ``save_last=True, save_top_k=0``: in
-    PL 2.6 ``ModelCheckpoint`` writes ``last`` only in a step where a top-k file was written, and
-    with ``save_top_k=0`` there is none, so no ``last.ckpt`` appears until the run ends.
-    ``save_on_train_epoch_end=True`` saves after the epoch's validation, the module's epoch-end hooks
-    and the LR scheduler step; ``enable_version_counter=False`` overwrites instead of ``last-v1.ckpt``.
+
+class LastCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` for ``last.ckpt`` (``monitor=None, save_top_k=1``: the newest epoch is
+    the "top 1"), saving at a training-epoch end only when ``every`` seconds have passed since its last save
+    (or since training started) and at the final epoch (:func:`final_epoch`). ``every=0``: every epoch.
+
+    A flagship job's 0.2-second epochs wrote and fsynced a checkpoint 40 times (docs/bench_harness.md,
+    "flagship regime"); a resumed job continues from the newest one, redoing at most ``every`` seconds.
+    Not ``save_last=True, save_top_k=0``: in PL 2.6 ``ModelCheckpoint`` writes ``last`` only in a step where
+    a top-k file was written, and with ``save_top_k=0`` there is none.
+
+    Args:
+        every: seconds between saves (``checkpoint_every`` in conf/config.yaml), >= 0.
+        **kwargs: ``ModelCheckpoint``'s.
     """
-    common = {"dirpath": folder, "save_top_k": 1, "enable_version_counter": False, "save_on_train_epoch_end": True}
-    callbacks: list[Callback] = [RNGState(), ModelCheckpoint(filename=LAST, monitor=None, **common)]
+
+    def __init__(self, every: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.every, self._saved_at = float(every), time.monotonic()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._saved_at = time.monotonic()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.every and time.monotonic() - self._saved_at < self.every and not final_epoch(trainer):
+            return
+        super().on_train_epoch_end(trainer, pl_module)
+        self._saved_at = time.monotonic()
+
+
+class BestWeights(Callback):
+    """The weights of the epoch with the highest ``val/acc`` (the first such epoch), kept in memory at each
+    improvement (a copy of the module's ``state_dict``: weights, metric states, method buffers), carried
+    inside every ``last.ckpt`` (so a resumed run has them, in the same atomic file) and written to ``path``
+    when training ends: ``{"state_dict", "epoch", "val/acc"}``. Replaces a second ``ModelCheckpoint`` that
+    wrote and fsynced a file at every improvement.
+
+    Args:
+        path: the ``best.ckpt`` file to write.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.score, self.epoch, self.weights = Path(path), -float("inf"), -1, None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        score = trainer.callback_metrics.get("val/acc")
+        if trainer.sanity_checking or score is None or not float(score) > self.score:
+            return
+        self.score, self.epoch = float(score), trainer.current_epoch
+        self.weights = {key: value.detach().clone() for key, value in pl_module.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "epoch": self.epoch, "weights": self.weights}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.score, self.epoch, self.weights = state_dict["score"], state_dict["epoch"], state_dict["weights"]
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.weights is not None:
+            trainer.strategy.checkpoint_io.save_checkpoint({"state_dict": self.weights, "epoch": self.epoch, "val/acc": self.score}, self.path)
+
+
+def checkpoint_callbacks(folder: Path, best: bool, every: float = 0.0) -> list[Callback]:
+    """The Lightning callbacks of a training job's checkpoints: the RNG state in every checkpoint,
+    ``folder/last.ckpt`` (:class:`LastCheckpoint`, at most every ``every`` seconds and at the final epoch)
+    and, if ``best`` (the run validates), ``folder/best.ckpt`` (:class:`BestWeights`).
+    ``save_on_train_epoch_end=True`` saves after the epoch's validation, the module's epoch-end hooks and
+    the LR scheduler step; ``enable_version_counter=False`` overwrites instead of ``last-v1.ckpt``."""
+    callbacks: list[Callback] = [RNGState()]
     if best:
-        callbacks.append(ModelCheckpoint(filename=BEST, monitor="val/acc", mode="max", **common))
+        callbacks.append(BestWeights(folder / f"{BEST}.ckpt"))
+    callbacks.append(LastCheckpoint(every, dirpath=folder, filename=LAST, monitor=None, save_top_k=1,
+                                    enable_version_counter=False, save_on_train_epoch_end=True))
     return callbacks
 
 

@@ -53,7 +53,7 @@ from scipy import stats as sps
 from dropout_lab import stats
 from dropout_lab.dedup import effective_config, ignored_args, p_is_rate
 from dropout_lab.launch import NEUTRAL_KEYS, neutral
-from dropout_lab.summary import PREDICTIONS_FILE, SUMMARY_FILE
+from dropout_lab.summary import PREDICTIONS_FILE, SUMMARY_FILE, TIMINGS
 
 #: the two reference methods every other method is compared with (``none`` = no dropout)
 BASELINES = ("standard", "none")
@@ -198,6 +198,7 @@ def _summary_fields(s: dict, folder: Path) -> dict:
             "p_is_rate": info.get("p_is_rate", p_is_rate(cfg["dropout"]) if "dropout" in cfg else None),
             "sec_per_epoch": s["train_seconds"] / s["epochs"] if s.get("epochs") else None,
             "wall_seconds": s.get("wall_seconds"), "test_samples": _test_samples(folder),
+            **{f"time_{k}": (s.get("timings") or {}).get(k) for k in TIMINGS},
             "split_seed": (cfg.get("dataset") or {}).get("split_seed"),
             "anchor": cfg.get("anchor"), "history": history, "report_cfg": cfg.get("report"),
             "ignored": ignored_args(cfg["dropout"]) if "dropout" in cfg else (),
@@ -784,7 +785,7 @@ def make_plots(sweep: Path, runs: pd.DataFrame, cand: pd.DataFrame, chosen: pd.D
 
 JOB_COLUMNS = ["folder", "status", "dataset", "model", "method", "p", "seed", "val_last", "val_loss_last", "val_best", "val_loss_best",
                "best_epoch", *(f"test_{n}_{m}" for n in NETWORKS for m in METRICS), "drop_fraction", "p_eq", "sec_per_epoch",
-               "wall_seconds", "error"]
+               "wall_seconds", *(f"time_{k}" for k in TIMINGS), "error"]
 
 
 def write_report(sweep: str | Path, **given) -> list[Path]:

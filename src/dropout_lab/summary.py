@@ -19,6 +19,11 @@ SUMMARY_FILE = "metrics.json"
 #: metrics declared to the HParams plugin (the dashboard shows the latest value of each scalar tag)
 HPARAM_METRICS = ("hp_metric", "val/acc", "val/loss", "test/acc", "test/loss", "test/ece", "test/brier", "test_best/acc",
                   "dropout/drop_fraction", "dropout/p_eq")
+#: the parts of a job's time in ``metrics.json``'s ``timings`` (seconds): set-up of the data, the model (with its
+#: methods) and the trainer (loggers, callbacks); ``fit`` (training and validation, checkpoint writes excluded);
+#: ``checkpoint_io`` (writing checkpoints); ``test`` (every test pass and the predictions file); ``summary``
+#: (building ``metrics.json``). ``wall_seconds`` minus their sum is the rest (the resume check, folders, loggers' close)
+TIMINGS = ("setup_data", "setup_model", "setup_trainer", "fit", "checkpoint_io", "test", "summary")
 #: per-example test predictions of a job (:func:`dropout_lab.train.run_test`)
 PREDICTIONS_FILE = "predictions.npz"
 #: declared too when a method of the sweep has evaluation variants (EDropout: full network F, docs/edropout.md)
@@ -207,7 +212,7 @@ def write_summary(path: Path, summary: dict[str, Any], name: str = SUMMARY_FILE)
 
 
 def build_summary(cfg: DictConfig, status: str, history: History | None, metrics: dict[str, float], wall_seconds: float,
-                  error: str | None = None, trace: str | None = None) -> dict[str, Any]:
+                  error: str | None = None, trace: str | None = None, timings: dict[str, float] | None = None) -> dict[str, Any]:
     """The run summary written to ``metrics.json``.
 
     Fields: status (ok | failed | interrupted), error (one line: the root cause,
@@ -215,7 +220,8 @@ def build_summary(cfg: DictConfig, status: str, history: History | None, metrics
     convert, such as ``dropout.p=abc``), config (the resolved config),
     best_val_acc, final val/test metrics, ``drop_fraction`` and ``p_eq`` (means over all training
     steps and sites), ``method_info`` (:func:`method_info`), epochs, wall_seconds, train_seconds,
-    train_samples_per_s, first_step_time, starts (:class:`History`) and the per-epoch history. Accuracies are fractions in [0, 1].
+    train_samples_per_s, first_step_time, starts (:class:`History`), timings (:data:`TIMINGS`, seconds; the parts
+    a failed job reached) and the per-epoch history. Accuracies are fractions in [0, 1].
     """
     epochs = history.epochs if history else []
     train_seconds = history.train_seconds if history else 0.0
@@ -236,6 +242,7 @@ def build_summary(cfg: DictConfig, status: str, history: History | None, metrics
         "method_info": method_info(cfg.dropout),
         "epochs": len(epochs),
         "wall_seconds": wall_seconds,
+        "timings": timings or {},
         "train_seconds": train_seconds,
         "train_samples_per_s": (history.train_samples / train_seconds) if history and train_seconds > 0 else None,
         "first_step_time": history.first_step_time if history else None,

@@ -33,7 +33,7 @@ from dropout_lab.validate import validate, validates
 log = logging.getLogger(__name__)
 
 
-def fit(cfg: DictConfig, history: History) -> dict[str, float]:
+def fit(cfg: DictConfig, history: History, timings: dict[str, float] | None = None) -> dict[str, float]:
     """Train and test one configuration; return the final ``trainer.callback_metrics`` as floats.
 
     Every check that can fail on bad input (``dropout.p``/``sites``, missing data files, the
@@ -43,10 +43,13 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
     uses the last epoch's weights, or the best validation epoch's with ``eval.checkpoint=best``.
     With ``eval.mc_samples`` > 0 the test metrics include Monte-Carlo dropout ones
     (:func:`~dropout_lab.analysis.evaluate`); ``callbacks.activation_variance`` adds
-    :class:`~dropout_lab.analysis.ActivationVariance`.
+    :class:`~dropout_lab.analysis.ActivationVariance`. ``timings`` receives the seconds of each part
+    (:data:`~dropout_lab.summary.TIMINGS`).
     """
+    timings = {} if timings is None else timings
     _, test_on = checkpoints.policy(cfg)  # raises on a bad keep_checkpoint or eval.checkpoint
-    datamodule, module, methods = build(cfg)
+    datamodule, module, methods = build(cfg, timings)
+    start = time.perf_counter()
     loggers = instantiate_loggers(cfg.get("logger"))
     folder = Path(cfg.output_dir) / "checkpoints"
     resume_from = checkpoints.resume_from(folder, bool(cfg.get("resume")))
@@ -57,23 +60,29 @@ def fit(cfg: DictConfig, history: History) -> dict[str, float]:
             hparams.log_session(logger, cfg)
     # history first: its training clock stops before the controller's epoch-end stats logging
     callbacks = [history, DropoutController(methods, datamodule.num_train),
-                 *checkpoints.checkpoint_callbacks(folder, best=validates(cfg))]
+                 *checkpoints.checkpoint_callbacks(folder, best=validates(cfg), every=cfg.get("checkpoint_every", 0))]
     extra = cfg.get("callbacks") or {}
     if extra.get("activation_variance"):
         callbacks.append(ActivationVariance(int(extra.get("activation_samples", 32))))
     callbacks += instantiate_callbacks(extra, progress_bar=cfg.trainer.get("enable_progress_bar", True))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=checkpoints.trainer_plugins(),
                                       profiler=trainer_profiler(cfg.trainer))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)  # Ctrl-C: Lightning raises SystemExit
+    io = trainer.strategy.checkpoint_io
+    timings["setup_trainer"], start = time.perf_counter() - start, time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    timings["checkpoint_io"] = io.seconds
+    timings["fit"], start = time.perf_counter() - start - io.seconds, time.perf_counter()
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     # a job killed after its last epoch resumes with nothing left to fit: take the restored best
     metrics.setdefault("val/acc_best", float(module.val_acc_best.compute()))
     best = folder / f"{checkpoints.BEST}.ckpt"
-    return metrics | run_test(cfg, trainer, module, datamodule, best if test_on == checkpoints.BEST else None,
-                              best=best if test_on == checkpoints.LAST else None, predictions=Path(cfg.output_dir) / PREDICTIONS_FILE)
+    metrics |= run_test(cfg, trainer, module, datamodule, best if test_on == checkpoints.BEST else None,
+                        best=best if test_on == checkpoints.LAST else None, predictions=Path(cfg.output_dir) / PREDICTIONS_FILE)
+    timings["test"] = time.perf_counter() - start
+    return metrics
 
 
-def build(cfg: DictConfig) -> tuple[Any, Classifier, list]:
+def build(cfg: DictConfig, timings: dict[str, float] | None = None) -> tuple[Any, Classifier, list]:
     """Seed, then build ``cfg``'s datamodule (set up for ``fit``), model with its dropout methods
     attached, and the :class:`~dropout_lab.module.Classifier`; returns (datamodule, module, methods).
     :func:`fit` and ``eval.py`` (from a job's own ``.hydra/config.yaml``) build the same objects,
@@ -82,11 +91,15 @@ def build(cfg: DictConfig) -> tuple[Any, Classifier, list]:
     Common random numbers (:mod:`~dropout_lab.seeding`): the datamodule's batch order has its own
     generator (stream ``order``), the network is built from stream ``init`` and the method is attached
     and trains on stream ``method`` (torch's global generator from then on), so every method of one
-    seed starts from the same weights and sees the same batches."""
+    seed starts from the same weights and sees the same batches. ``timings`` receives ``setup_data`` and
+    ``setup_model`` (seconds)."""
+    timings = {} if timings is None else timings
+    start = time.perf_counter()
     split_config(cfg.dropout)
     pl.seed_everything(stream_seed(cfg.seed, INIT), workers=True, verbose=False)
     datamodule = instantiate(cfg.dataset, order_seed=stream_seed(cfg.seed, ORDER))
     datamodule.setup("fit")
+    timings["setup_data"], start = time.perf_counter() - start, time.perf_counter()
     model = build_model(cfg, datamodule)
     if cfg.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
@@ -94,6 +107,7 @@ def build(cfg: DictConfig) -> tuple[Any, Classifier, list]:
     methods = attach(model, cfg.dropout)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = Classifier(model, instantiate(cfg.optimizer), scheduler, datamodule.num_classes, datamodule.num_train)
+    timings["setup_model"] = time.perf_counter() - start
     return datamodule, module, methods
 
 
@@ -170,7 +184,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if done is not None:
         return done
     out.mkdir(parents=True, exist_ok=True)
-    history, start = History(), time.time()
+    history, start, timings = History(), time.time(), {}
     with interrupts.trap():
         interrupts.busy.set()
         try:
@@ -184,11 +198,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 torch.set_num_threads(placed["threads"])
             if placed:
                 log.info("worker placement: %s", placed)
-            metrics = fit(cfg, history)
+            metrics = fit(cfg, history, timings)
         except BaseException as err:
             signum = interrupts.signal_of(err)
             status = "interrupted" if signum or not isinstance(err, Exception) else "failed"
-            summary = build_summary(cfg, status, history, {}, time.time() - start, error=headline(err), trace=traceback.format_exc())
+            summary = build_summary(cfg, status, history, {}, time.time() - start, error=headline(err), trace=traceback.format_exc(),
+                                    timings=timings)
             path = write_summary(out, summary)  # a failure's message is printed once, by Hydra; an interruption's here
             log.error("job %s%s; summary in %s", status, f" ({summary['error']})" if signum else "", path)
             if signum is not None and not isinstance(err, interrupts.Interrupted):
@@ -199,7 +214,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         finally:
             close()
             interrupts.busy.clear()
-    path = write_summary(out, build_summary(cfg, "ok", history, metrics, time.time() - start))
+    begun = time.perf_counter()
+    summary = build_summary(cfg, "ok", history, metrics, time.time() - start, timings=timings)
+    timings["summary"] = time.perf_counter() - begun  # the dict is the summary's: written with it
+    path = write_summary(out, summary)
     checkpoints.finish(out / "checkpoints", checkpoints.policy(cfg)[0])
     log.info("test/acc=%.4f val/acc_best=%.4f; summary in %s", metrics.get("test/acc", float("nan")), metrics.get("val/acc_best", float("nan")), path)
     return metrics

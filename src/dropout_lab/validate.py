@@ -98,6 +98,7 @@ RANGES: dict[str, Check] = {
     "deterministic": BOOL,
     "channels_last": BOOL,
     "resume": BOOL,
+    "checkpoint_every": NONNEGATIVE,   # seconds between last.ckpt writes; 0: every epoch
     "threads": exactly(None, "cores // workers under gpu_pool, torch's default otherwise") | COUNT,
     "eval.mc_samples": integer(0),   # 0: no Monte-Carlo test; T: T stochastic passes
     "callbacks.activation_variance": BOOL,
