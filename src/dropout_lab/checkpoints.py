@@ -155,6 +155,9 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_start(self, trainer, pl_module) -> None:
         self._saved_at = time.monotonic()
 
+    def on_train_batch_end(self, trainer, pl_module, *args: Any, **kwargs: Any) -> None:
+        """Nothing: ``last.ckpt`` is saved at epoch ends only (ModelCheckpoint checks its step and time triggers here)."""
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.every and time.monotonic() - self._saved_at < self.every and not final_epoch(trainer):
             return

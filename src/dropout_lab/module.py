@@ -13,11 +13,14 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from dropout_lab import compat
 from dropout_lab.dropout.base import DropoutMethod, overrides
 
 #: bins of the expected calibration error (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017,
 #: eq. 3: equal-width confidence bins)
 ECE_BINS = 15
+
+compat.install()
 
 
 def calibration(probs: Tensor, y: Tensor, num_classes: int) -> dict[str, float]:

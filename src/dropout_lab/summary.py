@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.trainer.states import TrainerFn
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -156,7 +157,7 @@ class History(pl.Callback):
             self._t0 = None
 
     def on_validation_epoch_start(self, trainer, pl_module):
-        if trainer.training:
+        if trainer.state.fn == TrainerFn.FITTING:  # validation inside fit (the stage is already "validate")
             self._stop_clock()
 
     def on_validation_end(self, trainer, pl_module):

@@ -312,11 +312,17 @@ def mask_rates(mask: Tensor, where: Tensor | None = None) -> tuple[Tensor, Tenso
             counts live units only); an empty selection gives (0, 0).
     """
     m = mask.detach().float()
-    w = torch.ones_like(m) if where is None else where.expand_as(m).float()
-    n = w.sum().clamp(min=1.0)
-    drop = ((m == 0).float() * w).sum() / n
-    mean, second = (m * w).sum() / n, (m.square() * w).sum() / n
-    p_eq = torch.where(second > 0, 1.0 - mean.square() / second.clamp(min=torch.finfo(m.dtype).tiny), (w.sum() > 0).float())
+    if where is None:  # every element counts: the same sums without a weight tensor (half the kernels per forward)
+        n = float(max(m.numel(), 1))
+        drop, mean, second = (m == 0).float().sum() / n, m.sum() / n, m.square().sum() / n
+        counted = torch.tensor(float(m.numel() > 0), device=m.device)
+    else:
+        w = where.expand_as(m).float()
+        n = w.sum().clamp(min=1.0)
+        drop = ((m == 0).float() * w).sum() / n
+        mean, second = (m * w).sum() / n, (m.square() * w).sum() / n
+        counted = (w.sum() > 0).float()
+    p_eq = torch.where(second > 0, 1.0 - mean.square() / second.clamp(min=torch.finfo(m.dtype).tiny), counted)
     return drop, p_eq
 
 
