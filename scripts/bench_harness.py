@@ -8,7 +8,7 @@
 
     python scripts/bench_harness.py e2e [--rounds 2] [--epochs 1]
         One whole job in-process (``train(cfg)``: data, model, trainer, logger, train/val/test epochs,
-        checkpoint, summary) vs a bare script doing the same epochs, and the fixed cost per job (a job of
+        checkpoint, summary) vs a bare script doing the same epochs and both tests (last and best weights), and the fixed cost per job (a job of
         1 training, 1 validation and 1 test batch: everything outside the loops) as a share of a 3-epoch
         LeNet5 MNIST job, for the first job in a process and for later ones (the data cache).
         Section "end to end" of docs/bench_harness.md.
@@ -146,7 +146,7 @@ def e2e(rounds: int, epochs: int, out: Path) -> None:
             fixed.append(time.perf_counter() - start)
             cfg = config(Path(tmp) / f"job{i}", [f"trainer.max_epochs={epochs}"])
             start = time.perf_counter()
-            bare_loop(cfg, epochs, validate=True)
+            bare_loop(cfg, epochs, validate=True, test_best=True)  # the harness tests the best-validation weights too
             bare.append(time.perf_counter() - start)
             start = time.perf_counter()
             harness(cfg)

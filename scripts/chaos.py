@@ -49,14 +49,28 @@ def results(sweep: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
 
 
-def slots_free(lock_dir: Path) -> bool:
-    for lock in lock_dir.glob("dropout-lab-slot*.lock"):
-        with open(lock, "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-    return True
+def holders(lock: Path) -> list[str]:
+    """The processes holding ``lock`` (from ``/proc/locks``), as ``pid: command``."""
+    inode = os.stat(lock).st_ino
+    pids = [line.split()[4] for line in Path("/proc/locks").read_text().splitlines() if line.split()[5].endswith(f":{inode}")]
+    return [f"{pid}: {Path(f'/proc/{pid}/cmdline').read_bytes().replace(bytes(1), b' ').decode()[:120]}" for pid in pids
+            if Path(f"/proc/{pid}").exists()]
+
+
+def held_slots(lock_dir: Path, wait: float = 5.0) -> list[str]:
+    """Slot locks still held ``wait`` seconds after the check starts, with their holders."""
+    deadline, held = time.time() + wait, []
+    while True:
+        held = []
+        for lock in lock_dir.glob("dropout-lab-slot*.lock"):
+            with open(lock, "w") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    held.append(f"{lock.name} held by {holders(lock)}")
+        if not held or time.time() > deadline:
+            return held
+        time.sleep(0.1)
 
 
 def chaos(args: argparse.Namespace, work: Path) -> tuple[dict, list[str]]:
@@ -91,8 +105,7 @@ def chaos(args: argparse.Namespace, work: Path) -> tuple[dict, list[str]]:
                 while any(alive(p) for p in pids) and time.time() < deadline:
                     time.sleep(0.05)
                 counts["orphans"] += sum(alive(p) for p in pids)
-                if not slots_free(locks):
-                    problems.append("a slot lock was held after the launcher died")
+                problems += [f"after the launcher died: {h}" for h in held_slots(locks)]
                 break
             os.kill(rng.choice(pids), 9)
             counts["workers killed"] += 1

@@ -54,3 +54,14 @@ def test_multirun_prints_a_line_per_job_and_the_tally(tmp_path):
     assert out[-1].endswith(f" hydra.sweep.dir={sweep}; report: python scripts/report.py {sweep}"), out
     assert len(out) == 9, out  # + the jobs' result / error lines
     assert not [line for line in lines(result) if any(noise in line for noise in NOISE)]
+
+
+@pytest.mark.slow
+def test_the_progress_bar_draws_every_epoch_of_a_short_epoch_run(tmp_path):
+    """16-batch epochs (a flagship job's) with the bar's refresh_rate of 50 batches: each epoch still draws
+    its complete bar (tqdm redraws at an epoch's last batch)."""
+    result = run_cli([f"hydra.run.dir={tmp_path / 'run'}", "dataset.subset={train: 1000, val: 200, test: 200}", "dataset.batch_size=64",
+                      "trainer.max_epochs=3"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    drawn = {line.split(":")[0] for line in lines(result) if re.match(r"Epoch \d: 100%\|.*\| 16/16", line)}
+    assert drawn == {"Epoch 0", "Epoch 1", "Epoch 2"}, lines(result)

@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -121,35 +122,46 @@ for _name, _fn in (("dl_job_dir", lambda o, e: job_dir_name(list(o), list(e or [
         OmegaConf.register_new_resolver(_name, _fn)
 
 
-def claim_slot(n_slots: int, n_gpus: int, lock_dir: str | None = None) -> tuple[int, int]:
+#: seconds a worker waits for a free slot before giving up (a worker of a sweep killed a moment ago may still
+#: be writing its summary before it exits and frees its lock)
+SLOT_WAIT = 5.0
+
+
+def claim_slot(n_slots: int, n_gpus: int, lock_dir: str | None = None, wait: float = SLOT_WAIT) -> tuple[int, int]:
     """Claim one of ``n_slots`` worker slots for the rest of this process' life.
 
     Slot ``k`` runs on GPU ``k % n_gpus``; it is claimed with a non-blocking ``fcntl.flock`` on
     ``<lock_dir>/dropout-lab-slot<k>-of<n_slots>.lock`` (``$DROPOUT_LAB_LOCK_DIR``, else the temp
-    folder). The open file stays in this module, so the lock lasts as long as the loky worker and the
-    OS drops it when the worker dies. A second call returns the same claim.
+    folder), trying every slot again for up to ``wait`` seconds while all are held. The open file stays
+    in this module, so the lock lasts as long as the loky worker and the OS drops it when the worker dies.
+    A second call returns the same claim.
 
     Returns:
         (slot, gpu index), gpu = -1 without GPUs.
 
     Raises:
-        RuntimeError: if every slot is held (another sweep with the same pool size runs on this machine).
+        RuntimeError: if every slot is still held after ``wait`` seconds (another sweep with the same pool
+            size runs on this machine).
     """
     global _claim
     if _claim is not None:
         return _claim[1], _claim[2]
     folder = Path(lock_dir or os.environ.get("DROPOUT_LAB_LOCK_DIR") or tempfile.gettempdir())
-    for slot in range(n_slots):
-        handle = open(folder / f"dropout-lab-slot{slot}-of{n_slots}.lock", "w")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            continue
-        _claim = (handle, slot, slot % n_gpus if n_gpus else -1)
-        return _claim[1], _claim[2]
-    raise RuntimeError(f"all {n_slots} gpu_pool slots in {folder} are held by other processes; "
-                       "is another sweep running on this machine? (set DROPOUT_LAB_LOCK_DIR to separate them)")
+    deadline = time.monotonic() + wait
+    while True:
+        for slot in range(n_slots):
+            handle = open(folder / f"dropout-lab-slot{slot}-of{n_slots}.lock", "w")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            _claim = (handle, slot, slot % n_gpus if n_gpus else -1)
+            return _claim[1], _claim[2]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"all {n_slots} gpu_pool slots in {folder} are held by other processes; "
+                               "is another sweep running on this machine? (set DROPOUT_LAB_LOCK_DIR to separate them)")
+        time.sleep(0.2)
 
 
 def requested_processes(trainer: DictConfig | dict) -> int:
