@@ -234,13 +234,16 @@ def machine() -> str:
 
 
 def write_section(out: Path, title: str, header: str, rows: list[str]) -> None:
-    """Print ``rows`` and write them as the section ``## title`` of ``out`` (replacing that section if present)."""
+    """Print ``rows`` and write them as the section ``## title`` of ``out`` (replacing that section if present;
+    the file's other sections and the text above its first section stay)."""
     print("\n".join(rows))
     text = out.read_text() if out.exists() else ""
-    sections = {part.split("\n", 1)[0]: part for part in ("\n" + text).split("\n## ")[1:]}
+    preamble, *parts = ("\n" + text).split("\n## ")  # the text above the first section is kept
+    sections = {part.split("\n", 1)[0]: part for part in parts}
     sections[title] = f"{title}\n\n{header}\n\n" + "\n".join(rows) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n\n".join(f"## {part.rstrip()}" for part in sections.values()) + "\n")
+    head = preamble.strip() + "\n\n" if preamble.strip() else ""
+    out.write_text(head + "\n\n".join(f"## {part.rstrip()}" for part in sections.values()) + "\n")
     print(f"wrote {out} (section {title!r})")
 
 
