@@ -1,7 +1,7 @@
 """Training throughput (samples/s) of each backbone on real Fashion-MNIST batches.
 
 Each model is composed from the real configs (``model=<key> dataset=fashion_mnist``, source 004's Adadelta),
-built with :func:`dropout_lab.train.build_model`, and trained for ``--warmup`` untimed then ``--steps`` timed
+built with :func:`dropout_lab.config.build_model`, and trained for ``--warmup`` untimed then ``--steps`` timed
 optimizer steps (forward, cross-entropy, backward, step) on batches sliced from the in-memory training tensors.
 On a GPU every model runs in the four settings precision {fp32, bf16-mixed} x channels_last {off, on}; on a
 CPU in fp32 only. Prints a Markdown table and writes it to ``--out``.
@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = [m for m in options("model") if m not in ("lenet5", "mlp")]  # the torchvision backbones of conf/model
 
 
-def measure(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, batch: int, steps: int, warmup: int,
-            bf16: bool) -> float:
+def measure(
+    model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, batch: int, steps: int, warmup: int, bf16: bool
+) -> float:
     """Samples per second over ``steps`` timed training steps (after ``warmup`` untimed ones)."""
     cuda = x.is_cuda
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
@@ -42,7 +43,7 @@ def measure(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor,
             start = time.perf_counter()
         i = (step * batch) % (len(x) - batch)
         with autocast:
-            loss = F.cross_entropy(model(x[i:i + batch]), y[i:i + batch])
+            loss = F.cross_entropy(model(x[i : i + batch]), y[i : i + batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -56,19 +57,36 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--image-size", type=int, default=None, help="resize on the device (default: each model's native input_size, conf/model)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="resize on the device (default: each model's native input_size, conf/model)",
+    )
     parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench_backbones.md"))
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    settings = [(bf16, cl) for bf16 in (False, True) for cl in (False, True)] if device.type == "cuda" else [(False, False)]
+    settings = (
+        [(bf16, cl) for bf16 in (False, True) for cl in (False, True)] if device.type == "cuda" else [(False, False)]
+    )
     torch.backends.cudnn.benchmark = True
     rows = []
     for name in args.models:
         size = [f"dataset.image_size={args.image_size}"] if args.image_size else []  # default: the model's input_size
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("config", [f"model={name}", "dataset=fashion_mnist", f"data_root={args.data_root}", "output_dir=.",
-                                     "optimizer=adadelta", *size, f"dataset.subset={{train: {args.batch_size * 8}, val: 1, test: 1}}"])
+            cfg = compose(
+                "config",
+                [
+                    f"model={name}",
+                    "dataset=fashion_mnist",
+                    f"data_root={args.data_root}",
+                    "output_dir=.",
+                    "optimizer=adadelta",
+                    *size,
+                    f"dataset.subset={{train: {args.batch_size * 8}, val: 1, test: 1}}",
+                ],
+            )
         side = cfg.dataset.image_size
         dm = instantiate(cfg.dataset)
         dm.setup()
@@ -84,13 +102,26 @@ def main() -> None:
             optimizer = instantiate(cfg.optimizer)(model.parameters())
             rate = measure(model, optimizer, xs, y, args.batch_size, args.steps, args.warmup, bf16)
             params = sum(p.numel() for p in model.parameters())
-            rows.append((name, side, f"{params / 1e6:.2f}", "bf16-mixed" if bf16 else "fp32", "on" if channels_last else "off", f"{rate:.1f}"))
+            rows.append(
+                (
+                    name,
+                    side,
+                    f"{params / 1e6:.2f}",
+                    "bf16-mixed" if bf16 else "fp32",
+                    "on" if channels_last else "off",
+                    f"{rate:.1f}",
+                )
+            )
             print(*rows[-1], sep="\t", file=sys.stderr)
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     header = ("model", "input side", "params (M)", "precision", "channels_last", "train samples/s")
-    lines = [f"Fashion-MNIST training throughput on {device_name}, torch {torch.__version__}, batch {args.batch_size}, "
-             f"{args.steps} timed steps after {args.warmup} warm-up steps, Adadelta", "",
-             "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)] + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    lines = [
+        f"Fashion-MNIST training throughput on {device_name}, torch {torch.__version__}, batch {args.batch_size}, "
+        f"{args.steps} timed steps after {args.warmup} warm-up steps, Adadelta",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
+    ] + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
     table = "\n".join(lines)
     print(table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

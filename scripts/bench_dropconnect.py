@@ -39,7 +39,11 @@ CASES = {
     "mlp standard": ["model=mlp", "dropout=standard"],
     "mlp dropconnect per-batch": ["model=mlp", "dropout=dropconnect", "dropout.per_sample=false"],
     "mlp dropconnect per-example": ["model=mlp", "dropout=dropconnect"],
-    "mlp dropconnect per-example unchunked": ["model=mlp", "dropout=dropconnect", "dropout.max_mask_elements=134217728"],
+    "mlp dropconnect per-example unchunked": [
+        "model=mlp",
+        "dropout=dropconnect",
+        "dropout.max_mask_elements=134217728",
+    ],
 }
 
 
@@ -101,16 +105,32 @@ def main() -> None:
             for _ in range(args.steps):
                 step(model, optimizer, x, y)
             times[case].append((time.perf_counter() - start) / args.steps * 1000)
-    rss = {case: json.loads(subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--memory-of", case],
-                                           capture_output=True, text=True, check=True).stdout) for case in CASES}
+    rss = {
+        case: json.loads(
+            subprocess.run(
+                [sys.executable, __file__, "--batch", str(args.batch), "--memory-of", case],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        for case in CASES
+    }
     command = f"OMP_NUM_THREADS={torch.get_num_threads()} python scripts/bench_dropconnect.py --steps {args.steps} --rounds {args.rounds} --batch {args.batch}"
     rows = ["| case | ms/step | x standard | peak RSS growth (MiB) |", "| --- | --- | --- | --- |"]
     for case in CASES:
         ms = statistics.median(times[case])
         base = statistics.median(times[case.split()[0] + " standard"])
         rows.append(f"| {case} | {ms:.2f} | {ms / base:.2f} | {rss[case]:.0f} |")
-    table = "\n".join([f"DropConnect vs `standard`, batch {args.batch}, CPU ({torch.get_num_threads()} thread), "
-                       f"median of {args.rounds} round-robin rounds x {args.steps} steps; `{command}`", "", *rows, ""])
+    table = "\n".join(
+        [
+            f"DropConnect vs `standard`, batch {args.batch}, CPU ({torch.get_num_threads()} thread), "
+            f"median of {args.rounds} round-robin rounds x {args.steps} steps; `{command}`",
+            "",
+            *rows,
+            "",
+        ]
+    )
     print(table)
     (ROOT / "docs" / "bench_dropconnect.md").write_text(table)
 

@@ -23,10 +23,10 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from bench_workers import job_overrides, sweep
 from hydra.utils import instantiate
 
 from bench_harness import ROOT, attach, config, machine, write_section
-from bench_workers import job_overrides, sweep
 from dropout_lab.data import TensorBatches
 from dropout_lab.errors import ConfigError
 from dropout_lab.models import LeNet5
@@ -40,17 +40,27 @@ def mnist(device: torch.device, n: int) -> tuple[tuple[torch.Tensor, torch.Tenso
     try:
         dm.setup()
     except ConfigError:
-        return (torch.randn(n, 1, 28, 28, device=device), torch.randint(0, 10, (n,), device=device)), "random MNIST-shaped tensors"
+        return (
+            torch.randn(n, 1, 28, 28, device=device),
+            torch.randint(0, 10, (n,), device=device),
+        ), "random MNIST-shaped tensors"
     x, y = dm.normalised(device)["train"]
     return (x[:n], y[:n]), "MNIST"
 
 
-def epoch(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], batch_size: int, bf16: bool,
-          channels_last: bool = False) -> tuple[float, int]:
+def epoch(
+    model: torch.nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    bf16: bool,
+    channels_last: bool = False,
+) -> tuple[float, int]:
     """One training epoch through ``Classifier.training_step`` and its optimizer (after a warm-up of 5 batches, 2 for tiny data);
     returns (samples/s, peak bytes allocated). Host syncs inside the timed steps raise on CUDA."""
     device = data[0].device
-    module = Classifier(model, partial(torch.optim.Adam, lr=1e-3), None, num_classes=10, dataset_size=len(data[1])).to(device)
+    module = Classifier(model, partial(torch.optim.Adam, lr=1e-3), None, num_classes=10, dataset_size=len(data[1])).to(
+        device
+    )
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     optimizer = module.configure_optimizers()
@@ -75,7 +85,10 @@ def epoch(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], batch
         return samples
 
     # warm-up unchecked: the optimizer's first step creates its state from host values
-    run((b for b, _ in zip(TensorBatches(*data, batch_size, shuffle=True), range(2 if len(data[1]) < 1000 else 5))), check=False)
+    run(
+        (b for b, _ in zip(TensorBatches(*data, batch_size, shuffle=True), range(2 if len(data[1]) < 1000 else 5))),
+        check=False,
+    )
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -101,7 +114,9 @@ def lenet5_standard() -> torch.nn.Module:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--tiny", action="store_true", help="a few batches and a 2-job sweep (the CPU path of the tests)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="a few batches and a 2-job sweep (the CPU path of the tests)"
+    )
     parser.add_argument("--sweep-jobs", type=int, default=16, help="jobs in each sweep row")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_gpu.md")
     args = parser.parse_args()
@@ -113,15 +128,23 @@ def main() -> None:
     peak = 0
     for bf16 in (False, True):
         speed, peak = epoch(lenet5_standard(), data, 128, bf16)
-        rows.append(f"| LeNet5 + standard dropout, {source}, {len(data[1])} samples, batch 128, {'bf16 autocast' if bf16 else 'fp32'}: "
-                    f"samples/s (epoch s) | {rate(speed)} ({len(data[1]) / speed:.2f}) |")
+        rows.append(
+            f"| LeNet5 + standard dropout, {source}, {len(data[1])} samples, batch 128, {'bf16 autocast' if bf16 else 'fp32'}: "
+            f"samples/s (epoch s) | {rate(speed)} ({len(data[1]) / speed:.2f}) |"
+        )
     if device.type == "cuda":
         rows.append("| host syncs inside the training step (set_sync_debug_mode('error')) | 0 (none raised) |")
-        rows.append(f"| peak GPU memory of the LeNet5 bf16 epoch (model, optimizer, activations; + CUDA context ~0.5 GB), GB | {peak / 2**30:.2f} |")
+        rows.append(
+            f"| peak GPU memory of the LeNet5 bf16 epoch (model, optimizer, activations; + CUDA context ~0.5 GB), GB | {peak / 2**30:.2f} |"
+        )
     cifar = (torch.randn(n_cifar, 3, 32, 32, device=device), torch.randint(0, 10, (n_cifar,), device=device))
-    speed, _ = epoch(resnet18(num_classes=10, in_channels=3, image_size=32), cifar, cifar_batch, bf16=True, channels_last=True)
-    rows.append(f"| ResNet-18, CIFAR-shaped random tensors, {n_cifar} samples, batch {cifar_batch}, bf16 + channels_last: samples/s (epoch s) | "
-                f"{rate(speed)} ({n_cifar / speed:.1f}) |")
+    speed, _ = epoch(
+        resnet18(num_classes=10, in_channels=3, image_size=32), cifar, cifar_batch, bf16=True, channels_last=True
+    )
+    rows.append(
+        f"| ResNet-18, CIFAR-shaped random tensors, {n_cifar} samples, batch {cifar_batch}, bf16 + channels_last: samples/s (epoch s) | "
+        f"{rate(speed)} ({n_cifar / speed:.1f}) |"
+    )
     jobs, per_gpu = (2, [1]) if args.tiny else (args.sweep_jobs, [1, 4, 8])
     if source != "MNIST":
         rows.append("| flagship-shaped sweep | skipped: no MNIST files (set DROPOUT_LAB_DATA) |")
@@ -132,7 +155,9 @@ def main() -> None:
             for k in per_gpu:
                 jobs_per_h = sweep(k * gpus, jobs, overrides, Path(tmp) / f"k{k}")
                 where = f"{k} job(s) per GPU" if device.type == "cuda" else f"{k} worker(s) on the CPU"
-                rows.append(f"| flagship-shaped sweep (LeNet5 + standard, MNIST, 1 epoch), {jobs} jobs, {where}: jobs/h | {jobs_per_h:.0f} |")
+                rows.append(
+                    f"| flagship-shaped sweep (LeNet5 + standard, MNIST, 1 epoch), {jobs} jobs, {where}: jobs/h | {jobs_per_h:.0f} |"
+                )
     command = f"python scripts/bench_gpu.py --device {args.device}" + (" --tiny" if args.tiny else "")
     write_section(args.out, f"{device.type}{' (tiny)' if args.tiny else ''}", f"{machine()}; `{command}`", rows)
 

@@ -43,14 +43,16 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from dropout_lab.data import TensorBatches
 from dropout_lab.config import attach, instantiate_model
+from dropout_lab.data import TensorBatches
 from dropout_lab.module import fast_kwargs
 from dropout_lab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {"LeNet5, batch 128": ["model=lenet5", "dataset.batch_size=128"],
-            "MLP 2x100, batch 32 (source 003)": ["model=mlp", "model.hidden_sizes=[100,100]", "dataset.batch_size=32"]}
+SETTINGS = {
+    "LeNet5, batch 128": ["model=lenet5", "dataset.batch_size=128"],
+    "MLP 2x100, batch 32 (source 003)": ["model=mlp", "model.hidden_sizes=[100,100]", "dataset.batch_size=32"],
+}
 
 
 def config(out: Path, extra: list[str]):
@@ -58,8 +60,14 @@ def config(out: Path, extra: list[str]):
         return compose("config", overrides=[f"output_dir={out}", "trainer.accelerator=cpu", *extra])
 
 
-def bare_loop(cfg, epochs: int, fused: bool = True, max_batches: int | None = None, validate: bool = False,
-              test_best: bool = False) -> tuple[float, float]:
+def bare_loop(
+    cfg,
+    epochs: int,
+    fused: bool = True,
+    max_batches: int | None = None,
+    validate: bool = False,
+    test_best: bool = False,
+) -> tuple[float, float]:
     """The plainest training loop over the datamodule's tensors, with ``torch.optim.Adam`` (``fused``: the
     harness's kernel); optionally a validation pass per epoch and (``test_best``) a second test of the
     best-validation epoch's weights, kept in memory, as the harness tests both. Returns (train samples/s,
@@ -69,7 +77,9 @@ def bare_loop(cfg, epochs: int, fused: bool = True, max_batches: int | None = No
     dm.setup("fit")
     model = instantiate_model(cfg.model)
     attach(model, cfg.dropout)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr, **(fast_kwargs(torch.optim.Adam, torch.device("cpu")) if fused else {}))
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.optimizer.lr, **(fast_kwargs(torch.optim.Adam, torch.device("cpu")) if fused else {})
+    )
     splits = dm.normalised()
     x, y = splits["train"]
     seconds, samples, best, best_state = 0.0, 0, -1.0, None
@@ -111,26 +121,44 @@ def harness(cfg) -> dict:
 
 
 def speed(rounds: int, batches: int, out: Path) -> None:
-    rows = ["| setting | bare `Adam(params, lr)`, samples/s | bare fused Adam, samples/s | harness, samples/s | "
-            "harness / bare (goal >= 0.95 LeNet5, >= 0.85 MLP) | harness / bare fused |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| setting | bare `Adam(params, lr)`, samples/s | bare fused Adam, samples/s | harness, samples/s | "
+        "harness / bare (goal >= 0.95 LeNet5, >= 0.85 MLP) | harness / bare fused |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for j, (name, overrides) in enumerate(SETTINGS.items()):
-            extra = [*overrides, "trainer.max_epochs=1", f"trainer.limit_train_batches={batches}", "trainer.limit_val_batches=0",
-                     "trainer.limit_test_batches=1"]
+            extra = [
+                *overrides,
+                "trainer.max_epochs=1",
+                f"trainer.limit_train_batches={batches}",
+                "trainer.limit_val_batches=0",
+                "trainer.limit_test_batches=1",
+            ]
             plain, fused, ours = [], [], []
             for i in range(rounds):
                 cfg = config(Path(tmp) / f"setting{j}-{i}", extra)
                 plain.append(bare_loop(cfg, 1, fused=False, max_batches=batches)[0])
                 fused.append(bare_loop(cfg, 1, fused=True, max_batches=batches)[0])
                 ours.append(harness(cfg)["train_samples_per_s"])
-                print(f"{name} round {i}: bare {plain[-1]:.0f}, bare fused {fused[-1]:.0f}, harness {ours[-1]:.0f} samples/s", flush=True)
+                print(
+                    f"{name} round {i}: bare {plain[-1]:.0f}, bare fused {fused[-1]:.0f}, harness {ours[-1]:.0f} samples/s",
+                    flush=True,
+                )
             ratio = statistics.median(h / b for h, b in zip(ours, plain))
             ratio_fused = statistics.median(h / b for h, b in zip(ours, fused))
-            rows.append(f"| {name} | {statistics.median(plain):.0f} | {statistics.median(fused):.0f} | {statistics.median(ours):.0f} | "
-                        f"{ratio:.3f} | {ratio_fused:.3f} |")
-    write_section(out, "speed", f"MNIST, standard dropout (p=0.5, fc sites), Adam 1e-3, {batches} training batches per round, "
-                  f"{rounds} alternating rounds, medians; CPU threads={torch.get_num_threads()}, {machine()}; "
-                  f"`python scripts/bench_harness.py speed --rounds {rounds} --batches {batches}`", rows)
+            rows.append(
+                f"| {name} | {statistics.median(plain):.0f} | {statistics.median(fused):.0f} | {statistics.median(ours):.0f} | "
+                f"{ratio:.3f} | {ratio_fused:.3f} |"
+            )
+    write_section(
+        out,
+        "speed",
+        f"MNIST, standard dropout (p=0.5, fc sites), Adam 1e-3, {batches} training batches per round, "
+        f"{rounds} alternating rounds, medians; CPU threads={torch.get_num_threads()}, {machine()}; "
+        f"`python scripts/bench_harness.py speed --rounds {rounds} --batches {batches}`",
+        rows,
+    )
 
 
 def e2e(rounds: int, epochs: int, out: Path) -> None:
@@ -154,27 +182,42 @@ def e2e(rounds: int, epochs: int, out: Path) -> None:
             print(f"round {i}: fixed {fixed[-1]:.2f} s, bare {bare[-1]:.1f} s, harness {job[-1]:.1f} s", flush=True)
     ratio = statistics.median(b / h for b, h in zip(bare, job))
     three_epochs = statistics.median(job) * 3 / epochs
-    rows = ["| measure | value |", "| --- | --- |",
-            f"| whole job, harness (median), s | {statistics.median(job):.2f} |",
-            f"| same epochs, bare script (median), s | {statistics.median(bare):.2f} |",
-            f"| end to end, bare time / harness time (goal >= 0.90) | {ratio:.3f} |",
-            f"| fixed cost per job, first job of a process (data read), s | {first:.2f} |",
-            f"| fixed cost per job, later jobs (data cached; upper bound: includes 3 batches), s | {statistics.median(fixed):.2f} |",
-            f"| later jobs' fixed cost / 3-epoch LeNet5 MNIST job (goal <= 2 %) | {100 * statistics.median(fixed) / three_epochs:.2f} % |"]
-    write_section(out, "end to end", f"LeNet5 MNIST (54k/6k/10k), standard dropout, batch 128, {epochs} epoch(s) of train + val + test per "
-                  f"job, {rounds} alternating rounds in one process; the 3-epoch job time is {epochs}-epoch job x 3/{epochs}; "
-                  f"CPU threads={torch.get_num_threads()}, {machine()}; `python scripts/bench_harness.py e2e --rounds {rounds} --epochs {epochs}`",
-                  rows)
+    rows = [
+        "| measure | value |",
+        "| --- | --- |",
+        f"| whole job, harness (median), s | {statistics.median(job):.2f} |",
+        f"| same epochs, bare script (median), s | {statistics.median(bare):.2f} |",
+        f"| end to end, bare time / harness time (goal >= 0.90) | {ratio:.3f} |",
+        f"| fixed cost per job, first job of a process (data read), s | {first:.2f} |",
+        f"| fixed cost per job, later jobs (data cached; upper bound: includes 3 batches), s | {statistics.median(fixed):.2f} |",
+        f"| later jobs' fixed cost / 3-epoch LeNet5 MNIST job (goal <= 2 %) | {100 * statistics.median(fixed) / three_epochs:.2f} % |",
+    ]
+    write_section(
+        out,
+        "end to end",
+        f"LeNet5 MNIST (54k/6k/10k), standard dropout, batch 128, {epochs} epoch(s) of train + val + test per "
+        f"job, {rounds} alternating rounds in one process; the 3-epoch job time is {epochs}-epoch job x 3/{epochs}; "
+        f"CPU threads={torch.get_num_threads()}, {machine()}; `python scripts/bench_harness.py e2e --rounds {rounds} --epochs {epochs}`",
+        rows,
+    )
 
 
 #: the flagship's job (conf/experiment/dropout_zoo.yaml) with standard dropout at p = 0.5
-FLAGSHIP = ["model=lenet5", "dropout=standard", "dropout.p=0.5", "dataset.batch_size=64",
-            "dataset.subset={train: 1000, val: 1000, test: null}", "trainer.enable_progress_bar=false"]
+FLAGSHIP = [
+    "model=lenet5",
+    "dropout=standard",
+    "dropout.p=0.5",
+    "dataset.batch_size=64",
+    "dataset.subset={train: 1000, val: 1000, test: null}",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def flagship(rounds: int, epochs: int, out: Path) -> None:
-    rows = ["| round | bare script, s (CPU s) | harness, s (CPU s) | bare / harness, wall | bare / harness, CPU |",
-            "| --- | --- | --- | --- | --- |"]
+    rows = [
+        "| round | bare script, s (CPU s) | harness, s (CPU s) | bare / harness, wall | bare / harness, CPU |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     ratios, cpu_ratios, bares, ourses = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         harness(config(Path(tmp) / "warm", [*FLAGSHIP, "trainer.max_epochs=1"]))  # the data read, once per process
@@ -190,28 +233,52 @@ def flagship(rounds: int, epochs: int, out: Path) -> None:
             cpu_ratios.append(bare_cpu / ours_cpu)
             bares.append(bare)
             ourses.append(ours)
-            rows.append(f"| {i} | {bare:.2f} ({bare_cpu:.2f}) | {ours:.2f} ({ours_cpu:.2f}) | {bare / ours:.3f} | {bare_cpu / ours_cpu:.3f} |")
+            rows.append(
+                f"| {i} | {bare:.2f} ({bare_cpu:.2f}) | {ours:.2f} ({ours_cpu:.2f}) | {bare / ours:.3f} | {bare_cpu / ours_cpu:.3f} |"
+            )
             print(rows[-1], flush=True)
-    rows.append(f"| median | {statistics.median(bares):.2f} | {statistics.median(ourses):.2f} | **{statistics.median(ratios):.3f}** "
-                f"(goal >= 0.95) | {statistics.median(cpu_ratios):.3f} |")
+    rows.append(
+        f"| median | {statistics.median(bares):.2f} | {statistics.median(ourses):.2f} | **{statistics.median(ratios):.3f}** "
+        f"(goal >= 0.95) | {statistics.median(cpu_ratios):.3f} |"
+    )
     rows.append(f"| fastest | {min(bares):.2f} | {min(ourses):.2f} | {min(bares) / min(ourses):.3f} | |")
-    write_section(out, "flagship regime", f"LeNet5 + standard dropout p=0.5, MNIST, 1,000 training / 1,000 validation images, "
-                  f"the 10k test set, batch 64, {epochs} epochs = {epochs * 16} steps, validation every epoch, test of the last and "
-                  f"the best-validation weights; whole job in-process (data cached), {rounds} alternating rounds (wall time and "
-                  f"the process' CPU time); on this shared VM one job's time varies by up to 30 % between rounds, so the "
-                  f"fastest round of each (least disturbed) is given too; CPU threads={torch.get_num_threads()}, {machine()}; "
-                  f"`python scripts/bench_harness.py flagship --rounds {rounds} --epochs {epochs}`", rows)
+    write_section(
+        out,
+        "flagship regime",
+        f"LeNet5 + standard dropout p=0.5, MNIST, 1,000 training / 1,000 validation images, "
+        f"the 10k test set, batch 64, {epochs} epochs = {epochs * 16} steps, validation every epoch, test of the last and "
+        f"the best-validation weights; whole job in-process (data cached), {rounds} alternating rounds (wall time and "
+        f"the process' CPU time); on this shared VM one job's time varies by up to 30 % between rounds, so the "
+        f"fastest round of each (least disturbed) is given too; CPU threads={torch.get_num_threads()}, {machine()}; "
+        f"`python scripts/bench_harness.py flagship --rounds {rounds} --epochs {epochs}`",
+        rows,
+    )
 
 
 def accuracy(dataset: str, model: str, epochs: int, out: Path) -> None:
-    extra = [f"dataset={dataset}", f"model={model}", f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false"]
+    extra = [
+        f"dataset={dataset}",
+        f"model={model}",
+        f"trainer.max_epochs={epochs}",
+        "trainer.enable_progress_bar=false",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         ours = harness(config(Path(tmp) / "harness", extra))
         _, bare = bare_loop(config(Path(tmp) / "bare", extra), epochs)
-    row = (f"| {model} | {dataset} | {epochs} | {100 * ours['test_acc']:.2f} | {100 * bare:.2f} | "
-           f"{100 * (ours['test_acc'] - bare):+.2f} | `python scripts/bench_harness.py accuracy --dataset {dataset} --model {model} --epochs {epochs}` |")
-    header_rows = ["| model | dataset | epochs | harness test acc % | bare loop test acc % | difference | command |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    write(out, "Standard dropout p=0.5 on the fc sites, Adam 1e-3, batch 128, seed 0, 54k/6k/10k split, CPU", header_rows + [row], append=True)
+    row = (
+        f"| {model} | {dataset} | {epochs} | {100 * ours['test_acc']:.2f} | {100 * bare:.2f} | "
+        f"{100 * (ours['test_acc'] - bare):+.2f} | `python scripts/bench_harness.py accuracy --dataset {dataset} --model {model} --epochs {epochs}` |"
+    )
+    header_rows = [
+        "| model | dataset | epochs | harness test acc % | bare loop test acc % | difference | command |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    write(
+        out,
+        "Standard dropout p=0.5 on the fc sites, Adam 1e-3, batch 128, seed 0, 54k/6k/10k split, CPU",
+        header_rows + [row],
+        append=True,
+    )
 
 
 def write(out: Path, header: str, rows: list[str], append: bool) -> None:
@@ -220,7 +287,7 @@ def write(out: Path, header: str, rows: list[str], append: bool) -> None:
     if append and out.exists():  # the new row goes below the table's last row (notes under the table stay last)
         lines = out.read_text().rstrip("\n").split("\n")
         last = max(i for i, line in enumerate(lines) if line.startswith("| "))
-        out.write_text("\n".join([*lines[:last + 1], rows[-1], *lines[last + 1:]]) + "\n")
+        out.write_text("\n".join([*lines[: last + 1], rows[-1], *lines[last + 1 :]]) + "\n")
     else:
         out.write_text(header + "\n\n" + "\n".join(rows) + "\n")
     print(f"wrote {out}")
@@ -229,8 +296,10 @@ def write(out: Path, header: str, rows: list[str], append: bool) -> None:
 def machine() -> str:
     """One line naming the machine (CPU, cores this process may use, torch version, GPU if any)."""
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    return (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}{gpu}, "
-            f"load average {os.getloadavg()[0]:.1f} at the end (the benchmark's own processes included)")
+    return (
+        f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}{gpu}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end (the benchmark's own processes included)"
+    )
 
 
 def write_section(out: Path, title: str, header: str, rows: list[str]) -> None:

@@ -34,11 +34,20 @@ from dropout_lab.dropout.obd import hessian_saliency
 from dropout_lab.models.lenet import LeNet5
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = [(1, 0.9, 10), (1, 0.9, 5), (2, 0.95, 5), (1, 0.98, 5), (2, 0.98, 5), (4, 0.98, 5)]  # (probes, ema, update_every)
+CONFIGS = [
+    (1, 0.9, 10),
+    (1, 0.9, 5),
+    (2, 0.95, 5),
+    (1, 0.98, 5),
+    (2, 0.98, 5),
+    (4, 0.98, 5),
+]  # (probes, ema, update_every)
 
 
 def node(key: str, **kw) -> dict:
-    target = {"obd": "dropout_lab.dropout.obd.OBDDropout", "standard": "dropout_lab.dropout.standard.StandardDropout"}[key]
+    target = {"obd": "dropout_lab.dropout.obd.OBDDropout", "standard": "dropout_lab.dropout.standard.StandardDropout"}[
+        key
+    ]
     return {"_target_": target, "_partial_": True, "name": key, "p": 0.3, "sites": "fc", **kw}
 
 
@@ -63,7 +72,10 @@ def main() -> None:
         F.cross_entropy(model(x), y).backward()
         opt.step()
 
-    rows = ["| probes | ema | update_every | updates | Spearman fc1 | Spearman fc2 | pass / step | x standard |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| probes | ema | update_every | updates | Spearman fc1 | Spearman fc2 | pass / step | x standard |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     model = deepcopy(net).train()
     attach(model, node("standard"))
     opt = torch.optim.Adam(model.parameters(), 1e-3)
@@ -94,9 +106,13 @@ def main() -> None:
                     m.on_train_batch_start(DropoutContext(k, 0, 10**6, 8192, module, (X[idx], Y[idx])))
             scores.append([m.score for m in obd])
         rho = [spearmanr(a, b).correlation for a, b in zip(*scores)]
-        rows.append(f"| {probes} | {ema} | {every} | {updates} | {rho[0]:.3f} | {rho[1]:.3f} | {ratios[probes]:.2f} | {1 + ratios[probes] / every:.2f} |")
-    header = (f"OBD saliency stability and cost, LeNet5, MNIST, batch 128, CPU ({torch.get_num_threads()} thread(s)); "
-              f"`python scripts/bench_obd.py --rounds {args.rounds} --steps {args.steps}`")
+        rows.append(
+            f"| {probes} | {ema} | {every} | {updates} | {rho[0]:.3f} | {rho[1]:.3f} | {ratios[probes]:.2f} | {1 + ratios[probes] / every:.2f} |"
+        )
+    header = (
+        f"OBD saliency stability and cost, LeNet5, MNIST, batch 128, CPU ({torch.get_num_threads()} thread(s)); "
+        f"`python scripts/bench_obd.py --rounds {args.rounds} --steps {args.steps}`"
+    )
     text = header + "\n\n" + "\n".join(rows) + "\n"
     print(text)
     (ROOT / "docs" / "bench_obd.md").write_text(text)

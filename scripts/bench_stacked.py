@@ -27,8 +27,8 @@ from scipy import stats
 from torch.func import functional_call, stack_module_state, vmap
 
 from bench_harness import ROOT, config, evaluate, machine, write_section
-from dropout_lab.data import TensorBatches
 from dropout_lab.config import attach, instantiate_model
+from dropout_lab.data import TensorBatches
 
 
 def members(cfg, k: int) -> list[torch.nn.Module]:
@@ -106,17 +106,24 @@ def main() -> None:
     se = (statistics.variance(stack_acc) / args.k + statistics.variance(seq_acc) / args.k) ** 0.5
     p = stats.ttest_ind(stack_acc, seq_acc, equal_var=False).pvalue
     match = p > 0.05 and abs(diff) <= 2 * se
-    rows = ["| measure | one after another | stacked (vmap) |", "| --- | --- | --- |",
-            f"| training samples/s ({args.k} members x {args.batches} batches x 128) | {samples / seq_seconds:.0f} | {samples / stack_seconds:.0f} |",
-            f"| speed-up, stacked / one after another | | {seq_seconds / stack_seconds:.2f}x |",
-            f"| test accuracy %, mean ± sd over {args.k} seeds | {100 * statistics.mean(seq_acc):.2f} ± {100 * statistics.stdev(seq_acc):.2f} | "
-            f"{100 * statistics.mean(stack_acc):.2f} ± {100 * statistics.stdev(stack_acc):.2f} |",
-            f"| per-seed test accuracy % | {', '.join(f'{100 * a:.2f}' for a in seq_acc)} | {', '.join(f'{100 * a:.2f}' for a in stack_acc)} |",
-            f"| match within seed noise (Welch p = {p:.2f}, diff {100 * diff:+.2f} pp, 2 SE = {200 * se:.2f} pp) | | {'yes' if match else 'NO'} |"]
-    write_section(args.out, f"K = {args.k} seeds, LeNet5 + standard dropout",
-                  f"MNIST, batch 128, Adam 1e-3, {args.batches} batches per member, same batches for both; CPU threads={args.threads}, "
-                  f"{machine()}; `python scripts/bench_stacked.py --k {args.k} --batches {args.batches} --threads {args.threads}`. "
-                  "Measured on a machine shared with other jobs: the ratio comes from one run of each side.", rows)
+    rows = [
+        "| measure | one after another | stacked (vmap) |",
+        "| --- | --- | --- |",
+        f"| training samples/s ({args.k} members x {args.batches} batches x 128) | {samples / seq_seconds:.0f} | {samples / stack_seconds:.0f} |",
+        f"| speed-up, stacked / one after another | | {seq_seconds / stack_seconds:.2f}x |",
+        f"| test accuracy %, mean ± sd over {args.k} seeds | {100 * statistics.mean(seq_acc):.2f} ± {100 * statistics.stdev(seq_acc):.2f} | "
+        f"{100 * statistics.mean(stack_acc):.2f} ± {100 * statistics.stdev(stack_acc):.2f} |",
+        f"| per-seed test accuracy % | {', '.join(f'{100 * a:.2f}' for a in seq_acc)} | {', '.join(f'{100 * a:.2f}' for a in stack_acc)} |",
+        f"| match within seed noise (Welch p = {p:.2f}, diff {100 * diff:+.2f} pp, 2 SE = {200 * se:.2f} pp) | | {'yes' if match else 'NO'} |",
+    ]
+    write_section(
+        args.out,
+        f"K = {args.k} seeds, LeNet5 + standard dropout",
+        f"MNIST, batch 128, Adam 1e-3, {args.batches} batches per member, same batches for both; CPU threads={args.threads}, "
+        f"{machine()}; `python scripts/bench_stacked.py --k {args.k} --batches {args.batches} --threads {args.threads}`. "
+        "Measured on a machine shared with other jobs: the ratio comes from one run of each side.",
+        rows,
+    )
 
 
 if __name__ == "__main__":

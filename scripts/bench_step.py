@@ -16,8 +16,8 @@ import argparse
 import collections
 import itertools
 import sys
-import threading
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from bench_harness import ROOT, config, machine, write_section
-from dropout_lab.data import TensorBatches
 from dropout_lab.config import attach, instantiate_model
+from dropout_lab.data import TensorBatches
 from dropout_lab.module import fast_kwargs
 from dropout_lab.train import train
 
@@ -41,7 +41,9 @@ def bare(cfg, steps: int, fused: bool) -> None:
     dm.setup("fit")
     model = instantiate_model(cfg.model)
     attach(model, cfg.dropout)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr, **(fast_kwargs(torch.optim.Adam, torch.device("cpu")) if fused else {}))
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.optimizer.lr, **(fast_kwargs(torch.optim.Adam, torch.device("cpu")) if fused else {})
+    )
     x, y = dm.normalised()["train"]
     model.train()
     for step, (xb, yb) in enumerate(TensorBatches(x, y, cfg.dataset.batch_size, shuffle=True)):
@@ -63,7 +65,9 @@ def recording_ops(cfg) -> float:
     sites = [m for m in model.modules() if isinstance(m, DropoutMethod)]
     inputs = {}
     hooks = [m.register_forward_pre_hook(lambda mod, args: inputs.setdefault(mod, args[0].detach())) for m in sites]
-    model.train()(torch.randn(cfg.dataset.batch_size, cfg.dataset.in_channels, cfg.dataset.image_size, cfg.dataset.image_size))
+    model.train()(
+        torch.randn(cfg.dataset.batch_size, cfg.dataset.in_channels, cfg.dataset.image_size, cfg.dataset.image_size)
+    )
     for hook in hooks:
         hook.remove()
 
@@ -102,9 +106,18 @@ def per_step(side: str, overrides: list[str], tmp: Path) -> tuple[collections.Co
 
     def job(steps: int):
         def run():  # a fresh job folder per run: train() refuses to overwrite a finished job
-            cfg = config(tmp / f"{side}{steps}-{next(folders)}", [*overrides, f"trainer.max_steps={steps}", "trainer.limit_val_batches=0",
-                                                                  "trainer.limit_test_batches=1", "trainer.enable_progress_bar=true"])
+            cfg = config(
+                tmp / f"{side}{steps}-{next(folders)}",
+                [
+                    *overrides,
+                    f"trainer.max_steps={steps}",
+                    "trainer.limit_val_batches=0",
+                    "trainer.limit_test_batches=1",
+                    "trainer.enable_progress_bar=true",
+                ],
+            )
             train(cfg) if side == "harness" else bare(cfg, steps, fused=side == "bare_fused")
+
         return run
 
     job(SHORT)()  # warm-up: imports, the data cache, lazy initialisation
@@ -118,35 +131,51 @@ def main() -> None:
     parser.add_argument("--model", default="lenet5")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--dropout", default="standard")
-    parser.add_argument("--override", nargs="*", default=[], help="more config overrides, e.g. model.hidden_sizes=[100,100]")
+    parser.add_argument(
+        "--override", nargs="*", default=[], help="more config overrides, e.g. model.hidden_sizes=[100,100]"
+    )
     parser.add_argument("--top", type=int, default=12, help="list the ATen ops with the largest harness excess")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_step.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    overrides = [f"model={args.model}", f"dataset.batch_size={args.batch_size}", f"dropout={args.dropout}", *args.override]
+    overrides = [
+        f"model={args.model}",
+        f"dataset.batch_size={args.batch_size}",
+        f"dropout={args.dropout}",
+        *args.override,
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         ops_plain, calls_plain = per_step("bare", overrides, Path(tmp))
         ops_bare, calls_bare = per_step("bare_fused", overrides, Path(tmp))
         ops_ours, calls_ours = per_step("harness", overrides, Path(tmp))
     total_plain, total_bare, total_ours = (sum(ops.values()) for ops in (ops_plain, ops_bare, ops_ours))
-    rows = ["| per training step | bare loop, `Adam(params, lr)` | bare loop, fused Adam | harness (fused Adam) | harness / bare fused |",
-            "| --- | --- | --- | --- | --- |",
-            f"| ATen ops (goal: harness <= 1.1x bare) | {total_plain:.1f} | {total_bare:.1f} | {total_ours:.1f} | {total_ours / total_bare:.3f} |",
-            f"| host syncs (`{SYNC}`) | {ops_plain[SYNC]:.1f} | {ops_bare[SYNC]:.1f} | {ops_ours[SYNC]:.1f} | |",
-            f"| host syncs the harness adds to the same loop (goal 0; CPU fused Adam reads its step counters on the host) | | | "
-            f"{ops_ours[SYNC] - ops_bare[SYNC]:.1f} | |",
-            f"| Python calls (all threads) | {calls_plain:.0f} | {calls_bare:.0f} | {calls_ours:.0f} | {calls_ours / max(calls_bare, 1):.1f} |"]
+    rows = [
+        "| per training step | bare loop, `Adam(params, lr)` | bare loop, fused Adam | harness (fused Adam) | harness / bare fused |",
+        "| --- | --- | --- | --- | --- |",
+        f"| ATen ops (goal: harness <= 1.1x bare) | {total_plain:.1f} | {total_bare:.1f} | {total_ours:.1f} | {total_ours / total_bare:.3f} |",
+        f"| host syncs (`{SYNC}`) | {ops_plain[SYNC]:.1f} | {ops_bare[SYNC]:.1f} | {ops_ours[SYNC]:.1f} | |",
+        f"| host syncs the harness adds to the same loop (goal 0; CPU fused Adam reads its step counters on the host) | | | "
+        f"{ops_ours[SYNC] - ops_bare[SYNC]:.1f} | |",
+        f"| Python calls (all threads) | {calls_plain:.0f} | {calls_bare:.0f} | {calls_ours:.0f} | {calls_ours / max(calls_bare, 1):.1f} |",
+    ]
     recording = recording_ops(config(Path("."), overrides))
-    rows.append(f"| dropout methods' ATen ops beyond `F.dropout` at their sites (drop-fraction recording, forward) | "
-                f"{recording} | {recording} | {recording} | {100 * recording / total_ours:.1f} % of the harness's |")
+    rows.append(
+        f"| dropout methods' ATen ops beyond `F.dropout` at their sites (drop-fraction recording, forward) | "
+        f"{recording} | {recording} | {recording} | {100 * recording / total_ours:.1f} % of the harness's |"
+    )
     excess = sorted(ops_ours | ops_bare, key=lambda k: ops_bare[k] - ops_ours[k])[: args.top]
     rows += ["", "| ATen op | bare fused / step | harness / step |", "| --- | --- | --- |"]
     rows += [f"| `{k}` | {ops_bare[k]:.1f} | {ops_ours[k]:.1f} |" for k in excess if ops_ours[k] != ops_bare[k]]
-    command = f"python scripts/bench_step.py --model {args.model} --batch-size {args.batch_size} --dropout {args.dropout}" + \
-        (f" --override {' '.join(args.override)}" if args.override else "")
-    write_section(args.out, f"{args.model}{' ' + ' '.join(args.override) if args.override else ''}, batch {args.batch_size}, dropout={args.dropout}",
-                  f"`{command}`; CPU, 1 thread, {machine()}; per-step = (count at {LONG} steps - count at {SHORT}) / {LONG - SHORT}",
-                  rows)
+    command = (
+        f"python scripts/bench_step.py --model {args.model} --batch-size {args.batch_size} --dropout {args.dropout}"
+        + (f" --override {' '.join(args.override)}" if args.override else "")
+    )
+    write_section(
+        args.out,
+        f"{args.model}{' ' + ' '.join(args.override) if args.override else ''}, batch {args.batch_size}, dropout={args.dropout}",
+        f"`{command}`; CPU, 1 thread, {machine()}; per-step = (count at {LONG} steps - count at {SHORT}) / {LONG - SHORT}",
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -36,14 +36,35 @@ def sweep(workers: int, jobs: int, overrides: list[str], sweep_dir: Path, env: d
     Raises:
         RuntimeError: if the sweep fails or a job's metrics.json does not say ``status: ok``.
     """
-    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=gpu_pool", f"hydra.launcher.n_jobs={workers}",
-           f"hydra.sweep.dir={sweep_dir}", "trainer.enable_progress_bar=false", f"seed={','.join(map(str, range(jobs)))}", *overrides]
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "hydra/launcher=gpu_pool",
+        f"hydra.launcher.n_jobs={workers}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "trainer.enable_progress_bar=false",
+        f"seed={','.join(map(str, range(jobs)))}",
+        *overrides,
+    ]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "DROPOUT_LAB_LOCK_DIR": str(sweep_dir.parent), **(env or {})}, capture_output=True, text=True)
+    proc = subprocess.run(
+        cmd,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT / "src"),
+            "DROPOUT_LAB_LOCK_DIR": str(sweep_dir.parent),
+            **(env or {}),
+        },
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - start
     summaries = [json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")]
     if proc.returncode or len(summaries) != jobs or any(s["status"] != "ok" for s in summaries):
-        raise RuntimeError(f"sweep with {workers} workers failed (rc {proc.returncode}, {len(summaries)} summaries):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"sweep with {workers} workers failed (rc {proc.returncode}, {len(summaries)} summaries):\n{proc.stderr[-3000:]}"
+        )
     return jobs * 3600 / seconds
 
 
@@ -56,6 +77,7 @@ def job_overrides(epochs: int, subset: int) -> list[str]:
 def bare_rate(threads: int) -> None:
     """Child of ``--bare``: print the bare loop's training samples/s with ``threads`` torch threads (JSON)."""
     import torch
+
     from bench_harness import bare_loop, config
 
     torch.set_num_threads(threads)
@@ -67,6 +89,7 @@ def bare_rate(threads: int) -> None:
 
 def bare_ceiling() -> list[str]:
     """Rows: the bare loop's samples/s in 1 process x 1 thread, 1 x 2 threads and 2 processes x 1 thread at once."""
+
     def run(processes: int, threads: int) -> float:
         cmd = [sys.executable, __file__, "--bare-child", str(threads)]
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -75,6 +98,7 @@ def bare_ceiling() -> list[str]:
         if any(proc.returncode for proc in procs):
             raise RuntimeError(f"bare loop child failed: {outs}")
         return sum(json.loads(out.strip().splitlines()[-1])["samples_per_s"] for out in outs)
+
     rates = {(1, 1): run(1, 1), (1, 2): run(1, 2), (2, 1): run(2, 1)}
     rows = ["| processes x threads | training samples/s (all processes) | vs 1x1 |", "| --- | --- | --- |"]
     return rows + [f"| {n}x{t} | {r:.0f} | {r / rates[1, 1]:.2f}x |" for (n, t), r in rates.items()]
@@ -89,7 +113,9 @@ def setting(text: str) -> tuple[int, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=24)
-    parser.add_argument("--settings", nargs="+", default=["1x1", "2x1", "1x2"], help="WxT: W workers, T torch threads per job (A: auto)")
+    parser.add_argument(
+        "--settings", nargs="+", default=["1x1", "2x1", "1x2"], help="WxT: W workers, T torch threads per job (A: auto)"
+    )
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--subset", type=int, default=0, help="cap each split at N samples (0: full MNIST)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_workers.md")
@@ -98,11 +124,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.bare_child:
         return bare_rate(args.bare_child)
-    command = (f"python scripts/bench_workers.py{' --bare' if args.bare else ''} --jobs {args.jobs} --settings {' '.join(args.settings)} --epochs {args.epochs}"
-               + (f" --subset {args.subset}" if args.subset else ""))
+    command = (
+        f"python scripts/bench_workers.py{' --bare' if args.bare else ''} --jobs {args.jobs} --settings {' '.join(args.settings)} --epochs {args.epochs}"
+        + (f" --subset {args.subset}" if args.subset else "")
+    )
     if args.bare:
-        write_section(args.out, "Ceiling: the bare loop on 2 cores", f"bench_harness.bare_loop, LeNet5 + standard dropout, MNIST, batch 128, "
-                      f"150 batches per process; {machine()}; `{command}`", bare_ceiling())
+        write_section(
+            args.out,
+            "Ceiling: the bare loop on 2 cores",
+            f"bench_harness.bare_loop, LeNet5 + standard dropout, MNIST, batch 128, "
+            f"150 batches per process; {machine()}; `{command}`",
+            bare_ceiling(),
+        )
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         for text in args.settings:
@@ -111,11 +144,18 @@ def main() -> None:
             rates[text] = sweep(workers, args.jobs, job_overrides(args.epochs, args.subset) + extra, Path(tmp) / text)
             print(f"{text}: {rates[text]:.0f} jobs/h", flush=True)
     base = rates[args.settings[0]]
-    rows = [f"| workers x threads per job | jobs/h | vs {args.settings[0]} (goal: 2x1 >= 1.6x 1x1) |", "| --- | --- | --- |"]
+    rows = [
+        f"| workers x threads per job | jobs/h | vs {args.settings[0]} (goal: 2x1 >= 1.6x 1x1) |",
+        "| --- | --- | --- |",
+    ]
     rows += [f"| {text} | {r:.0f} | {r / base:.2f}x |" for text, r in rates.items()]
-    write_section(args.out, f"{args.jobs} jobs, {args.epochs} epoch(s), subset {args.subset or 'none'}, settings {' '.join(args.settings)}",
-                  f"LeNet5 + standard dropout, MNIST, batch 128, hydra/launcher=gpu_pool, one fresh sweep per setting, timed from "
-                  f"launch to exit; {machine()}; `{command}`", rows)
+    write_section(
+        args.out,
+        f"{args.jobs} jobs, {args.epochs} epoch(s), subset {args.subset or 'none'}, settings {' '.join(args.settings)}",
+        f"LeNet5 + standard dropout, MNIST, batch 128, hydra/launcher=gpu_pool, one fresh sweep per setting, timed from "
+        f"launch to exit; {machine()}; `{command}`",
+        rows,
+    )
 
 
 if __name__ == "__main__":

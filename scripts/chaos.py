@@ -39,10 +39,23 @@ COMPARED = ("test/acc", "test/loss", "val/acc_best", "test_best/acc")
 
 
 def command(sweep: Path, jobs: int, workers: int, epochs: int) -> list[str]:
-    return [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=gpu_pool", f"hydra.launcher.n_jobs={workers}",
-            f"hydra.sweep.dir={sweep}", "trainer=smoke", "dataset.subset={train: 256, val: 128, test: 128}", "dataset.batch_size=64",
-            "trainer.limit_train_batches=4", f"trainer.max_epochs={epochs}", "checkpoint_every=0", "deterministic=true", "threads=1",
-            f"seed={','.join(map(str, range(jobs)))}"]
+    return [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "hydra/launcher=gpu_pool",
+        f"hydra.launcher.n_jobs={workers}",
+        f"hydra.sweep.dir={sweep}",
+        "trainer=smoke",
+        "dataset.subset={train: 256, val: 128, test: 128}",
+        "dataset.batch_size=64",
+        "trainer.limit_train_batches=4",
+        f"trainer.max_epochs={epochs}",
+        "checkpoint_every=0",
+        "deterministic=true",
+        "threads=1",
+        f"seed={','.join(map(str, range(jobs)))}",
+    ]
 
 
 def results(sweep: Path) -> dict[str, dict]:
@@ -52,9 +65,16 @@ def results(sweep: Path) -> dict[str, dict]:
 def holders(lock: Path) -> list[str]:
     """The processes holding ``lock`` (from ``/proc/locks``), as ``pid: command``."""
     inode = os.stat(lock).st_ino
-    pids = [line.split()[4] for line in Path("/proc/locks").read_text().splitlines() if line.split()[5].endswith(f":{inode}")]
-    return [f"{pid}: {Path(f'/proc/{pid}/cmdline').read_bytes().replace(bytes(1), b' ').decode()[:120]}" for pid in pids
-            if Path(f"/proc/{pid}").exists()]
+    pids = [
+        line.split()[4]
+        for line in Path("/proc/locks").read_text().splitlines()
+        if line.split()[5].endswith(f":{inode}")
+    ]
+    return [
+        f"{pid}: {Path(f'/proc/{pid}/cmdline').read_bytes().replace(bytes(1), b' ').decode()[:120]}"
+        for pid in pids
+        if Path(f"/proc/{pid}").exists()
+    ]
 
 
 def held_slots(lock_dir: Path, wait: float = 5.0) -> list[str]:
@@ -83,8 +103,14 @@ def chaos(args: argparse.Namespace, work: Path) -> tuple[dict, list[str]]:
     calm, chaotic = work / "calm", work / "chaos"
     start = time.perf_counter()
     subprocess.run(command(calm, args.jobs, args.workers, args.epochs), env=env, capture_output=True, check=True)
-    counts = {"jobs": args.jobs, "undisturbed s": round(time.perf_counter() - start), "workers killed": 0,
-              "launcher killed": 0, "runs": 0, "orphans": 0}
+    counts = {
+        "jobs": args.jobs,
+        "undisturbed s": round(time.perf_counter() - start),
+        "workers killed": 0,
+        "launcher killed": 0,
+        "runs": 0,
+        "orphans": 0,
+    }
     start = time.perf_counter()
     kills, problems = args.kills, []
     while True:
@@ -113,18 +139,28 @@ def chaos(args: argparse.Namespace, work: Path) -> tuple[dict, list[str]]:
             break
     counts["disturbed s"] = round(time.perf_counter() - start)
     calm_runs, chaos_runs = results(calm), results(chaotic)
-    lost = [name for name, s in calm_runs.items()
-            if name not in chaos_runs or chaos_runs[name]["status"] != "ok"
-            or any(chaos_runs[name]["metrics"].get(k) != s["metrics"].get(k) for k in COMPARED)
-            or [e.get("val/acc") for e in chaos_runs[name]["history"]] != [e.get("val/acc") for e in s["history"]]]
+    lost = [
+        name
+        for name, s in calm_runs.items()
+        if name not in chaos_runs
+        or chaos_runs[name]["status"] != "ok"
+        or any(chaos_runs[name]["metrics"].get(k) != s["metrics"].get(k) for k in COMPARED)
+        or [e.get("val/acc") for e in chaos_runs[name]["history"]] != [e.get("val/acc") for e in s["history"]]
+    ]
     twice = [name for name, s in chaos_runs.items() if s.get("starts", []).count(0) > 1]
     resumed = [name for name, s in chaos_runs.items() if len(s.get("starts", [])) > 1]
     left = [str(p) for p in chaotic.rglob("*.tmp")] + [str(p) for p in tmp.rglob("*") if p.is_file()]
-    counts |= {"jobs resumed": len(resumed), "results lost": len(lost), "trained twice from scratch": len(twice),
-               "temp files left": len(left)}
+    counts |= {
+        "jobs resumed": len(resumed),
+        "results lost": len(lost),
+        "trained twice from scratch": len(twice),
+        "temp files left": len(left),
+    }
     if len(calm_runs) != args.jobs or any(s["status"] != "ok" for s in calm_runs.values()):
         problems.append("the undisturbed sweep did not finish every job")
-    problems += [f"{name}: differs from the undisturbed run" for name in lost] + [f"{name}: trained twice from scratch" for name in twice]
+    problems += [f"{name}: differs from the undisturbed run" for name in lost] + [
+        f"{name}: trained twice from scratch" for name in twice
+    ]
     problems += [f"left behind: {path}" for path in left] + (["orphan workers"] if counts["orphans"] else [])
     return counts, problems
 
@@ -140,14 +176,20 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         counts, problems = chaos(args, Path(work))
-    rows = ["| " + " | ".join(counts) + " |", "|" + "---|" * len(counts), "| " + " | ".join(str(v) for v in counts.values()) + " |"]
+    rows = [
+        "| " + " | ".join(counts) + " |",
+        "|" + "---|" * len(counts),
+        "| " + " | ".join(str(v) for v in counts.values()) + " |",
+    ]
     print("\n".join(rows))
     print("\n".join(problems) or "every job ok and equal to the undisturbed run; nothing left behind")
     if args.out:
         from bench_harness import machine, write_section
 
-        header = (f"`python scripts/chaos.py --jobs {args.jobs} --workers {args.workers} --kills {args.kills} --epochs {args.epochs} "
-                  f"--seed {args.seed}` on {machine()}:")
+        header = (
+            f"`python scripts/chaos.py --jobs {args.jobs} --workers {args.workers} --kills {args.kills} --epochs {args.epochs} "
+            f"--seed {args.seed}` on {machine()}:"
+        )
         write_section(args.out, "Chaos sweep", header, rows)
     sys.exit(1 if problems else 0)
 

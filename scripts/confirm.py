@@ -45,17 +45,39 @@ def commands(sweep: Path, top: int, replicates: int | None, first_seed: int, ext
         raise ValueError(f"{sweep}: its jobs declare no report.evaluation_seeds; give --replicates")
     seeds = list(settings.evaluation_seeds) if replicates is None else list(range(first_seed, first_seed + replicates))
     if set(seeds) & set(settings.tuning_seeds):
-        raise ValueError(f"evaluation seeds {seeds[0]}..{seeds[-1]} overlap the tuning seeds {settings.tuning_seeds}; use --first-seed")
+        raise ValueError(
+            f"evaluation seeds {seeds[0]}..{seeds[-1]} overlap the tuning seeds {settings.tuning_seeds}; use --first-seed"
+        )
     runs, _ = finished_runs(jobs, settings)
     multirun = yaml.safe_load((sweep / "multirun.yaml").read_text())
-    task = [o for o in multirun["hydra"]["overrides"]["task"] if o.split("=", 1)[0].lstrip("+~") in ("experiment", "hydra/launcher")]
+    task = [
+        o
+        for o in multirun["hydra"]["overrides"]["task"]
+        if o.split("=", 1)[0].lstrip("+~") in ("experiment", "hydra/launcher")
+    ]
     launcher = [o for o in multirun["hydra"]["overrides"]["hydra"] if o.startswith("hydra/launcher=")]
     out = []
     for _, r in promoted(candidates(runs), top).iterrows():
-        choice = [f"dropout={r['method']}", *([f"dropout.p={r['p']:g}"] if not math.isnan(r["p"]) else []),
-                  *(a.strip() for a in r["args"].split(",") if a.strip())]
-        out.append([sys.executable, str(ROOT / "train.py"), "-m", *task, *launcher, f"hydra.sweep.dir={sweep}", "resume=true",
-                    f"dataset={r['dataset']}", *choice, f"seed={','.join(map(str, seeds))}", *extra])
+        choice = [
+            f"dropout={r['method']}",
+            *([f"dropout.p={r['p']:g}"] if not math.isnan(r["p"]) else []),
+            *(a.strip() for a in r["args"].split(",") if a.strip()),
+        ]
+        out.append(
+            [
+                sys.executable,
+                str(ROOT / "train.py"),
+                "-m",
+                *task,
+                *launcher,
+                f"hydra.sweep.dir={sweep}",
+                "resume=true",
+                f"dataset={r['dataset']}",
+                *choice,
+                f"seed={','.join(map(str, seeds))}",
+                *extra,
+            ]
+        )
     return out
 
 
@@ -63,8 +85,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", type=Path, help="the tuning sweep's folder (hydra.sweep.dir)")
     parser.add_argument("--top", type=int, default=4, help="methods promoted per block besides standard and none")
-    parser.add_argument("--replicates", type=int, help="evaluation replicates per promoted choice (default: report.evaluation_seeds)")
-    parser.add_argument("--first-seed", type=int, default=100, help="first evaluation seed (disjoint from the tuning seeds)")
+    parser.add_argument(
+        "--replicates", type=int, help="evaluation replicates per promoted choice (default: report.evaluation_seeds)"
+    )
+    parser.add_argument(
+        "--first-seed", type=int, default=100, help="first evaluation seed (disjoint from the tuning seeds)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("extra", nargs="*", help="further Hydra overrides for every launch (after --)")
     args = parser.parse_args()

@@ -14,8 +14,14 @@ if __name__ == "__main__":
     parser.add_argument("sweep", help="a multirun folder (hydra.sweep.dir)")
     parser.add_argument("--rope", type=float, help="region of practical equivalence, ± points (report.rope)")
     parser.add_argument("--metric", choices=list(METRICS), help="compared test metric (report.metric)")
-    parser.add_argument("--selection", choices=list(NETWORKS), help="network selection and test share (report.selection)")
-    parser.add_argument("--tuning-seeds", type=int, nargs="*", help="seeds that select p; the others are evaluation replicates")
+    parser.add_argument(
+        "--selection", choices=list(NETWORKS), help="network selection and test share (report.selection)"
+    )
+    parser.add_argument(
+        "--tuning-seeds", type=int, nargs="*", help="seeds that select p; the others are evaluation replicates"
+    )
     args = parser.parse_args()
-    for path in write_report(args.sweep, rope=args.rope, metric=args.metric, selection=args.selection, tuning_seeds=args.tuning_seeds):
+    for path in write_report(
+        args.sweep, rope=args.rope, metric=args.metric, selection=args.selection, tuning_seeds=args.tuning_seeds
+    ):
         print(path)

@@ -23,13 +23,22 @@ def make_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose ``conf/config.yaml`` with ``overrides``, the data root of the environment and
     ``output_dir`` (no Hydra app context is needed)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=[f"data_root={DATA_ROOT}", f"output_dir={output_dir}", *overrides])
+        return compose(
+            config_name="config", overrides=[f"data_root={DATA_ROOT}", f"output_dir={output_dir}", *overrides]
+        )
 
 
 def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``python train.py args`` in a subprocess from ``cwd`` with the test data root."""
     env = {**os.environ, "DROPOUT_LAB_DATA": DATA_ROOT, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -45,6 +54,8 @@ def one_thread():
 @pytest.fixture
 def cfg_factory(tmp_path):
     """``cfg_factory(overrides)`` -> a composed config writing into a fresh temporary folder."""
+
     def factory(overrides: list[str] = (), name: str = "run") -> DictConfig:
         return make_cfg(list(overrides), tmp_path / name)
+
     return factory

@@ -3,9 +3,9 @@ given step, and a LeNet5 with a configured method attached."""
 
 from __future__ import annotations
 
-from conftest import make_cfg
 from torch import nn
 
+from conftest import make_cfg
 from dropout_lab.config import attach
 from dropout_lab.dropout import DropoutContext, SiteSpec
 from dropout_lab.models import LeNet5

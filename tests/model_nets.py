@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 
 import torch
-from conftest import SMOKE, make_cfg
 from torch import nn
 
+from conftest import SMOKE, make_cfg
 from dropout_lab.config import attach
 from dropout_lab.dropout.sites import Site
 

@@ -8,20 +8,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dropout_lab.config import attach
 from dropout_lab.dropout.base import DropoutContext
 from dropout_lab.dropout.fmre import FMREDropout
 from dropout_lab.dropout.grad_dynamic import GradDynamicDropout
 from dropout_lab.dropout.l2_dynamic import L2DynamicDropout
 from dropout_lab.dropout.obd import OBDDropout
-from dropout_lab.config import attach
 from dropout_lab.dropout.sites import Site
 from dropout_lab.dropout.taylor import TaylorDropout
-
 
 KEYS = ["grad_dynamic", "l2_dynamic", "taylor", "obd", "fmre"]
 
 
-CLASSES = {"grad_dynamic": GradDynamicDropout, "l2_dynamic": L2DynamicDropout, "taylor": TaylorDropout, "obd": OBDDropout, "fmre": FMREDropout}
+CLASSES = {
+    "grad_dynamic": GradDynamicDropout,
+    "l2_dynamic": L2DynamicDropout,
+    "taylor": TaylorDropout,
+    "obd": OBDDropout,
+    "fmre": FMREDropout,
+}
 
 
 class Net(nn.Module):
@@ -42,13 +47,26 @@ class Net(nn.Module):
 
 def install(key, net=None, **kwargs):
     net = net or Net()
-    (method,) = attach(net, {"_target_": f"{CLASSES[key].__module__}.{CLASSES[key].__name__}", "_partial_": True, "name": key, "p": 0.3, "sites": "fc", "ema": 0.0, **kwargs})
+    (method,) = attach(
+        net,
+        {
+            "_target_": f"{CLASSES[key].__module__}.{CLASSES[key].__name__}",
+            "_partial_": True,
+            "name": key,
+            "p": 0.3,
+            "sites": "fc",
+            "ema": 0.0,
+            **kwargs,
+        },
+    )
     return net, method
 
 
 def step(net, method, x, y):
     """One training step's worth of scoring: controller hook (obd), forward, backward."""
-    ctx = DropoutContext(global_step=0, epoch=0, max_steps=1, dataset_size=len(x), module=SimpleNamespace(model=net), batch=(x, y))
+    ctx = DropoutContext(
+        global_step=0, epoch=0, max_steps=1, dataset_size=len(x), module=SimpleNamespace(model=net), batch=(x, y)
+    )
     method.on_train_batch_start(ctx)
     F.cross_entropy(net(x), y).backward()
     net.zero_grad()

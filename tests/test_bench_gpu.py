@@ -13,12 +13,22 @@ from conftest import DATA_ROOT, ROOT
 def test_bench_gpu_cpu_path_writes_every_row(tmp_path):
     out = tmp_path / "bench_gpu.md"
     env = {**os.environ, "DROPOUT_LAB_DATA": DATA_ROOT, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_gpu.py"), "--device", "cpu", "--tiny", "--out", str(out)],
-                          cwd=ROOT / "scripts", env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_gpu.py"), "--device", "cpu", "--tiny", "--out", str(out)],
+        cwd=ROOT / "scripts",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
     assert table.startswith("## cpu (tiny)") and "`python scripts/bench_gpu.py --device cpu --tiny`" in table
-    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ") and "---" not in line}
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2].strip()
+        for line in table.splitlines()
+        if line.startswith("| ") and "---" not in line
+    }
     lenet = [key for key in rows if key.startswith("LeNet5")]
     assert len(lenet) == 2 and any("bf16" in key for key in lenet) and any("fp32" in key for key in lenet)
     assert any(key.startswith("ResNet-18") and "channels_last" in key for key in rows)

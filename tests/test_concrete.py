@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from layer_helpers import P, lenet_with, spec
-from tolerance import binomial_tol
 from torch import nn
 
 from dropout_lab.dropout.concrete import ConcreteDropout
 from dropout_lab.module import Classifier
+from layer_helpers import P, lenet_with, spec
+from tolerance import binomial_tol
 
 
 def test_concrete_mask_and_learnable_p():
@@ -42,7 +42,9 @@ def test_concrete_regulariser_formula():
     linear = nn.Linear(64, 8)
     method = ConcreteDropout(P, spec(next=linear), length_scale=0.5)
     n = 1000
-    expected = (0.25 / 2 * linear.weight.detach().square().sum() / (1 - P) + 64 * (P * math.log(P) + (1 - P) * math.log(1 - P))) / n
+    expected = (
+        0.25 / 2 * linear.weight.detach().square().sum() / (1 - P) + 64 * (P * math.log(P) + (1 - P) * math.log(1 - P))
+    ) / n
     assert method.extra_loss(n).item() == pytest.approx(expected.item(), rel=1e-5)
 
 

@@ -40,6 +40,10 @@ def test_every_group_option_composes(group, option, tmp_path):
 
 def test_defaults_are_lenet5_standard_mnist(tmp_path):
     cfg = make_cfg([], tmp_path)
-    assert (cfg.dataset.name, cfg.model._target_.rsplit(".", 1)[-1], cfg.dropout.name) == ("mnist", "LeNet5", "standard")
+    assert (cfg.dataset.name, cfg.model._target_.rsplit(".", 1)[-1], cfg.dropout.name) == (
+        "mnist",
+        "LeNet5",
+        "standard",
+    )
     assert cfg.dataset.batch_size == 128 and cfg.optimizer.lr == 1e-3
     assert Path(cfg.output_dir) == tmp_path

@@ -7,9 +7,9 @@ import importlib.util
 
 import pytest
 import yaml
+from test_report import job
 
 from conftest import ROOT
-from test_report import job
 
 spec = importlib.util.spec_from_file_location("confirm", ROOT / "scripts" / "confirm.py")
 confirm = importlib.util.module_from_spec(spec)
@@ -23,8 +23,18 @@ def tuning_sweep(sweep, tuning):
         job(sweep, "gaussian", 0.1, seed, val=0.90, test=0.10, tuning=tuning)
         job(sweep, "gaussian", 0.3, seed, val=0.88, test=0.99, tuning=tuning)
         job(sweep, "spatial", 0.5, seed, val=0.85, test=0.99, tuning=tuning)
-    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {
-        "hydra": ["hydra/launcher=gpu_pool", f"hydra.sweep.dir={sweep}"], "task": ["experiment=dropout_zoo", "dropout.p=0.1,0.3"]}}}))
+    (sweep / "multirun.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "hydra": {
+                    "overrides": {
+                        "hydra": ["hydra/launcher=gpu_pool", f"hydra.sweep.dir={sweep}"],
+                        "task": ["experiment=dropout_zoo", "dropout.p=0.1,0.3"],
+                    }
+                }
+            }
+        )
+    )
 
 
 def test_promotes_on_validation_and_launches_fresh_replicates(tmp_path):
@@ -32,9 +42,13 @@ def test_promotes_on_validation_and_launches_fresh_replicates(tmp_path):
     cmds = confirm.commands(tmp_path, top=1, replicates=3, first_seed=100, extra=["trainer.max_epochs=2"])
     tails = sorted(" ".join(c[3:]) for c in cmds)
     common = f"experiment=dropout_zoo hydra/launcher=gpu_pool hydra.sweep.dir={tmp_path} resume=true dataset=mnist"
-    assert tails == sorted([f"{common} dropout=gaussian dropout.p=0.1 seed=100,101,102 trainer.max_epochs=2",
-                            f"{common} dropout=none seed=100,101,102 trainer.max_epochs=2",
-                            f"{common} dropout=standard dropout.p=0.5 seed=100,101,102 trainer.max_epochs=2"])
+    assert tails == sorted(
+        [
+            f"{common} dropout=gaussian dropout.p=0.1 seed=100,101,102 trainer.max_epochs=2",
+            f"{common} dropout=none seed=100,101,102 trainer.max_epochs=2",
+            f"{common} dropout=standard dropout.p=0.5 seed=100,101,102 trainer.max_epochs=2",
+        ]
+    )
 
 
 def test_refuses_a_sweep_without_tuning_seeds_and_overlapping_seeds(tmp_path):

@@ -12,9 +12,20 @@ from conftest import run_cli
 #: 4 training batches an epoch, fewer than log_every_n_steps (50): Lightning's warning about it must not show
 TINY = ["dataset.subset={train: 256, val: 128, test: 128}", "dataset.batch_size=64"]
 #: what the console showed before (issue 13 item 4), none of which may come back
-NOISE = ("was configured", "litlogger", "LeafSpec", "srun", "GPU available", "TPU available", "Seed set", "Trainer.fit` stopped",
-         "smaller than the logging interval")
-CLOSING = r"\[[^]]+\]\[dropout_lab\.train\]\[INFO\] - test/acc=0\.\d{4} val/acc_best=0\.\d{4}; summary in (\S+)/metrics\.json"
+NOISE = (
+    "was configured",
+    "litlogger",
+    "LeafSpec",
+    "srun",
+    "GPU available",
+    "TPU available",
+    "Seed set",
+    "Trainer.fit` stopped",
+    "smaller than the logging interval",
+)
+CLOSING = (
+    r"\[[^]]+\]\[dropout_lab\.train\]\[INFO\] - test/acc=0\.\d{4} val/acc_best=0\.\d{4}; summary in (\S+)/metrics\.json"
+)
 
 
 def lines(result) -> list[str]:
@@ -48,7 +59,10 @@ def test_multirun_prints_a_line_per_job_and_the_tally(tmp_path):
     assert re.search(r"\[HYDRA\] Launching 2 jobs locally$", out[1]), out
     assert len([line for line in out if re.search(r"\[HYDRA\] \t#\d : dropout\.p=", line)]) == 2, out
     progress = [line for line in out if "dropout_lab.progress" in line]
-    assert [line.split(" - ")[1].split(";")[0] for line in progress] == ["[1/2] 1 ok, 0 failed, 1 left", "[2/2] 1 ok, 1 failed, 0 left"]
+    assert [line.split(" - ")[1].split(";")[0] for line in progress] == [
+        "[1/2] 1 ok, 0 failed, 1 left",
+        "[2/2] 1 ok, 1 failed, 0 left",
+    ]
     assert len([line for line in out if re.fullmatch(CLOSING, line)]) == 1, out
     assert out[-1].startswith("1 ok, 1 failed; resume: python ") and "resume=true" in out[-1], out
     assert out[-1].endswith(f" hydra.sweep.dir={sweep}; report: python scripts/report.py {sweep}"), out
@@ -60,8 +74,15 @@ def test_multirun_prints_a_line_per_job_and_the_tally(tmp_path):
 def test_the_progress_bar_draws_every_epoch_of_a_short_epoch_run(tmp_path):
     """16-batch epochs (a flagship job's) with the bar's refresh_rate of 50 batches: each epoch still draws
     its complete bar (tqdm redraws at an epoch's last batch)."""
-    result = run_cli([f"hydra.run.dir={tmp_path / 'run'}", "dataset.subset={train: 1000, val: 200, test: 200}", "dataset.batch_size=64",
-                      "trainer.max_epochs=3"], cwd=tmp_path)
+    result = run_cli(
+        [
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "dataset.subset={train: 1000, val: 200, test: 200}",
+            "dataset.batch_size=64",
+            "trainer.max_epochs=3",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     drawn = {line.split(":")[0] for line in lines(result) if re.match(r"Epoch \d: 100%\|.*\| 16/16", line)}
     assert drawn == {"Epoch 0", "Epoch 1", "Epoch 2"}, lines(result)

@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from layer_helpers import P, ctx, spec
-from tolerance import binomial_tol, mean_tol
 
 from dropout_lab.dropout.curriculum import CurriculumDropout
+from layer_helpers import P, ctx, spec
+from tolerance import binomial_tol, mean_tol
 
 
 def test_curriculum_drop_fraction_follows_schedule():

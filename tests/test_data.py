@@ -3,12 +3,10 @@ of the datamodule interface and the per-process cache."""
 
 import pytest
 import torch
-
-from conftest import make_cfg
 from hydra.utils import instantiate
 
-from dropout_lab.data import DataModule, ImageDataModule, MNISTDataModule, TensorBatches
-from dropout_lab.data import base
+from conftest import make_cfg
+from dropout_lab.data import DataModule, ImageDataModule, MNISTDataModule, TensorBatches, base
 from dropout_lab.data.splits import train_val_indices
 
 
@@ -50,7 +48,9 @@ def test_subset_takes_a_stratified_prefix_of_each_split(tmp_path):
 
 def test_held_out_batch_is_the_first_samples_preprocessed(tmp_path):
     """The interface's held-out batch: first n of the split, normalised, resized to image_size, a copy."""
-    dm = instantiate(make_cfg(["dataset.subset={train: 64, val: 40, test: 8}", "dataset.image_size=32"], tmp_path).dataset)
+    dm = instantiate(
+        make_cfg(["dataset.subset={train: 64, val: 40, test: 8}", "dataset.image_size=32"], tmp_path).dataset
+    )
     dm.setup("fit")
     assert isinstance(dm, ImageDataModule) and isinstance(dm, DataModule) and issubclass(MNISTDataModule, DataModule)
     x, y = dm.held_out_batch(16)
@@ -82,12 +82,18 @@ def test_data_is_read_split_and_normalised_once_per_process(tmp_path, monkeypatc
     second.setup()
     assert reads == [True, False]
     assert first.normalised()["train"][0] is second.normalised()["train"][0]
-    other = instantiate(make_cfg(["dataset.subset={train: 100, val: 20, test: 30}", "dataset.split_seed=1"], tmp_path).dataset)
+    other = instantiate(
+        make_cfg(["dataset.subset={train: 100, val: 20, test: 30}", "dataset.split_seed=1"], tmp_path).dataset
+    )
     other.setup()
-    assert reads == [True, False] and not torch.equal(other.normalised()["val"][1], first.normalised()["val"][1])  # files read once
+    assert reads == [True, False] and not torch.equal(
+        other.normalised()["val"][1], first.normalised()["val"][1]
+    )  # files read once
     x_uint8 = first._uint8["train"][0]
     assert x_uint8.dtype == torch.uint8 and x_uint8.shape == (100, 1, 28, 28)
-    torch.testing.assert_close(first.normalised()["train"][0], (x_uint8.float() / 255 - 0.1307) / 0.3081, rtol=0, atol=0)
+    torch.testing.assert_close(
+        first.normalised()["train"][0], (x_uint8.float() / 255 - 0.1307) / 0.3081, rtol=0, atol=0
+    )
 
 
 def test_tensor_batches_cover_every_sample_once_per_epoch():

@@ -24,10 +24,9 @@ import torch
 import torchvision
 from hydra.utils import instantiate
 
-from dropout_lab.errors import ConfigError
-
 from dropout_lab.data import CIFARDataModule, Flowers102DataModule, ImageDataModule, MNISTDataModule
 from dropout_lab.data.augment import BatchTransform, cutout, random_crop, random_flip
+from dropout_lab.errors import ConfigError
 
 
 @pytest.fixture
@@ -44,8 +43,10 @@ def write_idx(root: Path, folder: str, n_train: int, n_test: int, rng: np.random
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = np.arange(n, dtype=np.uint8) % 10
-        files = {f"{prefix}-images-idx3-ubyte": np.array([2051, n, 28, 28], ">i4").tobytes() + images.tobytes(),
-                 f"{prefix}-labels-idx1-ubyte": np.array([2049, n], ">i4").tobytes() + labels.tobytes()}
+        files = {
+            f"{prefix}-images-idx3-ubyte": np.array([2051, n, 28, 28], ">i4").tobytes() + images.tobytes(),
+            f"{prefix}-labels-idx1-ubyte": np.array([2049, n], ">i4").tobytes() + labels.tobytes(),
+        }
         for name, data in files.items():
             (raw / name).write_bytes(data)
             (raw / f"{name}.gz").write_bytes(gzip.compress(data))
@@ -57,9 +58,14 @@ def write_cifar(root: Path, cls, n_per_batch: int, num_classes: int, rng: np.ran
     folder.mkdir(parents=True)
     key = "labels" if cls is torchvision.datasets.CIFAR10 else "fine_labels"
     for name, _ in cls.train_list + cls.test_list:
-        entry = {"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8), key: [i % num_classes for i in range(n_per_batch)]}
+        entry = {
+            "data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+            key: [i % num_classes for i in range(n_per_batch)],
+        }
         (folder / name).write_bytes(pickle.dumps(entry))
-    (folder / cls.meta["filename"]).write_bytes(pickle.dumps({cls.meta["key"]: [f"class{i}" for i in range(num_classes)]}))
+    (folder / cls.meta["filename"]).write_bytes(
+        pickle.dumps({cls.meta["key"]: [f"class{i}" for i in range(num_classes)]})
+    )
 
 
 def write_flowers(root: Path, rng: np.random.Generator) -> tuple[dict[str, list[int]], np.ndarray]:
@@ -84,7 +90,7 @@ def test_kmnist_fixture_through_torchvision(tmp_path, cfg_factory):
     assert isinstance(dm, MNISTDataModule) and dm.cls is torchvision.datasets.KMNIST
     dm.setup()
     splits = dm.normalised()
-    (xt, yt), (xv, yv), (xs, ys) = splits["train"], splits["val"], splits["test"]
+    (xt, yt), (xv, yv), (_, ys) = splits["train"], splits["val"], splits["test"]
     assert (len(yt), len(yv), len(ys), dm.num_train) == (90, 10, 20, 90)
     assert xt.shape == (90, 1, 28, 28) and xt.dtype == torch.float32
     assert set(torch.cat([yt, yv]).tolist()) == set(range(10)) and ys.min() >= 0 and ys.max() <= 9
@@ -99,17 +105,26 @@ def test_kmnist_fixture_through_torchvision(tmp_path, cfg_factory):
     assert torch.equal(again.normalised()["val"][0], xv)
 
 
-@pytest.mark.parametrize("name,cls,num_classes", [("cifar10", torchvision.datasets.CIFAR10, 10), ("cifar100", torchvision.datasets.CIFAR100, 100)])
+@pytest.mark.parametrize(
+    "name,cls,num_classes",
+    [("cifar10", torchvision.datasets.CIFAR10, 10), ("cifar100", torchvision.datasets.CIFAR100, 100)],
+)
 def test_cifar_fixture_through_torchvision(name, cls, num_classes, tmp_path, cfg_factory, no_md5):
     n = 20 if cls is torchvision.datasets.CIFAR10 else 100  # CIFAR-10 has 5 training batches, CIFAR-100 one file
     write_cifar(tmp_path, cls, n, num_classes, np.random.default_rng(1))
-    cfg = cfg_factory([f"dataset={name}", f"data_root={tmp_path}", "dataset.batch_size=16", "dataset.image_size=32"])  # the files' side
+    cfg = cfg_factory(
+        [f"dataset={name}", f"data_root={tmp_path}", "dataset.batch_size=16", "dataset.image_size=32"]
+    )  # the files' side
     dm = instantiate(cfg.dataset)
     assert isinstance(dm, CIFARDataModule)
     dm.setup()
     splits = dm.normalised()
     n_train_file = n * len(cls.train_list)
-    assert (len(splits["train"][1]), len(splits["val"][1]), len(splits["test"][1])) == (n_train_file - n_train_file // 10, n_train_file // 10, n)
+    assert (len(splits["train"][1]), len(splits["val"][1]), len(splits["test"][1])) == (
+        n_train_file - n_train_file // 10,
+        n_train_file // 10,
+        n,
+    )
     assert splits["train"][0].shape[1:] == (3, 32, 32)
     labels = torch.cat([splits[s][1] for s in ("train", "val", "test")])
     assert labels.min() == 0 and labels.max() == num_classes - 1
@@ -147,8 +162,17 @@ def test_image_size_defaults_to_the_models_input_size(cfg_factory):
 
 def test_flowers_fixture_through_torchvision(tmp_path, cfg_factory, no_md5):
     ids, labels = write_flowers(tmp_path, np.random.default_rng(3))
-    cfg = cfg_factory(["dataset=flowers102", f"data_root={tmp_path}", "dataset.image_size=32", "dataset.batch_size=4",
-                       "dataset.num_workers=1", "dataset.augment.crop_padding=4", "dataset.augment.cutout=16"])
+    cfg = cfg_factory(
+        [
+            "dataset=flowers102",
+            f"data_root={tmp_path}",
+            "dataset.image_size=32",
+            "dataset.batch_size=4",
+            "dataset.num_workers=1",
+            "dataset.augment.crop_padding=4",
+            "dataset.augment.cutout=16",
+        ]
+    )
     dm = instantiate(cfg.dataset)
     assert isinstance(dm, Flowers102DataModule)
     dm.setup()
@@ -173,11 +197,15 @@ def test_flowers_fixture_through_torchvision(tmp_path, cfg_factory, no_md5):
 @pytest.mark.parametrize("name", ["kmnist", "cifar10", "cifar100", "flowers102"])
 def test_missing_files_name_the_paths(name, tmp_path, cfg_factory, monkeypatch):
     """Offline (no route to the mirrors), a missing dataset fails in a few lines naming the files looked for."""
+
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     dm = instantiate(cfg_factory([f"dataset={name}", f"data_root={tmp_path}"]).dataset)
-    with pytest.raises(ConfigError, match=rf"data_root='{tmp_path}': dataset '{name}' not found \(the download failed") as err:
+    with pytest.raises(
+        ConfigError, match=rf"data_root='{tmp_path}': dataset '{name}' not found \(the download failed"
+    ) as err:
         dm.setup()
     message = str(err.value)
     assert all(str(path) in message for path in dm.expected_files()) and "DROPOUT_LAB_DATA" in message
@@ -195,9 +223,11 @@ def test_augmentations_batchwise():
     for i in range(8):  # each crop is a translate of its image by (dy, dx) in [-2, 2]^2, padded with fill
         padded = fill.view(3, 1, 1).expand(3, 12, 12).clone()
         padded[:, 2:10, 2:10] = x[i]
-        assert any(torch.equal(crops[i], padded[:, dy:dy + 8, dx:dx + 8]) for dy in range(5) for dx in range(5))
+        assert any(torch.equal(crops[i], padded[:, dy : dy + 8, dx : dx + 8]) for dy in range(5) for dx in range(5))
     holes = (cutout(x, 4) == 0).all(1)
-    assert (holes.flatten(1).sum(1) <= 16).all() and (holes.flatten(1).sum(1) >= 4).all()  # a 4x4 square, clipped by at most 2 rows/cols
+    assert (holes.flatten(1).sum(1) <= 16).all() and (
+        holes.flatten(1).sum(1) >= 4
+    ).all()  # a 4x4 square, clipped by at most 2 rows/cols
     t = BatchTransform(16, {"flip": True}, [0.5] * 3, [0.25] * 3)
     assert t(x).shape == (64, 3, 16, 16) and not t.identity and BatchTransform(None, None, [0.0], [1.0]).identity
     with pytest.raises(ValueError, match="dataset.augment has unknown keys \\['mixup'\\]"):

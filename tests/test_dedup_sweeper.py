@@ -21,13 +21,28 @@ TINY = ["trainer=smoke", "dataset.subset={train: 256, val: 128, test: 128}", "da
 @pytest.mark.slow
 def test_sweep_trains_none_once_per_model_and_declares_one_hparams_experiment(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", f"hydra.sweep.dir={sweep}", *TINY, "model=mlp", "model.hidden_sizes=[32],[16,16]",
-                    "dropout=none,standard", "dropout.p=0.1,0.3", "seed=0"], cwd=tmp_path)
+    proc = run_cli(
+        [
+            "-m",
+            f"hydra.sweep.dir={sweep}",
+            *TINY,
+            "model=mlp",
+            "model.hidden_sizes=[32],[16,16]",
+            "dropout=none,standard",
+            "dropout.p=0.1,0.3",
+            "seed=0",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dedup: 2 of 8 jobs duplicate another job" in proc.stderr + proc.stdout
     runs = {p.parent: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
     jobs = sorted((s["hparams"]["method"], s["hparams"]["model.hidden_sizes"]) for s in runs.values())
-    assert jobs == [("none", "[16, 16]"), ("none", "[32]"), *[("standard", h) for h in ("[16, 16]", "[16, 16]", "[32]", "[32]")]]
+    assert jobs == [
+        ("none", "[16, 16]"),
+        ("none", "[32]"),
+        *[("standard", h) for h in ("[16, 16]", "[16, 16]", "[32]", "[32]")],
+    ]
 
     # what the HParams plugin reads: one experiment (at the sweep root), one session per job
     tb = EventMultiplexer().AddRunsFromDirectory(str(sweep))
@@ -35,8 +50,11 @@ def test_sweep_trains_none_once_per_model_and_declares_one_hparams_experiment(tm
     content = tb.PluginRunToTagToContent(metadata.PLUGIN_NAME)
     assert [run for run, tags in content.items() if metadata.EXPERIMENT_TAG in tags] == ["."]
     experiment = metadata.parse_experiment_plugin_data(content["."][metadata.EXPERIMENT_TAG])
-    sessions = [metadata.parse_session_start_info_plugin_data(tags[metadata.SESSION_START_INFO_TAG]).hparams
-                for run, tags in content.items() if run != "."]
+    sessions = [
+        metadata.parse_session_start_info_plugin_data(tags[metadata.SESSION_START_INFO_TAG]).hparams
+        for run, tags in content.items()
+        if run != "."
+    ]
     assert len(sessions) == 6 and all(sorted(s) == sorted(sessions[0]) for s in sessions)
     columns = {h.name: h for h in experiment.hparam_infos}
     assert [v.string_value for v in columns["method"].domain_discrete.values] == ["none", "standard"]
@@ -52,7 +70,11 @@ def test_sweep_trains_none_once_per_model_and_declares_one_hparams_experiment(tm
 
     write_report(sweep)
     md = (sweep / "report.md").read_text()
-    assert "duplicate" not in md and md.count("## mnist / lenet5") == 0 and md.count("## mnist / mlp [model.hidden_sizes=") == 2
+    assert (
+        "duplicate" not in md
+        and md.count("## mnist / lenet5") == 0
+        and md.count("## mnist / mlp [model.hidden_sizes=") == 2
+    )
 
 
 def test_plan_derives_every_job_as_composing_it_whole_would(tmp_path):
@@ -66,8 +88,14 @@ def test_plan_derives_every_job_as_composing_it_whole_would(tmp_path):
     from dropout_lab.dedup import checked, effective_config, plan
     from dropout_lab.summary import flat_hparams
 
-    sweep = ["dropout=none,standard,dropblock", "dropout.p=0.1,0.3,abc", "seed=0,7", "optimizer.lr=0.01,0.1",
-             "dataset.subset={train: 64}", f"data_root={DATA_ROOT}"]
+    sweep = [
+        "dropout=none,standard,dropblock",
+        "dropout.p=0.1,0.3,abc",
+        "seed=0,7",
+        "optimizer.lr=0.01,0.1",
+        "dataset.subset={train: 64}",
+        f"data_root={DATA_ROOT}",
+    ]
     (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(sweep), None)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         load = lambda job: compose("config", overrides=list(job), return_hydra_config=True)  # noqa: E731 - one job, composed whole

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from layer_helpers import P, ctx, lenet_with, spec
-from tolerance import mean_tol
 
 from dropout_lab.dropout.dropblock import DropBlock, block_for, dropblock
+from layer_helpers import P, ctx, lenet_with, spec
+from tolerance import mean_tol
 
 
 def expected_dropblock_fraction(p: float, size: int, bs: int) -> float:
@@ -51,7 +51,10 @@ def test_dropblock_drops_contiguous_square_blocks():
     assert not torch.equal(F.max_pool2d(F.pad(full, [bs - 1] * 4), bs, stride=1), std)
 
 
-@pytest.mark.parametrize(("step", "max_steps", "ramp_steps"), [(0, 100, None), (25, 100, None), (100, 100, None), (150, 100, None), (10, 100, 40), (60, 100, 40), (5, 100, 0)])
+@pytest.mark.parametrize(
+    ("step", "max_steps", "ramp_steps"),
+    [(0, 100, None), (25, 100, None), (100, 100, None), (150, 100, None), (10, 100, 40), (60, 100, 40), (5, 100, 0)],
+)
 def test_dropblock_linear_ramp(step, max_steps, ramp_steps):
     """p(t) = p min(1, t / T), T = ramp_steps or the run's max_steps (scheduled DropBlock); the
     method's rate() is the scheduled value (0 makes it the identity)."""

@@ -8,16 +8,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_cfg
-from layer_helpers import P, spec
-from tolerance import binomial_tol, mean_tol
 from torch import nn
 
+from conftest import make_cfg
 from dropout_lab.config import attach
 from dropout_lab.dropout.dropconnect import DropConnect, dropconnect_linear
 from dropout_lab.dropout.sites import Site
 from dropout_lab.models import AlexNet, LeNet5
 from dropout_lab.models.resnet import resnet18
+from layer_helpers import P, spec
+from tolerance import binomial_tol, mean_tol
 
 
 def dropconnect(in_features=64, out_features=32, **kw) -> tuple[DropConnect, nn.Linear]:
@@ -74,8 +74,17 @@ class Net(nn.Module):
 def net_with(activation: nn.Module = nn.ReLU(), **kw) -> tuple[Net, list[DropConnect]]:
     torch.manual_seed(0)
     net = Net(activation)
-    methods = attach(net, {"_target_": "dropout_lab.dropout.dropconnect.DropConnect", "_partial_": True, "name": "dropconnect",
-                           "p": P, "sites": "fc", **kw})
+    methods = attach(
+        net,
+        {
+            "_target_": "dropout_lab.dropout.dropconnect.DropConnect",
+            "_partial_": True,
+            "name": "dropconnect",
+            "p": P,
+            "sites": "fc",
+            **kw,
+        },
+    )
     return net, methods
 
 
@@ -118,7 +127,9 @@ def test_dropconnect_gaussian_inference_leaves_logits_linear():
     net.act.register_forward_hook(lambda m, a, o: hidden.append(o))
     with torch.no_grad():
         out = net.eval()(v)
-        assert torch.allclose(out, F.linear(hidden[0], net.logits.weight, net.logits.bias), atol=1e-5) and (out < 0).any()
+        assert (
+            torch.allclose(out, F.linear(hidden[0], net.logits.weight, net.logits.bias), atol=1e-5) and (out < 0).any()
+        )
 
 
 def test_dropconnect_mean_inference_is_the_plain_network():
@@ -169,7 +180,9 @@ def test_dropconnect_chunks_redraw_the_same_masks_in_backward():
     out, fraction = dropconnect_linear(v, weight, None, P, per_sample=True, max_mask_elements=3 * 8 * 16)
     out.sum().backward()
     keep = 1 - P
-    assert torch.allclose(v.grad.sum(1), out.detach().sum(1)) and weight.grad.sum().item() == pytest.approx(out.sum().item(), rel=1e-5)
+    assert torch.allclose(v.grad.sum(1), out.detach().sum(1)) and weight.grad.sum().item() == pytest.approx(
+        out.sum().item(), rel=1e-5
+    )
     assert fraction.item() == pytest.approx(1 - out.sum().item() * keep / (10 * 8 * 16), abs=1e-6)
     assert not torch.all(out == out[:1])
 

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from conftest import SMOKE, make_cfg
+from dropout_lab.config import attach
 from dropout_lab.dropout.base import DropoutContext
 from dropout_lab.dropout.edropout import EDropout
-from dropout_lab.config import attach
 from dropout_lab.dropout.sites import Site
 
 
@@ -35,7 +35,14 @@ class TinyNet(nn.Module):
 
 
 def edropout(model: nn.Module, **kwargs) -> EDropout:
-    cfg = {"_target_": "dropout_lab.dropout.edropout.EDropout", "_partial_": True, "name": "edropout", "p": 0.5, "sites": "default", **kwargs}
+    cfg = {
+        "_target_": "dropout_lab.dropout.edropout.EDropout",
+        "_partial_": True,
+        "name": "edropout",
+        "p": 0.5,
+        "sites": "default",
+        **kwargs,
+    }
     (method,) = attach(model, cfg)
     return method
 
@@ -119,9 +126,9 @@ def test_kept_param_fraction_matches_hand_count(tiny):
     model, method, *_ = tiny
     method.best.copy_(torch.tensor([1, 0, 1, 1, 1, 1, 0, 0, 1], dtype=torch.bool))
     total = (4 * 9 + 4) + (4 + 4) + (5 * 16 + 5) + (3 * 5 + 3)
-    dead_conv = 9 + 1                            # filter 1 and its bias
-    dead_fc1 = 2 * 16 + 5 * 4 - 2 * 4 + 2        # rows of units 2, 3 + columns of channel 1, overlap once; 2 biases
-    dead_fc2 = 3 * 2                             # columns of units 2, 3
+    dead_conv = 9 + 1  # filter 1 and its bias
+    dead_fc1 = 2 * 16 + 5 * 4 - 2 * 4 + 2  # rows of units 2, 3 + columns of channel 1, overlap once; 2 biases
+    dead_fc2 = 3 * 2  # columns of units 2, 3
     assert method.kept_param_fraction() == pytest.approx((total - dead_conv - dead_fc1 - dead_fc2) / total)
     method.best.fill_(True)
     assert method.kept_param_fraction() == 1.0
@@ -162,7 +169,9 @@ def test_warmup_is_a_fraction_of_the_run_and_every_run_length_evolves():
     for steps in (10, 50):
         method = edropout(TinyNet(), warmup=0.2, threshold=1000)
         model = method._model[0].train()
-        assert run_schedule(method, model, steps, (x, y)) == list(range(round(0.2 * steps), steps))  # every step after the warm-up
+        assert run_schedule(method, model, steps, (x, y)) == list(
+            range(round(0.2 * steps), steps)
+        )  # every step after the warm-up
         assert not method.best.all()
     with pytest.raises(ValueError, match="dropout.warmup"):
         edropout(TinyNet(), warmup=422)
@@ -187,7 +196,12 @@ def test_convergence_threshold_in_epochs_scaled_to_the_run(epochs, start):
     method = edropout(TinyNet(), warmup=0.0, patience=3)
     model = method._model[0].train()
     method.population[:] = method.population[0]  # identical members: x2 ^ x3 = 0, nothing can change
-    assert method.convergence_step(DropoutContext(0, 0, 100, 32, SimpleNamespace(trainer=SimpleNamespace(max_epochs=epochs)))) == start
+    assert (
+        method.convergence_step(
+            DropoutContext(0, 0, 100, 32, SimpleNamespace(trainer=SimpleNamespace(max_epochs=epochs)))
+        )
+        == start
+    )
     evaluated = run_schedule(method, model, 100, (x, y), epochs)
     assert evaluated == list(range(start + 1))  # frozen at t_c: unchanged for 3 evolutions long before
     assert bool(method.converged) and torch.equal(method.best, method.population[0])

@@ -24,7 +24,12 @@ from dropout_lab.checkpoints import safe_load
 from dropout_lab.pool import alive, worker_pids
 from dropout_lab.report import write_report
 
-TINY = ["trainer=smoke", "dataset.subset={train: 256, val: 128, test: 128}", "dataset.batch_size=64", "trainer.limit_train_batches=4"]
+TINY = [
+    "trainer=smoke",
+    "dataset.subset={train: 256, val: 128, test: 128}",
+    "dataset.batch_size=64",
+    "trainer.limit_train_batches=4",
+]
 #: long enough to be caught mid-job: 25 short epochs
 LONG = [*TINY, "trainer.max_epochs=25", "checkpoint_every=0"]
 OOM = "worker killed by signal 9 (SIGKILL); likely out of memory (the kernel's OOM killer sends SIGKILL)"
@@ -36,8 +41,16 @@ def env() -> dict[str, str]:
 
 def start(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
     """``python train.py args`` in its own session, output captured."""
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 def wait_for(ready, proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -49,7 +62,11 @@ def wait_for(ready, proc: subprocess.Popen, timeout: float = 240) -> None:
 
 def in_training(sweep: Path, n: int = 1) -> list[Path]:
     """Job folders of ``sweep`` with a checkpoint and no summary yet (at least one epoch done, not finished)."""
-    jobs = [c.parent.parent for c in sweep.glob("*/checkpoints/last.ckpt") if not (c.parent.parent / "metrics.json").exists()]
+    jobs = [
+        c.parent.parent
+        for c in sweep.glob("*/checkpoints/last.ckpt")
+        if not (c.parent.parent / "metrics.json").exists()
+    ]
     return jobs if len(jobs) >= n else []
 
 
@@ -73,9 +90,16 @@ def test_a_signalled_run_exits_128_plus_the_signal_with_an_interrupted_summary(s
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err[-2000:]
     s = summary(run)
-    assert s["status"] == "interrupted" and s["error"] == f"interrupted by {signal.Signals(sig).name}" and 1 <= s["epochs"] < 25
+    assert (
+        s["status"] == "interrupted"
+        and s["error"] == f"interrupted by {signal.Signals(sig).name}"
+        and 1 <= s["epochs"] < 25
+    )
     console = out + err
-    assert console.count(f"job interrupted (interrupted by {signal.Signals(sig).name}); summary in {run / 'metrics.json'}") == 1
+    assert (
+        console.count(f"job interrupted (interrupted by {signal.Signals(sig).name}); summary in {run / 'metrics.json'}")
+        == 1
+    )
     assert "Traceback" not in console and len(console.strip().splitlines()) <= 3, console
     if sig == signal.SIGTERM:  # what was written is enough to finish
         again = run_cli([*args, "resume=true"], cwd=tmp_path)
@@ -97,7 +121,9 @@ def test_an_interrupted_sweep_counts_every_job_and_resumes_with_the_printed_comm
     assert resume.startswith("resume: python ") and report == f"report: python scripts/report.py {sweep}"
     command = shlex.split(resume.removeprefix("resume: "))
     assert command[-2:] == ["resume=true", f"hydra.sweep.dir={sweep}"] and "seed=0,1,2" in command
-    again = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        [sys.executable, *command[1:]], cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert closing(again.stdout) == f"3 ok, 0 failed; report: python scripts/report.py {sweep}"
 
@@ -106,7 +132,10 @@ def test_an_interrupted_sweep_counts_every_job_and_resumes_with_the_printed_comm
 def test_a_killed_pool_worker_costs_its_own_job_only(tmp_path, monkeypatch):
     monkeypatch.setenv("DROPOUT_LAB_LOCK_DIR", str(tmp_path))
     sweep = tmp_path / "sweep"
-    proc = start(["-m", "hydra/launcher=gpu_pool", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", *LONG, "seed=0,1,2,3"], tmp_path)
+    proc = start(
+        ["-m", "hydra/launcher=gpu_pool", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", *LONG, "seed=0,1,2,3"],
+        tmp_path,
+    )
     wait_for(lambda: len(in_training(sweep, 2)) == 2 and len(worker_pids(proc.pid)) == 2, proc)
     os.kill(worker_pids(proc.pid)[0], signal.SIGKILL)  # as the out-of-memory killer would
     out, err = proc.communicate(timeout=300)
@@ -127,7 +156,14 @@ def test_a_killed_pool_worker_costs_its_own_job_only(tmp_path, monkeypatch):
 def test_a_killed_launcher_leaves_no_orphans_and_resume_finds_every_slot_free(tmp_path, monkeypatch):
     monkeypatch.setenv("DROPOUT_LAB_LOCK_DIR", str(tmp_path))
     sweep = tmp_path / "sweep"
-    args = ["-m", "hydra/launcher=gpu_pool", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", *LONG, "seed=0,1,2,3"]
+    args = [
+        "-m",
+        "hydra/launcher=gpu_pool",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+        *LONG,
+        "seed=0,1,2,3",
+    ]
     proc = start(args, tmp_path)
     wait_for(lambda: len(in_training(sweep, 2)) == 2 and len(worker_pids(proc.pid)) == 2, proc)
     pids, running = worker_pids(proc.pid), in_training(sweep, 2)
@@ -140,7 +176,9 @@ def test_a_killed_launcher_leaves_no_orphans_and_resume_finds_every_slot_free(tm
     for lock in sorted(tmp_path.glob("dropout-lab-slot*-of2.lock")):  # both slots are free again
         with open(lock, "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    assert all(summary(job)["status"] == "interrupted" and (job / "checkpoints" / "last.ckpt").exists() for job in running)
+    assert all(
+        summary(job)["status"] == "interrupted" and (job / "checkpoints" / "last.ckpt").exists() for job in running
+    )
     again = run_cli([*args, "resume=true"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert closing(again.stdout).startswith("4 ok, 0 failed")
@@ -157,14 +195,25 @@ def test_a_full_disk_is_reported_by_its_cause(tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
         resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
 
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run}", *TINY], cwd=tmp_path, env=env(),
-                          capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run}", *TINY],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
     cause = f"File too large: {run / 'checkpoints' / 'last.ckpt'}"
-    assert proc.returncode == 1 and proc.stderr.count(cause) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 1 and proc.stderr.count(cause) == 1 and "Traceback" not in proc.stderr, proc.stderr[
+        -3000:
+    ]
     assert len(proc.stderr.strip().splitlines()) <= 5, proc.stderr
     s = summary(run)
     assert s["status"] == "failed" and s["error"] == cause
-    assert "inline_container" in s["traceback"] and "[Errno 27] File too large" in s["traceback"]  # the whole chain kept
+    assert (
+        "inline_container" in s["traceback"] and "[Errno 27] File too large" in s["traceback"]
+    )  # the whole chain kept
     assert not list((run / "checkpoints").glob(".*.tmp"))
     write_report(run.parent)
     with open(run.parent / "jobs.csv") as f:
@@ -178,16 +227,27 @@ def test_a_bad_value_in_a_sweep_fails_its_own_job_only(tmp_path):
     proc = run_cli(["-m", f"hydra.sweep.dir={sweep}", *TINY, "dropout=standard", "dropout.p=0.1,abc"], cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.count("dropout.p='abc': must be a number in [0, 1)") == 1 and "Traceback" not in proc.stderr
-    jobs = {summary(job)["config"]["dropout"]["p"]: summary(job)["status"] for job in sweep.glob("*/") if (job / "metrics.json").exists()}
+    jobs = {
+        summary(job)["config"]["dropout"]["p"]: summary(job)["status"]
+        for job in sweep.glob("*/")
+        if (job / "metrics.json").exists()
+    }
     assert jobs == {0.1: "ok", "abc": "failed"}
-    assert json.loads((sweep / "hparams_spec.json").read_text())["hparams"]["p"] == [0.1]  # the spec holds validated values only
+    assert json.loads((sweep / "hparams_spec.json").read_text())["hparams"]["p"] == [
+        0.1
+    ]  # the spec holds validated values only
 
 
 def test_an_unknown_key_is_refused_naming_the_closest_one(tmp_path):
     proc = run_cli([f"hydra.run.dir={tmp_path / 'run'}", "dataset.batchsize=32"], cwd=tmp_path)
-    assert proc.returncode == 1 and proc.stderr.strip() == "dataset.batchsize=32: unknown key; did you mean dataset.batch_size?"
+    assert (
+        proc.returncode == 1
+        and proc.stderr.strip() == "dataset.batchsize=32: unknown key; did you mean dataset.batch_size?"
+    )
     assert not (tmp_path / "run").exists()
-    sweep = run_cli(["-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "dropout=standard,taylor", "dropout.pp=0.1,0.3"], cwd=tmp_path)
+    sweep = run_cli(
+        ["-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "dropout=standard,taylor", "dropout.pp=0.1,0.3"], cwd=tmp_path
+    )
     assert sweep.returncode == 1 and sweep.stderr.strip() == "dropout.pp=0.1: unknown key; did you mean dropout.p?"
 
 
@@ -195,11 +255,19 @@ def test_an_unknown_key_is_refused_naming_the_closest_one(tmp_path):
 def test_eval_py_checks_its_input_as_train_py_does(tmp_path):
     job = tmp_path / "job"
     assert run_cli([f"hydra.run.dir={job}", *TINY, "keep_checkpoint=last"], cwd=tmp_path).returncode == 0
-    for arg, message in (("eval.mc_sample=5", "eval.mc_sample=5: unknown key; did you mean eval.mc_samples?"),
-                         ("eval.mc_samples=-1", "eval.mc_samples=-1: must be an integer >= 0"),
-                         ("ckpt=bets", "ckpt='bets': use last (the final epoch) or best (the epoch with the highest val/acc)")):
-        proc = subprocess.run([sys.executable, str(ROOT / "eval.py"), f"run_dir={job}", arg], cwd=tmp_path, env=env(),
-                              capture_output=True, text=True, timeout=300)
+    for arg, message in (
+        ("eval.mc_sample=5", "eval.mc_sample=5: unknown key; did you mean eval.mc_samples?"),
+        ("eval.mc_samples=-1", "eval.mc_samples=-1: must be an integer >= 0"),
+        ("ckpt=bets", "ckpt='bets': use last (the final epoch) or best (the epoch with the highest val/acc)"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "eval.py"), f"run_dir={job}", arg],
+            cwd=tmp_path,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 1 and proc.stderr.strip() == message and not proc.stdout, proc.stderr[-2000:]
     assert not list(job.glob("eval_*.json"))
 
@@ -208,10 +276,22 @@ def test_eval_py_checks_its_input_as_train_py_does(tmp_path):
 def test_a_reduced_chaos_sweep_loses_nothing(tmp_path):
     """scripts/chaos.py on 4 jobs with 2 random SIGKILLs (workers or the launcher): every job ok, equal to the
     undisturbed run, none trained twice from scratch, nothing left in temp folders."""
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "chaos.py"), "--jobs", "4", "--kills", "2", "--epochs", "8"],
-                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "chaos.py"), "--jobs", "4", "--kills", "2", "--epochs", "8"],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     header, _, values = proc.stdout.splitlines()[:3]
-    counts = dict(zip((c.strip() for c in header.strip("|").split("|")), (v.strip() for v in values.strip("|").split("|"))))
-    assert counts["results lost"] == "0" and counts["trained twice from scratch"] == "0" and counts["temp files left"] == "0"
+    counts = dict(
+        zip((c.strip() for c in header.strip("|").split("|")), (v.strip() for v in values.strip("|").split("|")))
+    )
+    assert (
+        counts["results lost"] == "0"
+        and counts["trained twice from scratch"] == "0"
+        and counts["temp files left"] == "0"
+    )
     assert int(counts["workers killed"]) + int(counts["launcher killed"]) == 2 and counts["orphans"] == "0"

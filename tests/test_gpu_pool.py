@@ -13,8 +13,11 @@ from dropout_lab import launch
 def gpus(monkeypatch):
     def fake(n: int, gb: float, cores: int = 16) -> None:
         monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
-        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=int(gb * 2**30)))
+        monkeypatch.setattr(
+            torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=int(gb * 2**30))
+        )
         monkeypatch.setattr(launch.os, "sched_getaffinity", lambda pid: set(range(cores)))
+
     return fake
 
 
@@ -64,7 +67,9 @@ def test_joblib_workers_split_the_cores_unless_threads_is_set(gpus, tmp_path, mo
     monkeypatch.setattr(launch, "_claim", None)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
     calls: list[int] = []
-    joblib = OmegaConf.create({"launcher": {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}})
+    joblib = OmegaConf.create(
+        {"launcher": {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}}
+    )
     assert launch.place_job(OmegaConf.create({"threads": None}), joblib) == {"slot": 0, "threads": 1}
     assert launch.place_job(OmegaConf.create({"threads": 2}), joblib)["threads"] == 2  # 1 worker vs 2 at equal threads
     assert calls == [1, 2]

@@ -9,8 +9,6 @@ import math
 
 import pytest
 import torch
-from layer_helpers import P, spec
-from tolerance import binomial_tol, mean_tol
 
 from dropout_lab.dropout import NoDropout
 from dropout_lab.dropout.adaptive import AdaptiveDropout
@@ -23,7 +21,8 @@ from dropout_lab.dropout.sector import SectorDropout
 from dropout_lab.dropout.spatial import SpatialDropout
 from dropout_lab.dropout.standard import StandardDropout
 from dropout_lab.dropout.variational import VariationalDropout
-
+from layer_helpers import P, spec
+from tolerance import binomial_tol, mean_tol
 
 BERNOULLI = {
     "standard": (lambda: StandardDropout(P, spec()), (256, 64), 256 * 64),
@@ -45,11 +44,14 @@ def test_bernoulli_methods_mean_and_drop_fraction(key):
     assert len(values) == 2 and values[0] == 0 and values[1].item() == pytest.approx(1 / (1 - P))
 
 
-@pytest.mark.parametrize("make", [
-    lambda: StandardDropout(P, spec()),
-    lambda: SpatialDropout(P, spec("conv", 8)),
-    lambda: VariationalDropout(P, spec("conv", 8), shared_dims=[2]),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: StandardDropout(P, spec()),
+        lambda: SpatialDropout(P, spec("conv", 8)),
+        lambda: VariationalDropout(P, spec("conv", 8), shared_dims=[2]),
+    ],
+)
 def test_bernoulli_dropped_units_get_zero_gradient(make):
     torch.manual_seed(0)
     method = make().train()
@@ -79,7 +81,9 @@ def test_gaussian_mean_and_noise_variance():
     ys = torch.stack([method(x) for _ in range(reps)])
     alpha, n = P / (1 - P), x.numel() * reps
     assert abs(ys.mean().item() - 1.0) < mean_tol(math.sqrt(alpha), n)
-    assert abs(ys.var().item() - alpha) < mean_tol(math.sqrt(2) * alpha, n)  # var of a normal sample variance: 2 s^4 / n
+    assert abs(ys.var().item() - alpha) < mean_tol(
+        math.sqrt(2) * alpha, n
+    )  # var of a normal sample variance: 2 s^4 / n
     stats = method.stats()
     assert stats["drop_fraction"] == 0.0  # no unit is zeroed
     # equivalent_p = v / (1 + v) is monotone in v: map the variance tolerance through it
@@ -141,7 +145,9 @@ def test_eval_is_identity_and_mc_sampling_samples(cls):
     assert not torch.equal(method(x), x)
 
 
-@pytest.mark.parametrize("cls", [AdaptiveDropout, MaxDropout, MaxKeepSeed003, BiasedDropout, BiasedSeed003, SectorDropout])
+@pytest.mark.parametrize(
+    "cls", [AdaptiveDropout, MaxDropout, MaxKeepSeed003, BiasedDropout, BiasedSeed003, SectorDropout]
+)
 def test_dropped_units_get_zero_gradient(cls):
     torch.manual_seed(0)
     x = positive(64, 40).requires_grad_()
@@ -207,9 +213,9 @@ def test_maxdropout_sampled_rate_drops_the_largest_normalised_values():
     z = normalised(x, 1)
     for _ in range(20):
         dropped = make(MaxDropout, 0.3)(x) == 0
-        assert dropped[z == 1].all()                  # the maximum goes (rate > 0)
-        assert not dropped[z <= 0.7].any()            # rate <= p
-        assert z[dropped].min() > z[~dropped].max()   # one threshold for the batch
+        assert dropped[z == 1].all()  # the maximum goes (rate > 0)
+        assert not dropped[z <= 0.7].any()  # rate <= p
+        assert z[dropped].min() > z[~dropped].max()  # one threshold for the batch
 
 
 def test_maxkeep_seed003_keeps_only_the_maximum_of_chosen_samples():

@@ -86,8 +86,8 @@ def wandb_records(path: Path) -> list:
         if block - pos % block < 7:  # a block's tail too short for a header is padding
             pos += block - pos % block
             continue
-        length, kind = int.from_bytes(raw[pos + 4:pos + 6], "little"), raw[pos + 6]
-        chunk, pos = chunk + raw[pos + 7:pos + 7 + length], pos + 7 + length
+        length, kind = int.from_bytes(raw[pos + 4 : pos + 6], "little"), raw[pos + 6]
+        chunk, pos = chunk + raw[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(chunk)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_nets import Net, _attach, _grads_and_bn_unchanged, smoke
 from torch import nn
 
-from dropout_lab.dropout.lrp import site_relevance
 from dropout_lab.config import attach
+from dropout_lab.dropout.lrp import site_relevance
 from dropout_lab.models.lenet import LeNet5
+from model_nets import Net, _attach, _grads_and_bn_unchanged, smoke
 
 
 def test_lrp_relevance_conserved_layer_to_layer():
@@ -19,7 +19,10 @@ def test_lrp_relevance_conserved_layer_to_layer():
     for mod in model.modules():
         if isinstance(mod, (nn.Linear, nn.Conv2d)):
             nn.init.zeros_(mod.bias)
-    methods = attach(model, {"_target_": "dropout_lab.dropout.lrp.LRPDropout", "_partial_": True, "name": "lrp", "p": 0.5, "sites": "all"})
+    methods = attach(
+        model,
+        {"_target_": "dropout_lab.dropout.lrp.LRPDropout", "_partial_": True, "name": "lrp", "p": 0.5, "sites": "all"},
+    )
     x, y = torch.randn(16, 1, 28, 28), torch.arange(16) % 10
     total = model.eval()(x).gather(1, y.view(-1, 1)).sum()
     rel = site_relevance(model, methods, x, y, eps=1e-9)
@@ -56,7 +59,9 @@ def test_lrp_drops_top_p_by_absolute_relevance_and_eval_identity():
 def test_lrp_pass_leaves_batchnorm_stats_and_grads_unchanged():
     model = Net(bn=True)
     methods = _attach(model, _target_="dropout_lab.dropout.lrp.LRPDropout", name="lrp", p=0.25)
-    _grads_and_bn_unchanged(model, lambda: site_relevance(model, methods, torch.randn(7, 6), torch.zeros(7, dtype=torch.long), 1e-2))
+    _grads_and_bn_unchanged(
+        model, lambda: site_relevance(model, methods, torch.randn(7, 6), torch.zeros(7, dtype=torch.long), 1e-2)
+    )
 
 
 @pytest.mark.slow

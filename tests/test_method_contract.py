@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONF, SMOKE, make_cfg
 from hydra.utils import get_class
 from torch import nn
 
+from conftest import CONF, SMOKE, make_cfg
 from dropout_lab.config import attach, instantiate_model
 from dropout_lab.dropout import DropoutContext, DropoutMethod, Site
 from dropout_lab.dropout.controller import DropoutController
@@ -36,7 +36,9 @@ def build(key: str, *overrides: str, seed: int = 0) -> tuple[nn.Module, list[Dro
     try:
         return model, attach(model, cfg.dropout)
     except ValueError as err:
-        assert "dropout.sites" in str(err) or (any(o.startswith("dropout.p=") for o in overrides) and "dropout.p" in str(err)), err
+        assert "dropout.sites" in str(err) or (
+            any(o.startswith("dropout.p=") for o in overrides) and "dropout.p" in str(err)
+        ), err
         return None
 
 
@@ -56,7 +58,11 @@ def train_steps(model: nn.Module, methods: list[DropoutMethod], steps: int = STE
     controller = DropoutController(methods, TRAIN)
     controller.max_steps = 10
     trainer = SimpleNamespace(global_step=0, current_epoch=0, datamodule=HeldOut())
-    module = SimpleNamespace(model=model, trainer=trainer, log_dict=lambda metrics, **kw: trainer.__dict__.setdefault("logged", {}).update(metrics))
+    module = SimpleNamespace(
+        model=model,
+        trainer=trainer,
+        log_dict=lambda metrics, **kw: trainer.__dict__.setdefault("logged", {}).update(metrics),
+    )
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
     model.train()
     for step in range(steps):
@@ -158,7 +164,9 @@ def test_state_dict_round_trip(key):
     for key_, value in model.state_dict().items():
         assert torch.equal(other.state_dict()[key_], value), key_
     for a, b in zip(methods, others):
-        assert {k: a.stats()[k] for k in ("drop_fraction", "p_eq")} == {k: b.stats()[k] for k in ("drop_fraction", "p_eq")}
+        assert {k: a.stats()[k] for k in ("drop_fraction", "p_eq")} == {
+            k: b.stats()[k] for k in ("drop_fraction", "p_eq")
+        }
     x = torch.randn(8, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(model.eval()(x), other.eval()(x))
@@ -211,15 +219,31 @@ def test_models_declare_sites_without_importing_hydra():
     from conftest import ROOT
 
     code = "import sys, dropout_lab.models, dropout_lab.dropout; print(sorted({m.split('.')[0] for m in sys.modules} & {'hydra', 'omegaconf'}))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""}).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""},
+    ).stdout
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize(("step", "every", "warmup", "due"), [
-    (0, 1, 0, True), (5, 1, 0, True), (0, 10, 0, True), (5, 10, 0, False), (20, 10, 0, True),
-    (3, 10, 5, False), (5, 10, 5, True), (15, 10, 5, True), (16, 10, 5, False), (7, 0, 0, False),
-])
+@pytest.mark.parametrize(
+    ("step", "every", "warmup", "due"),
+    [
+        (0, 1, 0, True),
+        (5, 1, 0, True),
+        (0, 10, 0, True),
+        (5, 10, 0, False),
+        (20, 10, 0, True),
+        (3, 10, 5, False),
+        (5, 10, 5, True),
+        (15, 10, 5, True),
+        (16, 10, 5, False),
+        (7, 0, 0, False),
+    ],
+)
 def test_context_due_is_every_n_steps_after_warmup(step, every, warmup, due):
     ctx = DropoutContext(global_step=step, epoch=0, max_steps=40, dataset_size=1, module=None)
     assert ctx.due(every=every, warmup=warmup) is due

@@ -38,6 +38,8 @@ def test_a_job_tests_both_networks_and_stores_its_predictions(tmp_path):
         assert len(y) == len(pred) == len(p_true) == 256 and p_true.dtype == np.float16 and pred.dtype == np.int16
         assert (pred == y).mean() == pytest.approx(metrics["test/acc"])
         assert (pred_best == y).mean() == pytest.approx(metrics["test_best/acc"])
-        assert -np.log(np.maximum(p_true.astype(np.float64), 1e-12)).mean() == pytest.approx(metrics["test/loss"], rel=2e-3)
+        assert -np.log(np.maximum(p_true.astype(np.float64), 1e-12)).mean() == pytest.approx(
+            metrics["test/loss"], rel=2e-3
+        )
     if best_epoch == len(history) - 1:  # the best epoch is the last: the two networks are one
         assert metrics["test_best/acc"] == metrics["test/acc"]

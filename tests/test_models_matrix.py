@@ -34,12 +34,30 @@ def test_default_sites_fall_back_to_the_sites_a_model_has():
     squeezenet, lenet = SqueezeNet(num_classes=10, in_channels=1, image_size=28), LeNet5()
     assert resolve_default(squeezenet, "fc") == "all"  # its one site, torchvision's dropout slot, is a conv site
     assert resolve_default(lenet, "fc") == "fc" and resolve_default(lenet, "conv") == "conv"
-    methods = attach(squeezenet, {"_target_": "dropout_lab.dropout.standard.StandardDropout", "_partial_": True,
-                                  "name": "standard", "p": 0.5, "sites": "default"})
+    methods = attach(
+        squeezenet,
+        {
+            "_target_": "dropout_lab.dropout.standard.StandardDropout",
+            "_partial_": True,
+            "name": "standard",
+            "p": 0.5,
+            "sites": "default",
+        },
+    )
     assert [m.site.name for m in methods] == ["classifier.0"]
-    with pytest.raises(ValueError, match=r"dropout.sites='fc': model SqueezeNet has no such site"):  # an explicit kind stays strict
-        attach(squeezenet, {"_target_": "dropout_lab.dropout.standard.StandardDropout", "_partial_": True,
-                            "name": "standard", "p": 0.5, "sites": "fc"})
+    with pytest.raises(
+        ValueError, match=r"dropout.sites='fc': model SqueezeNet has no such site"
+    ):  # an explicit kind stays strict
+        attach(
+            squeezenet,
+            {
+                "_target_": "dropout_lab.dropout.standard.StandardDropout",
+                "_partial_": True,
+                "name": "standard",
+                "p": 0.5,
+                "sites": "fc",
+            },
+        )
     torch.manual_seed(0)
     x = torch.randn(4, 1, 28, 28)
     assert squeezenet.eval()(x).shape == (4, 10)

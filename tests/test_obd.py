@@ -8,14 +8,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DATA_ROOT
 from omegaconf import OmegaConf
-from scored_nets import Net, batch
 
+from conftest import DATA_ROOT
+from dropout_lab.config import attach
 from dropout_lab.dropout.base import DropoutContext
 from dropout_lab.dropout.obd import hessian_saliency
-from dropout_lab.config import attach
 from dropout_lab.models.lenet import LeNet5
+from scored_nets import Net, batch
 
 
 def test_obd_saliency_matches_exact_hessian_diagonal():
@@ -36,7 +36,9 @@ def test_obd_saliency_matches_exact_hessian_diagonal():
     # per unit, the estimate is a mean of `probes` i.i.d. terms sum_k 0.5 w_k^2 v_k (Hv)_k, whose std is
     # bounded by sqrt(sum_k (0.5 w_k^2)^2 sum_{l != k} H_kl^2) (Cauchy-Schwarz on the covariance)
     off = H - torch.diag(H.diagonal())
-    bound = torch.sqrt(((0.5 * w.detach().square().flatten()) ** 2).view(6, 4).sum(1) * off.square().sum(1).view(6, 4).sum(1))
+    bound = torch.sqrt(
+        ((0.5 * w.detach().square().flatten()) ** 2).view(6, 4).sum(1) * off.square().sum(1).view(6, 4).sum(1)
+    )
     assert torch.all((est - exact).abs() <= 5 * bound / probes**0.5 + 1e-7)
     assert est[0] == 0.0
 
@@ -44,13 +46,18 @@ def test_obd_saliency_matches_exact_hessian_diagonal():
 def test_obd_one_hessian_pass_for_all_sites_and_grads_untouched():
     torch.manual_seed(0)
     lenet = LeNet5()
-    methods = attach(lenet, {"_target_": "dropout_lab.dropout.obd.OBDDropout", "_partial_": True, "name": "obd", "p": 0.3, "sites": "fc"})
+    methods = attach(
+        lenet,
+        {"_target_": "dropout_lab.dropout.obd.OBDDropout", "_partial_": True, "name": "obd", "p": 0.3, "sites": "fc"},
+    )
     assert len(methods) == 2 and methods[1]._peers is methods
     lenet.train()
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     F.cross_entropy(lenet(x), y).backward()
     grads = [p.grad.clone() for p in lenet.parameters()]
-    ctx = DropoutContext(global_step=0, epoch=0, max_steps=1, dataset_size=8, module=SimpleNamespace(model=lenet), batch=(x, y))
+    ctx = DropoutContext(
+        global_step=0, epoch=0, max_steps=1, dataset_size=8, module=SimpleNamespace(model=lenet), batch=(x, y)
+    )
     for m in methods:
         m.on_train_batch_start(ctx)
     assert all(bool(m.scored) for m in methods) and lenet.training
@@ -87,7 +94,9 @@ def test_default_saliency_ranking_is_stable(cfg_factory):
         for k in range(updates):
             idx = torch.randint(0, 8192, (128,))
             for m in methods:
-                m.on_train_batch_start(DropoutContext(k * node["update_every"], 0, 10**6, 8192, module, (X[idx], Y[idx])))
+                m.on_train_batch_start(
+                    DropoutContext(k * node["update_every"], 0, 10**6, 8192, module, (X[idx], Y[idx]))
+                )
         scores.append([m.score.clone() for m in methods])
     for a, b in zip(*scores):
         assert spearmanr(a, b).correlation >= 0.8

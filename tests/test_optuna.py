@@ -16,9 +16,18 @@ from conftest import CONF, SMOKE, run_cli
 def test_three_trial_study_tunes_p_and_block_size(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="optional extra: pip install -e '.[optuna]'")
     sweep = tmp_path / "study"
-    result = run_cli(["hparams_search=dropout_p", "dropout=dropblock", "hydra.sweeper.n_trials=3", *SMOKE,
-                      "dataset.subset={train: 256, val: 128, test: 128}", "trainer.limit_train_batches=2",
-                      f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    result = run_cli(
+        [
+            "hparams_search=dropout_p",
+            "dropout=dropblock",
+            "hydra.sweeper.n_trials=3",
+            *SMOKE,
+            "dataset.subset={train: 256, val: 128, test: 128}",
+            "trainer.limit_train_batches=2",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = [json.loads(path.read_text()) for path in sweep.glob("*/metrics.json")]
     assert len(jobs) == 3 and all(job["status"] == "ok" for job in jobs)

@@ -49,8 +49,16 @@ def fit_recording(overrides: list[str], tmp_path) -> tuple[dict[str, Tensor], li
     datamodule, module, _ = build(cfg)
     initial = {k: v.detach().clone() for k, v in module.model.named_parameters()}
     batches = Batches()
-    trainer = pl.Trainer(max_epochs=3, limit_train_batches=4, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[batches])
+    trainer = pl.Trainer(
+        max_epochs=3,
+        limit_train_batches=4,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[batches],
+    )
     trainer.fit(module, datamodule=datamodule)
     return initial, batches.epochs
 
@@ -96,8 +104,11 @@ def test_each_seed_draws_its_own_stratified_subsets_shared_by_every_method(tmp_p
         dm[name].setup()
     for split, n in (("train", 200), ("val", 100)):
         x0, y0 = dm["s0"]._uint8[split]
-        assert len(y0) == n and (class_counts(y0) - n / 10).abs().max() <= 3  # stratified: MNIST's class shares are 9-11 %
+        assert (
+            len(y0) == n and (class_counts(y0) - n / 10).abs().max() <= 3
+        )  # stratified: MNIST's class shares are 9-11 %
         assert torch.equal(x0, dm["s0_standard"]._uint8[split][0])
         assert not torch.equal(x0, dm["s1"]._uint8[split][0])
-    assert len(dm["s0"]._uint8["test"][1]) == 10_000 and torch.equal(dm["s0"]._uint8["test"][1].sort().values,
-                                                                      dm["s1"]._uint8["test"][1].sort().values)
+    assert len(dm["s0"]._uint8["test"][1]) == 10_000 and torch.equal(
+        dm["s0"]._uint8["test"][1].sort().values, dm["s1"]._uint8["test"][1].sort().values
+    )

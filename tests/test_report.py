@@ -19,13 +19,31 @@ from scipy import stats as sps
 from dropout_lab import stats
 from dropout_lab.report import Settings, candidates, finished_runs, load_jobs, promoted, write_report
 
-TARGETS = {"none": "dropout_lab.dropout.NoDropout", "standard": "dropout_lab.dropout.standard.StandardDropout",
-           "gaussian": "dropout_lab.dropout.gaussian.GaussianDropout", "spatial": "dropout_lab.dropout.spatial.SpatialDropout"}
+TARGETS = {
+    "none": "dropout_lab.dropout.NoDropout",
+    "standard": "dropout_lab.dropout.standard.StandardDropout",
+    "gaussian": "dropout_lab.dropout.gaussian.GaussianDropout",
+    "spatial": "dropout_lab.dropout.spatial.SpatialDropout",
+}
 
 
-def job(sweep: Path, method: str, p: float, seed: int, val: float, test: float, dataset: str = "mnist", *,
-        val_loss: float = 0.4, best: float | None = None, tuning: list[int] | None = None, metrics: dict | None = None,
-        test_samples: int | None = None, config_anchor: float | None = None, **extra) -> Path:
+def job(
+    sweep: Path,
+    method: str,
+    p: float,
+    seed: int,
+    val: float,
+    test: float,
+    dataset: str = "mnist",
+    *,
+    val_loss: float = 0.4,
+    best: float | None = None,
+    tuning: list[int] | None = None,
+    metrics: dict | None = None,
+    test_samples: int | None = None,
+    config_anchor: float | None = None,
+    **extra,
+) -> Path:
     """Write one job folder: metrics.json (the fields the report reads) and .hydra/overrides.yaml. ``val`` is the
     last epoch's validation accuracy (also the best), ``test`` the last network's test accuracy, ``best`` the
     best-validation network's (default: ``test``)."""
@@ -33,14 +51,34 @@ def job(sweep: Path, method: str, p: float, seed: int, val: float, test: float, 
     (folder / ".hydra").mkdir(parents=True)
     overrides = [f"dropout={method}", f"dropout.p={p}", f"dataset={dataset}", f"seed={seed}"]
     (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    summary = {"status": "ok", "error": None, "epochs": 2, "train_seconds": 3.0, "wall_seconds": 10.0,
-               "hparams": {"method": method, "p": p, "model": "lenet5", "dataset": dataset, "seed": seed},
-               "metrics": {"val/acc_best": val, "test/acc": test, "test_best/acc": test if best is None else best,
-                           "dropout/drop_fraction": 0.0 if method == "none" else p, **(metrics or {})},
-               "config": {"dropout": {"_target_": TARGETS[method], "p": p}, "dataset": {"name": dataset, "split_seed": seed}, "seed": seed,
-                          "output_dir": str(folder), "report": {"tuning_seeds": tuning}, "anchor": config_anchor},
-               "history": [{"epoch": 0, "val/acc": val - 0.01, "val/loss": 0.5}, {"epoch": 1, "val/acc": val, "val/loss": val_loss}],
-               **extra}
+    summary = {
+        "status": "ok",
+        "error": None,
+        "epochs": 2,
+        "train_seconds": 3.0,
+        "wall_seconds": 10.0,
+        "hparams": {"method": method, "p": p, "model": "lenet5", "dataset": dataset, "seed": seed},
+        "metrics": {
+            "val/acc_best": val,
+            "test/acc": test,
+            "test_best/acc": test if best is None else best,
+            "dropout/drop_fraction": 0.0 if method == "none" else p,
+            **(metrics or {}),
+        },
+        "config": {
+            "dropout": {"_target_": TARGETS[method], "p": p},
+            "dataset": {"name": dataset, "split_seed": seed},
+            "seed": seed,
+            "output_dir": str(folder),
+            "report": {"tuning_seeds": tuning},
+            "anchor": config_anchor,
+        },
+        "history": [
+            {"epoch": 0, "val/acc": val - 0.01, "val/loss": 0.5},
+            {"epoch": 1, "val/acc": val, "val/loss": val_loss},
+        ],
+        **extra,
+    }
     (folder / "metrics.json").write_text(json.dumps(summary))
     if test_samples:
         np.savez(folder / "predictions.npz", y=np.zeros(test_samples, dtype=np.int16))
@@ -52,6 +90,7 @@ def read(sweep: Path, name: str) -> pd.DataFrame:
 
 
 # --- statistics ----------------------------------------------------------------------------------------
+
 
 def test_exact_mde_is_3914_for_5_pairs_and_23_comparisons_where_statsmodels_says_3215():
     """../shared/comparison.md §1: the power of the returned d is 0.8 (statsmodels' 3.215 has power 0.61)."""
@@ -75,7 +114,9 @@ def test_power_agrees_with_a_monte_carlo_of_the_paired_t_test():
 def test_seeds_needed_never_crashes_and_is_the_smallest_n_with_power():
     n = stats.seeds_needed(0.3, 0.36, 0.05 / 23)
     assert n == 27 and stats.power(0.3 / 0.36, n, 0.05 / 23) >= 0.8 > stats.power(0.3 / 0.36, n - 1, 0.05 / 23)
-    assert stats.seeds_needed(2.0, 0.01, 0.05 / 23) == 3  # 2 seeds, large consistent difference: statsmodels crashed (NaN)
+    assert (
+        stats.seeds_needed(2.0, 0.01, 0.05 / 23) == 3
+    )  # 2 seeds, large consistent difference: statsmodels crashed (NaN)
     assert stats.power(200, 3, 0.05 / 23) >= 0.8 > stats.power(200, 2, 0.05 / 23)
     assert stats.seeds_needed(0.5, 0.0, 0.05) == 2 and stats.seeds_needed(0.0, 1.0, 0.05) is None
     assert stats.seeds_needed(1e-6, 1.0, 0.05) is None  # beyond 100,000 pairs
@@ -84,7 +125,7 @@ def test_seeds_needed_never_crashes_and_is_the_smallest_n_with_power():
 def test_sign_flip_tost_and_decisions_by_hand():
     assert stats.sign_flip_p([1, 2, 3, 4, 5]) == pytest.approx(2 / 32)  # the smallest two-sided p at n = 5
     assert stats.sign_flip_p([1, -1, 2, -2]) == pytest.approx(1.0)
-    diff = np.array([0.1, -0.1, 0.05, 0.0, 0.02])   # mean 0.014, sd 0.0764
+    diff = np.array([0.1, -0.1, 0.05, 0.0, 0.02])  # mean 0.014, sd 0.0764
     se = diff.std(ddof=1) / math.sqrt(5)
     by_hand = max(sps.t.sf((diff.mean() + 0.3) / se, 4), sps.t.cdf((diff.mean() - 0.3) / se, 4))
     assert stats.tost_p(diff, 0.3) == pytest.approx(by_hand, rel=1e-6)
@@ -97,6 +138,7 @@ def test_sign_flip_tost_and_decisions_by_hand():
 
 # --- selection and evaluation ---------------------------------------------------------------------------
 
+
 def test_p_selected_on_tuning_seeds_with_ties_edges_and_budget_reported_on_evaluation_seeds(tmp_path):
     """gaussian: p=0.1 and p=0.3 tie on validation, p=0.3 has the lower validation loss and wins; its test
     accuracy on the tuning seeds (0.99) is never reported, only the evaluation seeds' (0.80 + 0.01 seed)."""
@@ -108,7 +150,7 @@ def test_p_selected_on_tuning_seeds_with_ties_edges_and_budget_reported_on_evalu
         job(tmp_path, "standard", 0.5, seed, val=0.88, test=0.85, tuning=tuning)
     for seed in (10, 11, 12):
         job(tmp_path, "gaussian", 0.3, seed, val=0.9, test=0.80 + 0.01 * seed, tuning=tuning)
-        job(tmp_path, "gaussian", 0.1, seed, val=0.9, test=0.10, tuning=tuning)   # not the choice: never read
+        job(tmp_path, "gaussian", 0.1, seed, val=0.9, test=0.10, tuning=tuning)  # not the choice: never read
         job(tmp_path, "standard", 0.5, seed, val=0.9, test=0.85, tuning=tuning)
     write_report(tmp_path)
     s = read(tmp_path, "summary.csv")
@@ -117,13 +159,19 @@ def test_p_selected_on_tuning_seeds_with_ties_edges_and_budget_reported_on_evalu
     t = read(tmp_path, "tests.csv").set_index(["baseline", "method"]).loc[("standard", "gaussian")]
     assert t["n"] == 3 and t["diff"] == pytest.approx(100 * (0.91 - 0.85))  # seeds 10-12: 0.90, 0.91, 0.92
     md = (tmp_path / "report.md").read_text()
-    assert "tuning seeds 0, 1" in md and "| gaussian † | 0.3 | 3 | 90.00 | 2 | +14.00 | tie broken by val loss | evaluated |" in md
+    assert (
+        "tuning seeds 0, 1" in md
+        and "| gaussian † | 0.3 | 3 | 90.00 | 2 | +14.00 | tie broken by val loss | evaluated |" in md
+    )
     edge = tmp_path / "edge"
     for seed in (0, 1):
         for p, val in ((0.1, 0.9), (0.3, 0.8)):
             job(edge, "gaussian", p, seed, val=val, test=0.9)
     cand = candidates(finished_runs(load_jobs(edge))[0])
-    assert cand.loc[cand["selected"], "edge"].item() and "No tuning seeds are declared" in (write_report(edge)[0]).read_text()
+    assert (
+        cand.loc[cand["selected"], "edge"].item()
+        and "No tuning seeds are declared" in (write_report(edge)[0]).read_text()
+    )
 
 
 def paired_sweep(sweep: Path, gauss: list[float], spatial: list[float], base: list[float], tuning=(100,)) -> None:
@@ -139,7 +187,7 @@ def paired_sweep(sweep: Path, gauss: list[float], spatial: list[float], base: li
 
 def test_paired_differences_tests_holm_tost_decisions_and_mde_by_hand(tmp_path):
     base = [0.80, 0.82, 0.84, 0.86]
-    gauss = [0.01, 0.02, 0.03, 0.02]       # points: 1, 2, 3, 2: mean 2, sd sqrt(2/3)
+    gauss = [0.01, 0.02, 0.03, 0.02]  # points: 1, 2, 3, 2: mean 2, sd sqrt(2/3)
     spatial = [0.0, 0.001, -0.001, 0.0005]  # points: 0, 0.1, -0.1, 0.05
     paired_sweep(tmp_path, gauss, spatial, base)
     write_report(tmp_path)
@@ -185,9 +233,26 @@ def test_other_metrics_and_the_other_network(tmp_path):
     """report.metric=nll compares the test loss (lower is better: the difference is baseline - method);
     report.selection=best reads the best-validation network's numbers; the sensitivity table the other's."""
     for seed in range(3):
-        job(tmp_path, "standard", 0.5, seed, val=0.9, test=0.80, best=0.70, metrics={"test/loss": 0.50, "test_best/loss": 0.6})
-        job(tmp_path, "gaussian", 0.5, seed, val=0.9, test=0.80 + 0.01 * (seed + 1), best=0.70,
-            metrics={"test/loss": 0.40 - 0.01 * seed, "test_best/loss": 0.6})
+        job(
+            tmp_path,
+            "standard",
+            0.5,
+            seed,
+            val=0.9,
+            test=0.80,
+            best=0.70,
+            metrics={"test/loss": 0.50, "test_best/loss": 0.6},
+        )
+        job(
+            tmp_path,
+            "gaussian",
+            0.5,
+            seed,
+            val=0.9,
+            test=0.80 + 0.01 * (seed + 1),
+            best=0.70,
+            metrics={"test/loss": 0.40 - 0.01 * seed, "test_best/loss": 0.6},
+        )
     write_report(tmp_path, metric="nll")
     g = read(tmp_path, "tests.csv").set_index(["baseline", "method"]).loc[("standard", "gaussian")]
     assert g["diff"] == pytest.approx(100 * (0.50 - 0.39))  # NLL 0.40, 0.39, 0.38 vs 0.50, in 0.01 nats
@@ -213,6 +278,7 @@ def test_promotion_uses_validation_only(tmp_path):
 
 # --- across blocks --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("blocks", [2, 10])
 def test_friedman_only_with_ten_independent_blocks_and_iman_davenport(tmp_path, blocks):
     """standard > gaussian > spatial in every block: Friedman chi2 = 12N/(k(k+1)) sum R^2 - 3N(k+1)."""
@@ -235,12 +301,21 @@ def test_friedman_only_with_ten_independent_blocks_and_iman_davenport(tmp_path, 
 
 # --- bookkeeping ----------------------------------------------------------------------------------------
 
+
 def test_duplicates_unreadable_summaries_and_rates(tmp_path):
     for seed in range(2):
         for p in (0.1, 0.5):
             job(tmp_path, "none", p, seed, val=0.8, test=0.8)  # none ignores p: one configuration per seed
-            job(tmp_path, "gaussian", p, seed, val=0.9, test=0.9, metrics={"dropout/p_eq": p / 2},
-                method_info={"p_meaning": "noise level", "p_is_rate": False})
+            job(
+                tmp_path,
+                "gaussian",
+                p,
+                seed,
+                val=0.9,
+                test=0.9,
+                metrics={"dropout/p_eq": p / 2},
+                method_info={"p_meaning": "noise level", "p_is_rate": False},
+            )
     broken = job(tmp_path, "standard", 0.5, 0, val=0.9, test=0.9)
     (broken / "metrics.json").write_text('{"status": "ok", "metr')  # truncated
     paths = write_report(tmp_path)
@@ -273,7 +348,9 @@ def test_settings_come_from_the_jobs_and_the_command_line(tmp_path):
     assert runs["tuning"].tolist() == [True, False, False]
     md = write_report(tmp_path, rope=0.5)[0].read_text()
     assert "ROPE ±0.5 points" in md and "tuning seeds 0 (" in md
-    assert "nothing is selected" in write_report(tmp_path, tuning_seeds=())[0].read_text()  # one configuration: no selection
+    assert (
+        "nothing is selected" in write_report(tmp_path, tuning_seeds=())[0].read_text()
+    )  # one configuration: no selection
     with pytest.raises(ValueError, match="report.rope=0 must be > 0"):
         Settings(rope=0)
 
@@ -284,16 +361,24 @@ def test_hparams_spec_declares_every_swept_column_and_metric(tmp_path):
     from dropout_lab.hparams import build_spec, merge_specs
     from dropout_lab.summary import HPARAM_METRICS
 
-    cfgs = [make_cfg(["model=mlp", f"model.hidden_sizes={h}", f"dropout={m}", f"eval.mc_samples={t}"], tmp_path)
-            for h, m, t in (("[32]", "none", 0), ("[16,16]", "standard", 4))]
+    cfgs = [
+        make_cfg(["model=mlp", f"model.hidden_sizes={h}", f"dropout={m}", f"eval.mc_samples={t}"], tmp_path)
+        for h, m, t in (("[32]", "none", 0), ("[16,16]", "standard", 4))
+    ]
     spec = build_spec(cfgs)
-    assert spec["hparams"]["method"] == ["none", "standard"] and spec["hparams"]["model.hidden_sizes"] == ["[16, 16]", "[32]"]
+    assert spec["hparams"]["method"] == ["none", "standard"] and spec["hparams"]["model.hidden_sizes"] == [
+        "[16, 16]",
+        "[32]",
+    ]
     assert "model.activation" not in spec["hparams"] and spec["hparams"]["p"] == [0.0, 0.5]
     assert spec["metrics"] == [*HPARAM_METRICS, "test/mc_acc", "test/mc_nll", "test/mc_ece", "test/mc_brier"]
     assert build_spec(cfgs[:1])["metrics"] == list(HPARAM_METRICS)
     one_method_arg = build_spec([make_cfg(o, tmp_path) for o in (["dropout=dropblock"], ["dropout=none"])])
     swept_arg = build_spec([make_cfg(["dropout=dropblock", f"dropout.block_size={b}"], tmp_path) for b in (3, 5)])
-    assert "dropout.block_size" not in one_method_arg["hparams"] and swept_arg["hparams"]["dropout.block_size"] == [3, 5]
+    assert "dropout.block_size" not in one_method_arg["hparams"] and swept_arg["hparams"]["dropout.block_size"] == [
+        3,
+        5,
+    ]
     merged = merge_specs(build_spec(cfgs[:1]), build_spec(cfgs[1:]))  # a second sweep into the same folder
     assert merged["hparams"]["method"] == ["none", "standard"] and merged["metrics"] == spec["metrics"]
 

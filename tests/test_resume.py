@@ -27,15 +27,30 @@ from dropout_lab.train import train
 
 # 5 short epochs on tiny subsets, deterministic kernels (CPU)
 FIVE = [*SMOKE, "trainer.max_epochs=5", "trainer.limit_train_batches=6", "deterministic=true", "checkpoint_every=0"]
-COMPARED = ("test/acc", "test/loss", "test_best/acc", "test_best/loss", "val/acc", "val/loss", "val/acc_best", "train/loss",
-            "dropout/drop_fraction")
+COMPARED = (
+    "test/acc",
+    "test/loss",
+    "test_best/acc",
+    "test_best/loss",
+    "val/acc",
+    "val/loss",
+    "val/acc_best",
+    "train/loss",
+    "dropout/drop_fraction",
+)
 
 
 def kill_when(args: list[str], cwd: Path, ready) -> None:
     """Start ``python train.py args`` and SIGKILL its process group as soon as ``ready()`` is true."""
     env = {**os.environ, "DROPOUT_LAB_DATA": DATA_ROOT, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if ready():
@@ -107,6 +122,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_old_file_and_nothing_in_tmp
     AtomicCheckpointIO().save_checkpoint({"w": torch.ones(3)}, path)
     env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen([sys.executable, "-c", SAVE_BIG, str(path)], env=env)
+
     # checkpoint data only: libraries make cache folders and small, short-lived temp files in $TMPDIR at import
     def data(folder: Path) -> list[Path]:
         found = []
@@ -142,7 +158,9 @@ def test_a_crafted_last_ckpt_is_refused_and_runs_nothing(tmp_path):
     marker, job = tmp_path / "pwned", tmp_path / "job"
     (job / "checkpoints").mkdir(parents=True)
     torch.save({"state_dict": {}, "epoch": 1, "payload": Exploit(marker)}, job / "checkpoints" / "last.ckpt")
-    with pytest.raises(UnsafeCheckpointError, match="refusing to load .*last.ckpt.*refused GLOBAL posix.system.*delete the file"):
+    with pytest.raises(
+        UnsafeCheckpointError, match="refusing to load .*last.ckpt.*refused GLOBAL posix.system.*delete the file"
+    ):
         train(make_cfg([*SMOKE, "resume=true"], job))
     assert not marker.exists()
     summary = json.loads((job / "metrics.json").read_text())
@@ -168,8 +186,10 @@ def test_a_finished_job_is_not_retrained_nor_trusted_when_its_config_changed(tmp
     with pytest.raises(FinishedJobError, match=r"optimizer.lr: 0.001 -> 0.5"):
         train(changed)
     assert ((job / "metrics.json").read_bytes(), (job / "metrics.json").stat().st_mtime_ns) == before
-    assert changed_keys({"a": {"b": 1}, "data_root": "/x", "dataset": {"root": "/x"}, "trainer": {"devices": [1]}},
-                        {"a": {"b": 2}, "data_root": "/y", "dataset": {"root": "/y"}, "trainer": {"devices": 1}, "c": 0}) == ["a.b", "c"]
+    assert changed_keys(
+        {"a": {"b": 1}, "data_root": "/x", "dataset": {"root": "/x"}, "trainer": {"devices": [1]}},
+        {"a": {"b": 2}, "data_root": "/y", "dataset": {"root": "/y"}, "trainer": {"devices": 1}, "c": 0},
+    ) == ["a.b", "c"]
 
 
 def test_a_second_sweep_into_a_busy_folder_refuses(tmp_path):

@@ -8,18 +8,18 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SMOKE, make_cfg
-from scored_nets import CLASSES, KEYS, batch, install, step
 from torch import nn
 
+from conftest import SMOKE, make_cfg
+from dropout_lab.config import attach
 from dropout_lab.dropout import passes
 from dropout_lab.dropout.base import DropoutContext, SiteSpec
 from dropout_lab.dropout.fmre import FMREDropout
 from dropout_lab.dropout.l2_dynamic import L2DynamicDropout
 from dropout_lab.dropout.obd import OBDDropout
 from dropout_lab.dropout.scored import ScoredDropout, normalise_scores, rate_range
-from dropout_lab.config import attach
 from dropout_lab.models.mlp import MLP
+from scored_nets import CLASSES, KEYS, batch, install, step
 from tolerance import binomial_tol
 
 
@@ -54,7 +54,12 @@ def test_rate_range_centred_on_p():
 
 
 def test_bad_keys_fail_with_key_name():
-    for kwargs, key in [({"drop_target": "mid"}, "drop_target"), ({"normalise": "z"}, "normalise"), ({"ema": 1.0}, "ema"), ({"update_every": 0}, "update_every")]:
+    for kwargs, key in [
+        ({"drop_target": "mid"}, "drop_target"),
+        ({"normalise": "z"}, "normalise"),
+        ({"ema": 1.0}, "ema"),
+        ({"update_every": 0}, "update_every"),
+    ]:
         with pytest.raises(ValueError, match=f"dropout.{key}"):
             FixedScore(0.3, site(), **kwargs)
 
@@ -123,8 +128,8 @@ def test_ema_and_update_every():
     m = FixedScore(0.3, site(), ema=0.0, update_every=3).train()
     calls = []
     m.score_input = lambda x: calls.append(1) or torch.arange(8.0)
-    for step in range(7):
-        m.on_train_batch_start(DropoutContext(step, 0, 7, 2, None))
+    for i in range(7):
+        m.on_train_batch_start(DropoutContext(i, 0, 7, 2, None))
         m(torch.ones(2, 8))
     assert len(calls) == 3  # steps 0, 3, 6 (ctx.due)
 
@@ -231,7 +236,17 @@ def test_output_gradient_methods_score_a_site_on_the_input_data(key):
     must still be scored from dL/dy (no silent fallback to the uniform rate p)."""
     torch.manual_seed(0)
     mlp = MLP(hidden_sizes=[16], input_dropout=True)
-    (inp, hidden) = attach(mlp, {"_target_": f"{CLASSES[key].__module__}.{CLASSES[key].__name__}", "_partial_": True, "name": key, "p": 0.3, "sites": "fc", "ema": 0.0})
+    (inp, hidden) = attach(
+        mlp,
+        {
+            "_target_": f"{CLASSES[key].__module__}.{CLASSES[key].__name__}",
+            "_partial_": True,
+            "name": key,
+            "p": 0.3,
+            "sites": "fc",
+            "ema": 0.0,
+        },
+    )
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
     x[:, :, :4] = 0  # blank rows (as MNIST's border): for taylor, a * dL/dy = 0 there
     F.cross_entropy(mlp.train()(x), y).backward()

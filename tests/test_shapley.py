@@ -7,18 +7,20 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import SMOKE, run_cli
-from model_nets import Net, _attach, _grads_and_bn_unchanged, smoke
 from torch import nn
 
+from conftest import SMOKE, run_cli
 from dropout_lab.dropout.base import DropoutContext
 from dropout_lab.dropout.shapley import tmc_shapley
 from dropout_lab.dropout.sites import Site
+from model_nets import Net, _attach, _grads_and_bn_unchanged, smoke
 
 
 def test_tmc_shapley_exact_on_additive_game():
     w = torch.tensor([0.5, -1.0, 2.0, 0.0, 0.25])
-    phi, coalitions, calls = tmc_shapley(lambda masks: masks @ w, 5, permutations=3, truncation=0.0, v_random=0.0, chunk=2)
+    phi, coalitions, calls = tmc_shapley(
+        lambda masks: masks @ w, 5, permutations=3, truncation=0.0, v_random=0.0, chunk=2
+    )
     assert torch.allclose(phi, w)
     assert (coalitions, calls) == (1 + 3 * 5, 1 + 3 * 3)
 
@@ -26,15 +28,29 @@ def test_tmc_shapley_exact_on_additive_game():
 def test_tmc_shapley_truncates_once_value_reaches_random_level():
     """v(S) = 1 if player 0 is in S else 0 (random level 0): phi = e_0, and no coalition is evaluated
     after player 0's removal (chunk of 1)."""
-    phi, coalitions, _ = tmc_shapley(lambda masks: masks[:, 0], 6, permutations=4, truncation=0.2, v_random=0.0, chunk=1,
-                                     generator=torch.Generator().manual_seed(0))
+    phi, coalitions, _ = tmc_shapley(
+        lambda masks: masks[:, 0],
+        6,
+        permutations=4,
+        truncation=0.2,
+        v_random=0.0,
+        chunk=1,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(phi, torch.tensor([1.0, 0, 0, 0, 0, 0]))
     assert coalitions < 1 + 4 * 6
 
 
 def _shapley(model, **kw):
-    (m,) = _attach(model, _target_="dropout_lab.dropout.shapley.ShapleyDropout", name="shapley", p=0.3,
-                   initial_rate=0.1, max_rate=0.5, **kw)
+    (m,) = _attach(
+        model,
+        _target_="dropout_lab.dropout.shapley.ShapleyDropout",
+        name="shapley",
+        p=0.3,
+        initial_rate=0.1,
+        max_rate=0.5,
+        **kw,
+    )
     return m
 
 
@@ -64,7 +80,9 @@ def test_shapley_rates_within_bounds_and_eval_identity():
 def test_shapley_pass_leaves_batchnorm_stats_and_grads_unchanged():
     model = Net(bn=True)
     m = _shapley(model, permutations=2)
-    _grads_and_bn_unchanged(model, lambda: m.shapley_values(model, torch.randn(16, 6), torch.zeros(16, dtype=torch.long), 3))
+    _grads_and_bn_unchanged(
+        model, lambda: m.shapley_values(model, torch.randn(16, 6), torch.zeros(16, dtype=torch.long), 3)
+    )
 
 
 @pytest.mark.slow
@@ -94,7 +112,9 @@ class StubDataModule:
 def test_heldout_batch_comes_from_the_datamodule_interface():
     """Defect: shapley read the datamodule's raw ``splits`` and so bypassed the resize (and crashed)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 8), nn.ReLU(), Site("fc", 8, prev="1", next="3"), nn.Linear(8, 3))
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(32 * 32, 8), nn.ReLU(), Site("fc", 8, prev="1", next="3"), nn.Linear(8, 3)
+    )
     m = _shapley(model, permutations=2, heldout=16, update_every=1)
     dm = StubDataModule()
     module = SimpleNamespace(model=model, trainer=SimpleNamespace(datamodule=dm))
@@ -102,13 +122,24 @@ def test_heldout_batch_comes_from_the_datamodule_interface():
     m.on_train_batch_end(ctx)
     assert dm.calls == [(16, "val")] and bool(m.scored)
     with pytest.raises(ValueError, match="dropout=shapley"):
-        m.on_train_batch_end(DropoutContext(1, 0, 10, 100, SimpleNamespace(model=model, trainer=SimpleNamespace(datamodule=None))))
+        m.on_train_batch_end(
+            DropoutContext(1, 0, 10, 100, SimpleNamespace(model=model, trainer=SimpleNamespace(datamodule=None)))
+        )
 
 
 @pytest.mark.slow
 def test_cli_training_with_resized_inputs(tmp_path):
     """``train.py dropout=shapley dataset.image_size=32`` (source 004's 32 px setting) trains and tests."""
-    proc = run_cli([*SMOKE, "dropout=shapley", "dataset.image_size=32", "dropout.update_every=3", "dropout.permutations=2",
-                    f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
+    proc = run_cli(
+        [
+            *SMOKE,
+            "dropout=shapley",
+            "dataset.image_size=32",
+            "dropout.update_every=3",
+            "dropout.permutations=2",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "ok"

@@ -31,17 +31,31 @@ def _cluster() -> str | None:
 
 
 REASON = _cluster()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=f"{REASON}; start one with scripts/slurm_cluster.sh (root)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(REASON is not None, reason=f"{REASON}; start one with scripts/slurm_cluster.sh (root)"),
+]
 
 # one CPU and 1 GB per job, no GPU (the test cluster has none), the default partition
-SLURM = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
-         "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=null",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
+]
 
 
 def sweep_cli(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "DROPOUT_LAB_DATA": DATA_ROOT, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", *SLURM, *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "-m", *SLURM, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def summaries(sweep: Path) -> dict[str, dict]:
@@ -50,7 +64,9 @@ def summaries(sweep: Path) -> dict[str, dict]:
 
 def test_sweep_runs_to_the_end_and_a_preempted_job_continues_from_its_checkpoint(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = sweep_cli([f"hydra.sweep.dir={sweep}", *SMOKE, "trainer.max_epochs=4", "checkpoint_every=0", "seed=0,1,2,3"], tmp_path)
+    proc = sweep_cli(
+        [f"hydra.sweep.dir={sweep}", *SMOKE, "trainer.max_epochs=4", "checkpoint_every=0", "seed=0,1,2,3"], tmp_path
+    )
     requeued, deadline = None, time.time() + 600
     while requeued is None and time.time() < deadline and proc.poll() is None:
         for job in sweep.glob("*/.hydra/hydra.yaml"):
@@ -62,12 +78,19 @@ def test_sweep_runs_to_the_end_and_a_preempted_job_continues_from_its_checkpoint
                 # (scancel reports "Job can not be altered now" as the requeue races its answer and
                 # retries; stopped once the job is back in the queue, so that it signals no later run)
                 signal_ = subprocess.Popen(["scancel", "--signal=USR2", slurm_id], stderr=subprocess.DEVNULL)
-                while subprocess.run(["squeue", "-h", "-j", slurm_id, "-o", "%T"], capture_output=True, text=True).stdout.strip() != "PENDING":
+                while (
+                    subprocess.run(
+                        ["squeue", "-h", "-j", slurm_id, "-o", "%T"], capture_output=True, text=True
+                    ).stdout.strip()
+                    != "PENDING"
+                ):
                     time.sleep(0.2)
                 signal_.kill()
                 signal_.wait()
                 # Slurm holds a requeued job back about 2 min; let it start at once
-                subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "starttime=now"], check=True, capture_output=True)
+                subprocess.run(
+                    ["scontrol", "update", f"jobid={slurm_id}", "starttime=now"], check=True, capture_output=True
+                )
                 requeued = folder
                 break
         time.sleep(0.05)

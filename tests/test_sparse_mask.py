@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
-from model_nets import Net, _attach, smoke
 from torch import nn
 
 from dropout_lab.config import attach
 from dropout_lab.dropout.sites import Site
 from dropout_lab.models.lenet import LeNet5
+from model_nets import Net, _attach, smoke
 from tolerance import binomial_tol
 
 
@@ -35,7 +35,16 @@ def test_sparse_mask_gates_in_unit_interval_and_initial_drop_rate():
 
 def test_sparse_mask_conv_gate_per_channel_and_group_size():
     model = LeNet5()
-    methods = attach(model, {"_target_": "dropout_lab.dropout.sparse_mask.SparseMask", "_partial_": True, "name": "sparse_mask", "p": 0.5, "sites": "all"})
+    methods = attach(
+        model,
+        {
+            "_target_": "dropout_lab.dropout.sparse_mask.SparseMask",
+            "_partial_": True,
+            "name": "sparse_mask",
+            "p": 0.5,
+            "sites": "all",
+        },
+    )
     assert [m.group for m in methods] == [16 * 25, 120 * 25, 84, 10]  # weights of the next layer per unit/channel
     conv2 = methods[1].train()
     y = conv2(torch.ones(5, 16, 4, 4))
@@ -47,7 +56,17 @@ def test_l0_penalty_drives_useless_gates_to_zero():
     torch.manual_seed(0)
     site = Site("fc", 8, next="head")
     model = nn.ModuleDict({"site": site, "head": nn.Linear(8, 1)})
-    (m,) = attach(model, {"_target_": "dropout_lab.dropout.sparse_mask.SparseMask", "_partial_": True, "name": "l0", "p": 0.5, "lam": 20.0, "sites": "fc"})
+    (m,) = attach(
+        model,
+        {
+            "_target_": "dropout_lab.dropout.sparse_mask.SparseMask",
+            "_partial_": True,
+            "name": "l0",
+            "p": 0.5,
+            "lam": 20.0,
+            "sites": "fc",
+        },
+    )
     opt = torch.optim.Adam(model.parameters(), lr=0.1)
     x = torch.randn(256, 8)
     target = x[:, :1] * 2.0 - x[:, 1:2]

@@ -41,14 +41,32 @@ def test_job_dir_name_is_stable_unique_and_flat():
 def test_joblib_pool_sweep_with_a_failing_job_and_report(tmp_path):
     """4 jobs on 2 loky workers; the p=1.5 jobs fail, the others finish; report and HParams."""
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "hydra/launcher=gpu_pool", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", *TINY,
-                    "dropout=standard", "dropout.p=0.3,1.5", "seed=0,1"], cwd=tmp_path)
-    assert proc.returncode != 0 and "dropout.p=1.5: must be a number in [0, 1)" in proc.stderr  # the multirun reports the failure
+    proc = run_cli(
+        [
+            "-m",
+            "hydra/launcher=gpu_pool",
+            "hydra.launcher.n_jobs=2",
+            f"hydra.sweep.dir={sweep}",
+            *TINY,
+            "dropout=standard",
+            "dropout.p=0.3,1.5",
+            "seed=0,1",
+        ],
+        cwd=tmp_path,
+    )
+    assert (
+        proc.returncode != 0 and "dropout.p=1.5: must be a number in [0, 1)" in proc.stderr
+    )  # the multirun reports the failure
     runs = summaries(sweep)
     assert len(runs) == 4
     status = {(s["hparams"]["p"], s["hparams"]["seed"]): s["status"] for s in runs.values()}
     assert status == {(0.3, 0): "ok", (0.3, 1): "ok", (1.5, 0): "failed", (1.5, 1): "failed"}
-    slots = {line.split("'slot': ")[1][0] for s in sweep.glob("*/train.log") for line in s.read_text().splitlines() if "placement" in line}
+    slots = {
+        line.split("'slot': ")[1][0]
+        for s in sweep.glob("*/train.log")
+        for line in s.read_text().splitlines()
+        if "placement" in line
+    }
     assert slots <= {"0", "1"} and len(slots) >= 1
     ok = [s for s in runs.values() if s["status"] == "ok"]
     assert all(0.0 < s["test_acc"] <= 1.0 and s["history"] for s in ok)
@@ -57,12 +75,16 @@ def test_joblib_pool_sweep_with_a_failing_job_and_report(tmp_path):
     md = (sweep / "report.md").read_text()
     accs = sorted(100 * s["test_acc"] for s in ok)
     mean = sum(accs) / 2
-    assert f"| standard | 0.3 | 2 | {mean:.2f} ± " in md  # no tuning seeds: every seed evaluates, mean ± CI over the two
+    assert (
+        f"| standard | 0.3 | 2 | {mean:.2f} ± " in md
+    )  # no tuning seeds: every seed evaluates, mean ± CI over the two
     assert "nothing is selected and every seed is an evaluation replicate" in md  # one configuration per method
     assert md.count("**failed**") == 2 and "dropout.p=1.5: must be a number in [0, 1)" in md
     rows = (sweep / "summary.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("mnist,lenet5,,standard,,0.3,2,")
-    assert sweep / "acc_vs_rate_mnist_lenet5.png" not in paths  # one method at one rate: nothing to plot against the rate
+    assert (
+        sweep / "acc_vs_rate_mnist_lenet5.png" not in paths
+    )  # one method at one rate: nothing to plot against the rate
     for name in ("leaderboard_mnist_lenet5.png", "val_acc_mnist_lenet5.png", "val_loss_mnist_lenet5.png"):
         png = sweep / name
         assert png in paths and png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
@@ -79,7 +101,17 @@ def test_joblib_pool_sweep_with_a_failing_job_and_report(tmp_path):
         keys.append(sorted(data.session_start_info.hparams))
         accs_tb.append(acc.Scalars("test/acc")[-1].value)
         assert acc.Scalars("hp_metric")[-1].value > 0.0 and "test/mc_acc" not in acc.Tags()["scalars"]
-    assert keys[0] == keys[1] and {"method", "p", "model", "dataset", "seed", "optimizer", "lr", "weight_decay", "epochs"} <= set(keys[0])
+    assert keys[0] == keys[1] and {
+        "method",
+        "p",
+        "model",
+        "dataset",
+        "seed",
+        "optimizer",
+        "lr",
+        "weight_decay",
+        "epochs",
+    } <= set(keys[0])
     assert sorted(round(100 * a, 4) for a in accs_tb) == pytest.approx(accs, abs=1e-3)
 
 
@@ -87,11 +119,25 @@ def test_joblib_pool_sweep_with_a_failing_job_and_report(tmp_path):
 def test_killed_sweep_resumes_without_rerunning_finished_jobs(tmp_path):
     """SIGKILL a 3-job sweep while job 2 is mid-training; re-run with resume=true."""
     sweep = tmp_path / "sweep"
-    args = ["-m", f"hydra.sweep.dir={sweep}", *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=4", "checkpoint_every=0",
-            "dropout=standard", "seed=0,1,2"]
+    args = [
+        "-m",
+        f"hydra.sweep.dir={sweep}",
+        *TINY,
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=4",
+        "checkpoint_every=0",
+        "dropout=standard",
+        "seed=0,1,2",
+    ]
     env = {**os.environ, "DROPOUT_LAB_DATA": DATA_ROOT, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         done = list(sweep.glob("*/metrics.json"))
@@ -124,8 +170,18 @@ def test_killed_sweep_resumes_without_rerunning_finished_jobs(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_in_a_multirun_is_refused_before_training(tmp_path):
-    proc = run_cli(["-m", f"hydra.sweep.dir={tmp_path / 's'}", *TINY, "trainer.accelerator=cpu", "trainer.devices=2",
-                    "+trainer.strategy=ddp", "seed=0"], cwd=tmp_path)
+    proc = run_cli(
+        [
+            "-m",
+            f"hydra.sweep.dir={tmp_path / 's'}",
+            *TINY,
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "+trainer.strategy=ddp",
+            "seed=0",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "asks for 2 processes inside a Hydra multirun" in proc.stderr
     assert not list((tmp_path / "s").glob("*/checkpoints"))  # nothing trained
@@ -136,25 +192,39 @@ def test_ddp_in_a_multirun_is_refused_before_training(tmp_path):
 
 def test_slurm_launcher_composes_with_one_gpu_per_job(tmp_path, monkeypatch):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        cfg = compose(
+            config_name="config",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes, launcher.partition) == (1, 1, 1, "gpu")
     assert launcher.timeout_min == 60 and launcher.mem_gb == 16 and launcher.cpus_per_task == 4
     # the sbatch file submitit would submit (the launcher prefixes non-base keys with "slurm_")
     import submitit
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
 
-    params = {k: v for k, v in OmegaConf.to_container(launcher, resolve=False).items()
-              if k not in ("_target_", "submitit_folder", "max_num_timeout")}
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    params = {
+        k: v
+        for k, v in OmegaConf.to_container(launcher, resolve=False).items()
+        if k not in ("_target_", "submitit_folder", "max_num_timeout")
+    }
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # no srun on this machine
     executor = submitit.AutoExecutor(folder=tmp_path, cluster="slurm")
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     text = executor._executor._make_submission_file_text("python train.py", "0")
-    for line in ("#SBATCH --gpus-per-node=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --partition=gpu",
-                 "#SBATCH --time=60", "#SBATCH --mem=16GB", "#SBATCH --cpus-per-task=4"):
+    for line in (
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=60",
+        "#SBATCH --mem=16GB",
+        "#SBATCH --cpus-per-task=4",
+    ):
         assert line in text
 
 
@@ -163,8 +233,17 @@ def test_mc_dropout_and_activation_variance_in_summary(tmp_path):
     # also: resume=true with a truncated last.ckpt (kill -9 while it was written) starts from scratch
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04truncated")
-    cfg = make_cfg([*TINY, "dropout=standard", "dropout.p=0.5", "eval.mc_samples=4", "callbacks.activation_variance=true",
-                    "resume=true"], tmp_path)
+    cfg = make_cfg(
+        [
+            *TINY,
+            "dropout=standard",
+            "dropout.p=0.5",
+            "eval.mc_samples=4",
+            "callbacks.activation_variance=true",
+            "resume=true",
+        ],
+        tmp_path,
+    )
     metrics = train(cfg)
     summary = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("test/loss", "test/ece", "test/brier", "test/mc_acc", "test/mc_nll", "test/mc_ece", "test/mc_brier"):
@@ -189,7 +268,20 @@ SEED003 = {  # variant: (hidden sizes, activation, input dropout, hidden dropout
 def test_seed003_presets_compose_to_the_five_configs(variant, tmp_path):
     cfg = make_cfg(["experiment=seed003_mlp", f"+experiment/seed003={variant}"], tmp_path)
     m = cfg.model
-    got = (list(m.hidden_sizes), m.activation, m.input_dropout, m.hidden_dropout, cfg.dropout.name, cfg.dropout.p, cfg.anchor)
+    got = (
+        list(m.hidden_sizes),
+        m.activation,
+        m.input_dropout,
+        m.hidden_dropout,
+        cfg.dropout.name,
+        cfg.dropout.p,
+        cfg.anchor,
+    )
     assert got == SEED003[variant]
-    assert (cfg.optimizer.lr, cfg.dataset.batch_size, cfg.trainer.max_epochs, cfg.dataset.name) == (1e-3, 32, 10, "mnist")
+    assert (cfg.optimizer.lr, cfg.dataset.batch_size, cfg.trainer.max_epochs, cfg.dataset.name) == (
+        1e-3,
+        32,
+        10,
+        "mnist",
+    )
     assert sorted(p.stem for p in (CONF / "experiment" / "seed003").glob("*.yaml")) == sorted(SEED003)

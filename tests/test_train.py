@@ -32,8 +32,15 @@ def test_smoke_run_learns_and_writes_events_and_summary(model, tmp_path):
 
 def test_mnist_lenet5_reaches_a_real_accuracy(tmp_path):
     """Two epochs on 20k real training images (312 steps of 128): bar 95% test accuracy."""
-    cfg = make_cfg(["dataset.subset={train: 20000, val: 1000, test: 2000}", "trainer.max_epochs=2",
-                    "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"], tmp_path)
+    cfg = make_cfg(
+        [
+            "dataset.subset={train: 20000, val: 1000, test: 2000}",
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+            "trainer.accelerator=cpu",
+        ],
+        tmp_path,
+    )
     assert train(cfg)["test/acc"] >= 0.95
 
 
@@ -70,7 +77,9 @@ def test_missing_dataset_names_the_paths_and_data_root(tmp_path):
     assert "data_root" in message and "DROPOUT_LAB_DATA" in message
 
 
-@pytest.mark.parametrize("group,bad", [("optimizer", "rmsprop_typo"), ("dropout", "no_such_method"), ("model", "vgg99")])
+@pytest.mark.parametrize(
+    "group,bad", [("optimizer", "rmsprop_typo"), ("dropout", "no_such_method"), ("model", "vgg99")]
+)
 def test_unknown_option_lists_the_allowed_values(group, bad, tmp_path):
     with pytest.raises(MissingConfigException) as err:
         make_cfg([f"{group}={bad}"], tmp_path)

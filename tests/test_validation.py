@@ -28,8 +28,11 @@ GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydr
 
 def options(group: str) -> list[str]:
     """Every option of a config group, nested ones (experiment/seed003/...) included; ``_*`` partials skipped."""
-    return sorted(p.relative_to(CONF / group).with_suffix("").as_posix() for p in (CONF / group).rglob("*.yaml")
-                  if not p.name.startswith("_"))
+    return sorted(
+        p.relative_to(CONF / group).with_suffix("").as_posix()
+        for p in (CONF / group).rglob("*.yaml")
+        if not p.name.startswith("_")
+    )
 
 
 def composed() -> list[tuple[str, dict]]:
@@ -40,8 +43,11 @@ def composed() -> list[tuple[str, dict]]:
         try:
             for group in GROUPS:
                 for option in options(group):
-                    cfg = compose("config", overrides=[f"data_root={DATA_ROOT}", "output_dir=/tmp/unused", f"{group}={option}"],
-                                  return_hydra_config=True)
+                    cfg = compose(
+                        "config",
+                        overrides=[f"data_root={DATA_ROOT}", "output_dir=/tmp/unused", f"{group}={option}"],
+                        return_hydra_config=True,
+                    )
                     HydraConfig.instance().set_config(cfg)
                     with open_dict(cfg):
                         del cfg["hydra"]
@@ -58,8 +64,12 @@ def every_option():
 
 def test_every_numeric_key_in_conf_has_a_range(every_option):
     """A new numeric key in conf/ without an entry in validate.RANGES fails here."""
-    missing = {(key, name) for name, cfg in every_option for key, value in leaves(cfg)
-               if isinstance(value, (int, float)) and not isinstance(value, bool) and range_for(key) is None}
+    missing = {
+        (key, name)
+        for name, cfg in every_option
+        for key, value in leaves(cfg)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and range_for(key) is None
+    }
     assert len(every_option) > 40 and not missing, sorted(missing)
 
 
@@ -68,13 +78,16 @@ def test_every_shipped_option_passes_validation(every_option):
         validate(OmegaConf.create(cfg))  # raises ConfigError naming the key
 
 
-@pytest.mark.parametrize("check,good,bad", [
-    (number(0, 1, high_open=True), [0, 0.5, 0.999], [1, 1.0, -0.1, "abc", None, True, math.nan]),
-    (number(0, low_open=True), [1e-9, 3, 1e9], [0, -1, math.inf, "0.1"]),
-    (integer(1), [1, 2**40], [0, 1.0, True, "1", None]),
-    (exactly(-1, "no limit") | integer(1), [-1, 5], [-1.0, 0, -2]),
-    (exactly(None, "default") | integer(0), [None, 0], ["null", -1]),
-])
+@pytest.mark.parametrize(
+    "check,good,bad",
+    [
+        (number(0, 1, high_open=True), [0, 0.5, 0.999], [1, 1.0, -0.1, "abc", None, True, math.nan]),
+        (number(0, low_open=True), [1e-9, 3, 1e9], [0, -1, math.inf, "0.1"]),
+        (integer(1), [1, 2**40], [0, 1.0, True, "1", None]),
+        (exactly(-1, "no limit") | integer(1), [-1, 5], [-1.0, 0, -2]),
+        (exactly(None, "default") | integer(0), [None, 0], ["null", -1]),
+    ],
+)
 def test_checks_accept_and_refuse(check, good, bad):
     assert all(check.ok(v) for v in good) and not any(check.ok(v) for v in bad)
 
@@ -87,14 +100,20 @@ def test_check_phrases():
     assert range_for("dataset.subset.train") is RANGES["dataset.subset"] and range_for("dataset.no_such_key") is None
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["model=mlp", "model.hidden_sizes=[800,0]"], "model.hidden_sizes.1=0: must be an integer >= 1"),
-    (["dataset.subset={train: 0}"], "dataset.subset.train=0: must be null (the whole split) or an integer >= 1"),
-    (["optimizer=sgd", "optimizer.momentum=1"], "optimizer.momentum=1: must be a number in [0, 1)"),
-    (["dropout=dropblock", "dropout.block_size=4"], "dropout.block_size=4: must be an odd integer >= 1"),
-    (["dataset.download=yes"], "dataset.download='yes': must be true or false"),
-    (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0: must be null (every batch) or a number in (0, 1] or an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["model=mlp", "model.hidden_sizes=[800,0]"], "model.hidden_sizes.1=0: must be an integer >= 1"),
+        (["dataset.subset={train: 0}"], "dataset.subset.train=0: must be null (the whole split) or an integer >= 1"),
+        (["optimizer=sgd", "optimizer.momentum=1"], "optimizer.momentum=1: must be a number in [0, 1)"),
+        (["dropout=dropblock", "dropout.block_size=4"], "dropout.block_size=4: must be an odd integer >= 1"),
+        (["dataset.download=yes"], "dataset.download='yes': must be true or false"),
+        (
+            ["trainer.limit_train_batches=0"],
+            "trainer.limit_train_batches=0: must be null (every batch) or a number in (0, 1] or an integer >= 1",
+        ),
+    ],
+)
 def test_nested_and_other_keys_are_named_with_their_path(overrides, message, tmp_path):
     with pytest.raises(ConfigError) as err:
         validate(make_cfg(overrides, tmp_path))
@@ -106,7 +125,10 @@ def test_config_error_message_pickles_and_is_a_value_error():
     assert str(err) == "dropout.p=null: must be a number in [0, 1)" and isinstance(err, ValueError)
     back = pickle.loads(pickle.dumps(err))  # joblib / submitit workers send it back to the launcher
     assert (back.key, back.value, back.fix, str(back)) == (err.key, err.value, err.fix, str(err))
-    assert str(ConfigError("seed", "x", "fix")) == "seed='x': fix" and str(ConfigError("seed", True, "fix")) == "seed=true: fix"
+    assert (
+        str(ConfigError("seed", "x", "fix")) == "seed='x': fix"
+        and str(ConfigError("seed", True, "fix")) == "seed=true: fix"
+    )
 
 
 @pytest.mark.parametrize("override", ["dropout.p=abc", "dropout.p=null", "seed=x"])
@@ -123,13 +145,17 @@ def truncated_mnist(tmp_path) -> Path:
     for real in (Path(DATA_ROOT) / "MNIST" / "raw").glob("*-ubyte"):
         (raw / real.name).symlink_to(real)
     (raw / "train-images-idx3-ubyte").unlink()
-    (raw / "train-images-idx3-ubyte").write_bytes((Path(DATA_ROOT) / "MNIST/raw/train-images-idx3-ubyte").read_bytes()[:1_000_000])
+    (raw / "train-images-idx3-ubyte").write_bytes(
+        (Path(DATA_ROOT) / "MNIST/raw/train-images-idx3-ubyte").read_bytes()[:1_000_000]
+    )
     return tmp_path / "data"
 
 
 def test_truncated_idx_file_is_named(truncated_mnist):
     check_idx_files(DATA_ROOT, "MNIST")  # the real files pass
-    with pytest.raises(ConfigError, match=r"train-images-idx3-ubyte holds 1000000 bytes, its header \(60000x28x28\) needs 47040016"):
+    with pytest.raises(
+        ConfigError, match=r"train-images-idx3-ubyte holds 1000000 bytes, its header \(60000x28x28\) needs 47040016"
+    ):
         check_idx_files(str(truncated_mnist), "MNIST")
     (truncated_mnist / "MNIST/raw/t10k-labels-idx1-ubyte").unlink()
     (truncated_mnist / "MNIST/raw/t10k-labels-idx1-ubyte").write_bytes(b"\x89PNG garbage")
@@ -151,18 +177,39 @@ BAD_INPUTS = {  # override(s) -> the start of the one message line; issue 11's l
     "activation": (["model.activation=bogus"], "model.activation='bogus': must be one of relu, sigmoid, tanh"),
     "seed_negative": (["seed=-1"], "seed=-1: must be an integer in [0, 4294967295]"),
     "seed_string": (["seed=x"], "seed='x': must be an integer in [0, 4294967295]"),
-    "max_epochs": (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be -1 (no epoch limit: trainer.max_steps bounds training) or an integer >= 1"),
-    "max_epochs_unbounded": (["trainer.max_epochs=-1"], "trainer.max_epochs=-1: with trainer.max_steps=-1 training would never end"),
-    "best_without_validation": (["keep_checkpoint=best", "trainer.limit_val_batches=0"], "keep_checkpoint='best': the best checkpoint is the epoch with the highest val/acc"),
-    "eval_best_without_validation": (["eval.checkpoint=best", "trainer.limit_val_batches=0"], "eval.checkpoint='best': the best checkpoint"),
-    "sector_size": (["dropout=sector", "dropout.sector_size=1000"], "dropout.sector_size=1000: must be at most 120, the units of site drop_fc1"),
+    "max_epochs": (
+        ["trainer.max_epochs=0"],
+        "trainer.max_epochs=0: must be -1 (no epoch limit: trainer.max_steps bounds training) or an integer >= 1",
+    ),
+    "max_epochs_unbounded": (
+        ["trainer.max_epochs=-1"],
+        "trainer.max_epochs=-1: with trainer.max_steps=-1 training would never end",
+    ),
+    "best_without_validation": (
+        ["keep_checkpoint=best", "trainer.limit_val_batches=0"],
+        "keep_checkpoint='best': the best checkpoint is the epoch with the highest val/acc",
+    ),
+    "eval_best_without_validation": (
+        ["eval.checkpoint=best", "trainer.limit_val_batches=0"],
+        "eval.checkpoint='best': the best checkpoint",
+    ),
+    "sector_size": (
+        ["dropout=sector", "dropout.sector_size=1000"],
+        "dropout.sector_size=1000: must be at most 120, the units of site drop_fc1",
+    ),
     "mc_samples": (["eval.mc_samples=-1"], "eval.mc_samples=-1: must be an integer >= 0"),
     "step_size": (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0: must be an integer >= 1"),
     "p_string": (["dropout.p=abc"], "dropout.p='abc': must be a number in [0, 1)"),
     "p_null": (["dropout.p=null"], "dropout.p=null: must be a number in [0, 1)"),
-    "model_input": (["model.in_channels=3"], "model='lenet5': cannot take dataset 'mnist' (inputs of shape (N, 1, 28, 28), 10 classes): "),
+    "model_input": (
+        ["model.in_channels=3"],
+        "model='lenet5': cannot take dataset 'mnist' (inputs of shape (N, 1, 28, 28), 10 classes): ",
+    ),
     # the rest of the class
-    "image_too_small": (["dataset.image_size=8"], "model='lenet5': cannot take dataset 'mnist' (inputs of shape (N, 1, 8, 8), 10 classes): "),
+    "image_too_small": (
+        ["dataset.image_size=8"],
+        "model='lenet5': cannot take dataset 'mnist' (inputs of shape (N, 1, 8, 8), 10 classes): ",
+    ),
     "val_fraction": (["dataset.val_fraction=1.5"], "dataset.val_fraction=1.5: must be a number in [0, 1)"),
     "subset": (["dataset.subset=0"], "dataset.subset=0: must be null (the whole split) or an integer >= 1"),
     "image_size": (["dataset.image_size=0"], "dataset.image_size=0: must be null"),
@@ -178,7 +225,10 @@ BAD_INPUTS = {  # override(s) -> the start of the one message line; issue 11's l
     "gamma": (["scheduler=step", "scheduler.gamma=0"], "scheduler.gamma=0: must be a number > 0"),
     "T_max": (["scheduler=cosine", "scheduler.T_max=0"], "scheduler.T_max=0: must be an integer >= 1"),
     "max_steps": (["trainer.max_steps=0"], "trainer.max_steps=0: must be -1 (no step limit) or an integer >= 1"),
-    "limit_train_batches": (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0: must be null (every batch) or a number in (0, 1]"),
+    "limit_train_batches": (
+        ["trainer.limit_train_batches=0"],
+        "trainer.limit_train_batches=0: must be null (every batch) or a number in (0, 1]",
+    ),
     "log_every_n_steps": (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0: must be an integer >= 1"),
     "p_one": (["dropout.p=1"], "dropout.p=1: must be a number in [0, 1)"),
     "p_negative": (["dropout.p=-0.1"], "dropout.p=-0.1: must be a number in [0, 1)"),
@@ -189,7 +239,10 @@ BAD_INPUTS = {  # override(s) -> the start of the one message line; issue 11's l
     "seed_float": (["seed=1.5"], "seed=1.5: must be an integer"),
     "seed_bool": (["seed=true"], "seed=true: must be an integer"),
     "mc_samples_string": (["eval.mc_samples=x"], "eval.mc_samples='x': must be an integer >= 0"),
-    "activation_samples": (["callbacks.activation_samples=0"], "callbacks.activation_samples=0: must be an integer >= 1"),
+    "activation_samples": (
+        ["callbacks.activation_samples=0"],
+        "callbacks.activation_samples=0: must be an integer >= 1",
+    ),
 }
 
 #: a method's own conditions, raised by its constructor before training (a ValueError naming the key),
@@ -221,13 +274,18 @@ def test_a_subset_with_an_unknown_split_names_the_closest(tmp_path):
     """Before: {trian: 10} trained on the whole split."""
     with pytest.raises(ConfigError) as err:
         train(make_cfg(["dataset.subset={trian: 10}"], tmp_path))
-    assert str(err.value) == "dataset.subset.trian=10: unknown split; did you mean dataset.subset.train? the splits are train, val, test"
+    assert (
+        str(err.value)
+        == "dataset.subset.trian=10: unknown split; did you mean dataset.subset.train? the splits are train, val, test"
+    )
     assert_failed_summary(tmp_path, "dataset.subset.trian=10")
 
 
 def test_a_fixed_number_of_updates_is_accepted(tmp_path):
     """trainer.max_epochs=-1 with trainer.max_steps=N: Lightning's form of a fixed update budget."""
-    metrics = train(make_cfg([*SMOKE, "trainer.max_epochs=-1", "trainer.max_steps=3", "trainer.limit_train_batches=null"], tmp_path))
+    metrics = train(
+        make_cfg([*SMOKE, "trainer.max_epochs=-1", "trainer.max_steps=3", "trainer.limit_train_batches=null"], tmp_path)
+    )
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert summary["status"] == "ok" and summary["history"][-1]["step"] == 3 and 0 < metrics["test/acc"] <= 1
 
@@ -276,8 +334,11 @@ def test_bad_value_is_printed_once_in_few_lines(case, tmp_path):
 
 def test_truncated_mnist_is_reported_as_truncated_not_missing(truncated_mnist, tmp_path):
     path = truncated_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte"
-    lines = refused([f"data_root={truncated_mnist}"], tmp_path,
-                    f"{path} holds 1000000 bytes, its header (60000x28x28) needs 47040016: the file is truncated or corrupt")
+    lines = refused(
+        [f"data_root={truncated_mnist}"],
+        tmp_path,
+        f"{path} holds 1000000 bytes, its header (60000x28x28) needs 47040016: the file is truncated or corrupt",
+    )
     assert not any("not found" in line for line in lines)
 
 
@@ -295,11 +356,25 @@ def test_refused_multirun_jobs_write_their_summary(tmp_path, monkeypatch):
     monkeypatch.setenv("DROPOUT_LAB_LOCK_DIR", str(locks))
     with open(locks / "dropout-lab-slot0-of1.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running sweep's worker would
-        proc = run_cli(["-m", *SMOKE, f"hydra.sweep.dir={sweep}", "hydra/launcher=gpu_pool", "hydra.launcher.n_jobs=1",
-                        "trainer.accelerator=cpu", "trainer.devices=2,1"], cwd=tmp_path)
+        proc = run_cli(
+            [
+                "-m",
+                *SMOKE,
+                f"hydra.sweep.dir={sweep}",
+                "hydra/launcher=gpu_pool",
+                "hydra.launcher.n_jobs=1",
+                "trainer.accelerator=cpu",
+                "trainer.devices=2,1",
+            ],
+            cwd=tmp_path,
+        )
     assert proc.returncode == 1, proc.stderr[-3000:]
-    errors = {json.loads(p.read_text())["config"]["trainer"]["devices"]: json.loads(p.read_text())
-              for p in sweep.glob("*/metrics.json")}
+    errors = {
+        json.loads(p.read_text())["config"]["trainer"]["devices"]: json.loads(p.read_text())
+        for p in sweep.glob("*/metrics.json")
+    }
     assert errors.keys() == {1, 2} and all(s["status"] == "failed" and not s["history"] for s in errors.values())
-    assert "trainer.devices=2: with trainer.strategy=auto trainer.num_nodes=1 asks for 2 processes" in errors[2]["error"]
+    assert (
+        "trainer.devices=2: with trainer.strategy=auto trainer.num_nodes=1 asks for 2 processes" in errors[2]["error"]
+    )
     assert "all 1 gpu_pool slots" in errors[1]["error"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from layer_helpers import P, lenet_with, spec
 
 from dropout_lab.dropout.spatial import SpatialDropout
 from dropout_lab.dropout.standard import StandardDropout
 from dropout_lab.dropout.variational import VariationalDropout, variational_dropout
+from layer_helpers import P, lenet_with, spec
 
 
 def test_variational_mask_constant_along_axis():
@@ -26,11 +26,14 @@ def test_variational_mask_constant_along_axis():
         VariationalDropout(P, spec(), shared_dims=[3]).train()(torch.ones(4, 8))
 
 
-@pytest.mark.parametrize(("kind", "shared_dims", "same", "other"), [
-    ("fc", None, "standard", StandardDropout),
-    ("conv", None, "spatial", SpatialDropout),
-    ("conv", [3, 2], "spatial", SpatialDropout),
-])
+@pytest.mark.parametrize(
+    ("kind", "shared_dims", "same", "other"),
+    [
+        ("fc", None, "standard", StandardDropout),
+        ("conv", None, "spatial", SpatialDropout),
+        ("conv", [3, 2], "spatial", SpatialDropout),
+    ],
+)
 def test_variational_refuses_sites_where_it_is_another_method(kind, shared_dims, same, other):
     """Defect 7: where there is no axis to share along, the old code drew exactly the other method's
     mask (same seed, same output); now it is refused with the identical method and dropout.sites named."""

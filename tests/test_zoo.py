@@ -11,7 +11,9 @@ from dropout_lab.dropout import DropoutMethod
 
 #: refused at every site of the default model (its mask would be standard's / spatial's: tests/test_variational.py)
 REFUSED = ("variational",)
-METHODS = sorted(p.stem for p in (CONF / "dropout").glob("[!_]*.yaml") if p.stem not in REFUSED)  # _*.yaml: shared bases
+METHODS = sorted(
+    p.stem for p in (CONF / "dropout").glob("[!_]*.yaml") if p.stem not in REFUSED
+)  # _*.yaml: shared bases
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -33,9 +35,20 @@ def test_eval_is_deterministic_and_shape_preserving(method, tmp_path):
 @pytest.mark.slow
 def test_sweep_over_every_method_completes_and_records_drop_fraction(tmp_path):
     sweep = tmp_path / "sweep"
-    result = run_cli(["-m", f"dropout=glob(*,exclude=[{','.join(REFUSED)},_*])", f"hydra.sweep.dir={sweep}", *SMOKE, "trainer.limit_train_batches=4"], cwd=tmp_path)
+    result = run_cli(
+        [
+            "-m",
+            f"dropout=glob(*,exclude=[{','.join(REFUSED)},_*])",
+            f"hydra.sweep.dir={sweep}",
+            *SMOKE,
+            "trainer.limit_train_batches=4",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
-    summaries = {json.loads(p.read_text())["hparams"]["method"]: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+    summaries = {
+        json.loads(p.read_text())["hparams"]["method"]: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")
+    }
     assert sorted(summaries) == METHODS
     for method, summary in summaries.items():
         assert summary["status"] == "ok", (method, summary["error"])

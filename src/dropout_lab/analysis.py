@@ -47,8 +47,11 @@ class ActivationVariance(pl.Callback):
     def measure(self, model: nn.Module) -> dict[str, float]:
         """Run the fixed batch through ``model`` in eval mode; return ``actvar/...`` values."""
         captured: dict[str, Tensor] = {}
-        hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: captured.__setitem__(name, inp[0].detach()))
-                 for name, m in model.named_modules() if isinstance(m, Site)]
+        hooks = [
+            m.register_forward_hook(lambda mod, inp, out, name=name: captured.__setitem__(name, inp[0].detach()))
+            for name, m in model.named_modules()
+            if isinstance(m, Site)
+        ]
         was_training = model.training
         try:
             model.eval()(self.batch.to(next(model.parameters()).device))

@@ -38,11 +38,13 @@ BAR_METRICS = ("train/loss", "val/acc")
 #: start-up notices Lightning and torch print on every run that carry no information about it, by
 #: (warning category, message start): the SLURM hint when `srun` merely exists on the machine, and torch
 #: 2.10's deprecation of the LeafSpec class that Lightning 2.6 still builds
-NOISE = ((UserWarning, r"The `srun` command is available on your system but is not used"),
-         (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
-         # every metric of ours is logged per epoch, so log_every_n_steps longer than an epoch loses nothing
-         # (the flagship's 1,000-image subset has 16 batches an epoch: this line came once per job)
-         (UserWarning, r"The number of training batches \(\d+\) is smaller than the logging interval"))
+NOISE = (
+    (UserWarning, r"The `srun` command is available on your system but is not used"),
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+    # every metric of ours is logged per epoch, so log_every_n_steps longer than an epoch loses nothing
+    # (the flagship's 1,000-image subset has 16 batches an epoch: this line came once per job)
+    (UserWarning, r"The number of training batches \(\d+\) is smaller than the logging interval"),
+)
 #: loggers whose INFO lines are start-up chatter: Lightning's (GPU/TPU available, "Seed set to", the litlogger
 #: tip, "`Trainer.fit` stopped"), alembic's "setup plugin" lines and Optuna's "A new study created" when the
 #: Optuna sweeper loads; their warnings and errors still show

@@ -58,7 +58,8 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
         raise UnsafeCheckpointError(
             f"refusing to load {path}: it is not a plain tensor checkpoint (torch.load weights_only=True refused "
             f"{found.group(0) if found else 'its content'}). Run folders can be written by others; "
-            "delete the file to retrain this job from scratch.") from err
+            "delete the file to retrain this job from scratch."
+        ) from err
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -99,7 +100,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 raise
         publish(f.name, path)
 
-    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         return safe_load(path, map_location or "cpu")
 
 
@@ -194,7 +197,9 @@ class BestWeights(Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.weights is not None:
-            trainer.strategy.checkpoint_io.save_checkpoint({"state_dict": self.weights, "epoch": self.epoch, "val/acc": self.score}, self.path)
+            trainer.strategy.checkpoint_io.save_checkpoint(
+                {"state_dict": self.weights, "epoch": self.epoch, "val/acc": self.score}, self.path
+            )
 
 
 def checkpoint_callbacks(folder: Path, best: bool, every: float = 0.0) -> list[Callback]:
@@ -206,8 +211,17 @@ def checkpoint_callbacks(folder: Path, best: bool, every: float = 0.0) -> list[C
     callbacks: list[Callback] = [RNGState()]
     if best:
         callbacks.append(BestWeights(folder / f"{BEST}.ckpt"))
-    callbacks.append(LastCheckpoint(every, dirpath=folder, filename=LAST, monitor=None, save_top_k=1,
-                                    enable_version_counter=False, save_on_train_epoch_end=True))
+    callbacks.append(
+        LastCheckpoint(
+            every,
+            dirpath=folder,
+            filename=LAST,
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+            save_on_train_epoch_end=True,
+        )
+    )
     return callbacks
 
 
@@ -250,9 +264,15 @@ def policy(cfg: DictConfig) -> tuple[str, str]:
     """
     keep, test_on = cfg.get("keep_checkpoint", "none"), (cfg.get("eval") or {}).get("checkpoint", LAST)
     if keep not in KEEP:
-        raise ConfigError("keep_checkpoint", keep, "use none (delete after the job), last (final epoch) or best (highest val/acc)")
+        raise ConfigError(
+            "keep_checkpoint", keep, "use none (delete after the job), last (final epoch) or best (highest val/acc)"
+        )
     if test_on not in (LAST, BEST):
-        raise ConfigError("eval.checkpoint", test_on, "use last (the final epoch's weights) or best (the epoch with the highest val/acc)")
+        raise ConfigError(
+            "eval.checkpoint",
+            test_on,
+            "use last (the final epoch's weights) or best (the epoch with the highest val/acc)",
+        )
     return keep, test_on
 
 

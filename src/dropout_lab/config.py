@@ -90,4 +90,3 @@ def build_model(cfg: DictConfig, datamodule) -> nn.Module:
     if tuple(out.shape) != (2, datamodule.num_classes):
         raise ConfigError("model", model_name, f"{what}: it returns logits of shape {tuple(out.shape)}")
     return model.train()
-

@@ -41,7 +41,9 @@ def effective_config(cfg: DictConfig | dict) -> str:
     """What a job computes, as canonical JSON: the config without ``hydra``, the
     :data:`~dropout_lab.launch.NEUTRAL_KEYS` and the arguments its dropout method ignores
     (interpolations of a DictConfig stay unresolved, e.g. ``output_dir``)."""
-    return _identity(OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg)))
+    return _identity(
+        OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
+    )
 
 
 @dataclass
@@ -99,7 +101,9 @@ class Structure:
         self.node.pop("hydra", None)
         # keys whose change needs the whole config: cross-key conditions, the metrics a job logs
         self.joint = (*JOINT_KEYS, "eval.mc_samples")
-        self.interpolated = any(isinstance(self.raw(source), str) and "${" in self.raw(source) for source, _, _ in COLUMNS.values())
+        self.interpolated = any(
+            isinstance(self.raw(source), str) and "${" in self.raw(source) for source, _, _ in COLUMNS.values()
+        )
         # valid apart from the plain values (which each job checks on its own)?
         plain = OmegaConf.to_container(cfg, resolve=False)
         plain.pop("hydra", None)
@@ -130,8 +134,12 @@ class Structure:
         if self.sound is False:
             return Planned(list(overrides), False)
         changed = [k for k, v in values.items() if self.values.get(k, self._ABSENT) != v]
-        if (self.sound is None or self.interpolated or any(k == j or k.startswith(j + ".") for k in changed for j in self.joint)
-                or any(OmegaConf.select(self.cfg, k, default=self._ABSENT) is self._ABSENT for k in values)):
+        if (
+            self.sound is None
+            or self.interpolated
+            or any(k == j or k.startswith(j + ".") for k in changed for j in self.joint)
+            or any(OmegaConf.select(self.cfg, k, default=self._ABSENT) is self._ABSENT for k in values)
+        ):
             return composed(load(overrides), overrides)  # composed whole (and Hydra names a key it cannot set)
         try:
             for key, value in values.items():
@@ -169,8 +177,15 @@ def plan(load: Callable[[list[str]], DictConfig], jobs: Sequence[Sequence[str]])
     groups = set(first.hydra.runtime.choices.keys())
     for job in jobs:
         parsed = parser.parse_overrides(list(job))
-        plain = [o for o in parsed if o.type.name == "CHANGE" and o.package is None and o.key_or_group not in groups
-                 and not o.key_or_group.startswith("hydra") and not isinstance(o.value(), (dict, list))]
+        plain = [
+            o
+            for o in parsed
+            if o.type.name == "CHANGE"
+            and o.package is None
+            and o.key_or_group not in groups
+            and not o.key_or_group.startswith("hydra")
+            and not isinstance(o.value(), (dict, list))
+        ]
         values = {o.key_or_group: o.value() for o in plain}
         shape = tuple(o.input_line for o in parsed if o not in plain) + tuple(values)
         if shape not in structures:

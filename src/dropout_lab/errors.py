@@ -1,4 +1,4 @@
-"""The one error type for bad configuration (docs: README "Bad input and faults")."""
+"""The one error type for bad configuration (docs: docs/faults.md)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,15 @@ class ConfigError(ValueError, CompactHydraException):
 
     def __init__(self, key: str, value: Any, fix: str) -> None:
         self.key, self.value, self.fix = key, value, fix
-        shown = repr(value) if isinstance(value, str) else "null" if value is None else str(value).lower() if isinstance(value, bool) else value
+        shown = (
+            repr(value)
+            if isinstance(value, str)
+            else "null"
+            if value is None
+            else str(value).lower()
+            if isinstance(value, bool)
+            else value
+        )
         super().__init__(f"{key}={shown}: {fix}")
 
     def __reduce__(self) -> tuple:

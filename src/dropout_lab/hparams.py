@@ -134,8 +134,11 @@ def log_session(logger, cfg: DictConfig, spec: dict[str, Any] | None = None) -> 
     spec = spec or _sweep_spec()
     values = mine
     if spec is not None:
-        values = {k: str(mine[k]) if domain and isinstance(domain[0], str) else mine[k]
-                  for k, domain in spec["hparams"].items() if k in mine}
+        values = {
+            k: str(mine[k]) if domain and isinstance(domain[0], str) else mine[k]
+            for k, domain in spec["hparams"].items()
+            if k in mine
+        }
     file_writer = logger.experiment._get_file_writer()
     file_writer.add_summary(hp.hparams_pb(values, trial_id=str(cfg.get("output_dir", ""))))
     file_writer.flush()

@@ -6,7 +6,7 @@ signal, 128 + its number (130 for Ctrl-C, 143 for ``kill`` and Slurm's time limi
 unwinds through its ``finally`` blocks; :func:`signal_of` recognises the other forms an interruption
 takes (Lightning's ``SIGTERMException``, a ``KeyboardInterrupt``). A signal that another library
 already handles is left to it: submitit's SIGTERM/SIGUSR2 (checkpoint and requeue) and, inside a Slurm
-job, Lightning's SIGUSR1 requeue. See README "Bad input and faults" and docs/sweeps.md.
+job, Lightning's SIGUSR1 requeue. See docs/faults.md and docs/sweeps.md.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ def signal_of(err: BaseException) -> int | None:
         return err.signum
     if isinstance(err, SIGTERMException):
         return signal.SIGTERM
-    if isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt)):
+    if isinstance(err, KeyboardInterrupt) or (
+        isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt)
+    ):
         return signal.SIGINT
     return None
 
@@ -114,6 +116,7 @@ def watch_parent(parent: int, grace: float = 30.0, poll: float = 0.5) -> threadi
     writes an ``interrupted`` summary and keeps its last checkpoint: :func:`trap`), waits until no job
     is :data:`busy` (at most ``grace`` seconds) and exits with status 143, releasing its GPU-slot lock.
     Returns the started thread."""
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(poll)

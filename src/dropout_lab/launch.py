@@ -159,8 +159,10 @@ def claim_slot(n_slots: int, n_gpus: int, lock_dir: str | None = None, wait: flo
             _claim = (handle, slot, slot % n_gpus if n_gpus else -1)
             return _claim[1], _claim[2]
         if time.monotonic() > deadline:
-            raise RuntimeError(f"all {n_slots} gpu_pool slots in {folder} are held by other processes; "
-                               "is another sweep running on this machine? (set DROPOUT_LAB_LOCK_DIR to separate them)")
+            raise RuntimeError(
+                f"all {n_slots} gpu_pool slots in {folder} are held by other processes; "
+                "is another sweep running on this machine? (set DROPOUT_LAB_LOCK_DIR to separate them)"
+            )
         time.sleep(0.2)
 
 
@@ -193,10 +195,13 @@ def check_multirun(cfg: DictConfig) -> None:
     if n > 1:
         t = cfg.trainer
         raise ConfigError(
-            "trainer.devices", t.get("devices"), f"with trainer.strategy={t.get('strategy', 'auto')} trainer.num_nodes={t.get('num_nodes', 1)} "
+            "trainer.devices",
+            t.get("devices"),
+            f"with trainer.strategy={t.get('strategy', 'auto')} trainer.num_nodes={t.get('num_nodes', 1)} "
             f"asks for {n} processes inside a Hydra multirun (-m). Lightning relaunches the whole command line for every extra "
             "DDP process, so each would start the sweep again. Use one device per job (trainer.devices=1, the default) with "
-            "hydra/launcher=gpu_pool or hydra/launcher=slurm, or run multi-GPU training as a single run without -m.")
+            "hydra/launcher=gpu_pool or hydra/launcher=slurm, or run multi-GPU training as a single run without -m.",
+        )
 
 
 def torch_threads(cfg: DictConfig, n_jobs: int = 1) -> int:
@@ -231,7 +236,9 @@ def place_job(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
         OmegaConf.update(cfg, "trainer.accelerator", "gpu", force_add=True)
         OmegaConf.update(cfg, "trainer.devices", [gpu], force_add=True)
         sharing = -(-n_jobs // gpus)
-        return {"slot": slot, "gpu": gpu, "jobs_per_gpu": sharing, "threads": threads} | ({"mps": mps_active()} if sharing > 1 else {})
+        return {"slot": slot, "gpu": gpu, "jobs_per_gpu": sharing, "threads": threads} | (
+            {"mps": mps_active()} if sharing > 1 else {}
+        )
     return {"slot": slot, "threads": threads}
 
 
@@ -253,13 +260,23 @@ class SlurmAccounting(Callback):
     launchers or where ``sacct`` works."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if "submitit" not in str(config.hydra.launcher.get("_target_", "")).lower() or "Local" in config.hydra.launcher._target_:
+        if (
+            "submitit" not in str(config.hydra.launcher.get("_target_", "")).lower()
+            or "Local" in config.hydra.launcher._target_
+        ):
             return
         sacct = shutil.which("sacct")
         proc = subprocess.run([sacct, "-n", "-j", "1"], capture_output=True, text=True) if sacct else None
         if proc is None or proc.returncode != 0:
-            reason = (proc.stderr or proc.stdout).strip().splitlines()[0] if proc and (proc.stderr or proc.stdout).strip() else "no sacct"
-            log.info("Slurm accounting is off (%s): submitit tracks jobs by their result files; its sacct warnings are silenced", reason)
+            reason = (
+                (proc.stderr or proc.stdout).strip().splitlines()[0]
+                if proc and (proc.stderr or proc.stdout).strip()
+                else "no sacct"
+            )
+            log.info(
+                "Slurm accounting is off (%s): submitit tracks jobs by their result files; its sacct warnings are silenced",
+                reason,
+            )
             import submitit  # noqa: F401 - configures its logger on import, so set the level after it
 
             logging.getLogger("submitit").setLevel(logging.ERROR)

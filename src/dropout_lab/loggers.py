@@ -30,10 +30,16 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     if not cfg:
         return []
     if not isinstance(cfg, Mapping) or "_target_" in cfg:
-        raise ConfigError("logger", cfg, "expected named loggers, {<name>: {_target_: <Lightning logger class>, ...}}, as conf/logger/csv.yaml")
+        raise ConfigError(
+            "logger",
+            cfg,
+            "expected named loggers, {<name>: {_target_: <Lightning logger class>, ...}}, as conf/logger/csv.yaml",
+        )
     for name, node in cfg.items():
         if not isinstance(node, Mapping) or "_target_" not in node:
-            raise ConfigError(f"logger.{name}", node, "a logger needs a _target_ (a Lightning logger class), as conf/logger/*.yaml")
+            raise ConfigError(
+                f"logger.{name}", node, "a logger needs a _target_ (a Lightning logger class), as conf/logger/*.yaml"
+            )
     return [instantiate(node) for node in cfg.values()]
 
 

@@ -38,10 +38,12 @@ def calibration(probs: Tensor, y: Tensor, num_classes: int) -> dict[str, float]:
         (mean over samples of sum_k (p_k - 1[k = y])^2, in [0, 2]; Brier, Monthly Weather Review 1950, eq. 1).
     """
     onehot = F.one_hot(y, num_classes).to(probs.dtype)
-    return {"acc": (probs.argmax(1) == y).float().mean().item(),
-            "nll": F.nll_loss(probs.clamp_min(1e-12).log(), y).item(),
-            "ece": multiclass_calibration_error(probs, y, num_classes, n_bins=ECE_BINS).item(),
-            "brier": (probs - onehot).pow(2).sum(1).mean().item()}
+    return {
+        "acc": (probs.argmax(1) == y).float().mean().item(),
+        "nll": F.nll_loss(probs.clamp_min(1e-12).log(), y).item(),
+        "ece": multiclass_calibration_error(probs, y, num_classes, n_bins=ECE_BINS).item(),
+        "brier": (probs - onehot).pow(2).sum(1).mean().item(),
+    }
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -109,7 +111,9 @@ class Classifier(pl.LightningModule):
         FloatingPointError: at the end of a training epoch whose mean loss is NaN or infinite.
     """
 
-    def __init__(self, model: nn.Module, optimizer: Callable, scheduler: Callable | None, num_classes: int, dataset_size: int) -> None:
+    def __init__(
+        self, model: nn.Module, optimizer: Callable, scheduler: Callable | None, num_classes: int, dataset_size: int
+    ) -> None:
         super().__init__()
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.dataset_size = dataset_size
@@ -124,7 +128,9 @@ class Classifier(pl.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in checkpoints, so a resumed run keeps its best so far
         self.variants = {name: enter for m in self.methods for name, enter in m.eval_variants().items()}
-        self.variant_acc = nn.ModuleDict({name: MulticlassAccuracy(num_classes, average="micro") for name in self.variants})
+        self.variant_acc = nn.ModuleDict(
+            {name: MulticlassAccuracy(num_classes, average="micro") for name in self.variants}
+        )
         self.variant_loss = nn.ModuleDict({name: MeanMetric() for name in self.variants})
         self.num_classes = num_classes
         self.test_prefix = "test"
@@ -201,15 +207,27 @@ class Classifier(pl.LightningModule):
         probs, y = (torch.cat(t) for t in zip(*self._test_probs))
         self._test_probs = []
         scores = calibration(probs, y, self.num_classes)
-        self.test_predictions = {"pred": probs.argmax(1).to(torch.int16).cpu(),
-                                 "p_true": probs.gather(1, y[:, None]).squeeze(1).to(torch.float16).cpu()}
-        self.log_dict({f"{prefix}/acc": self.test_acc.compute(), f"{prefix}/loss": self.test_loss.compute(),
-                       f"{prefix}/ece": scores["ece"], f"{prefix}/brier": scores["brier"]})
+        self.test_predictions = {
+            "pred": probs.argmax(1).to(torch.int16).cpu(),
+            "p_true": probs.gather(1, y[:, None]).squeeze(1).to(torch.float16).cpu(),
+        }
+        self.log_dict(
+            {
+                f"{prefix}/acc": self.test_acc.compute(),
+                f"{prefix}/loss": self.test_loss.compute(),
+                f"{prefix}/ece": scores["ece"],
+                f"{prefix}/brier": scores["brier"],
+            }
+        )
         self.test_acc.reset()
         self.test_loss.reset()
         for name in self.variants:
-            self.log_dict({f"{prefix}/acc_{name}": self.variant_acc[name].compute(),
-                           f"{prefix}/loss_{name}": self.variant_loss[name].compute()})
+            self.log_dict(
+                {
+                    f"{prefix}/acc_{name}": self.variant_acc[name].compute(),
+                    f"{prefix}/loss_{name}": self.variant_loss[name].compute(),
+                }
+            )
             self.variant_acc[name].reset()
             self.variant_loss[name].reset()
 

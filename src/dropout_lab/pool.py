@@ -91,10 +91,10 @@ def death(err: BaseException) -> str:
     """What killed a worker, from loky's ``TerminatedWorkerError`` message (``... exit codes of the
     workers are {SIGKILL(-9)}``): ``worker killed by signal 9 (SIGKILL); likely out of memory`` (the kernel's
     out-of-memory killer sends SIGKILL), ``worker killed by signal 11 (SIGSEGV)``, or ``worker exited with status N``."""
-    found = re.search(r"\{(\w+)\((-?\d+)\)", str(err))
+    found = re.search(r"\{\w+\((-?\d+)\)", str(err))
     if found is None:
         return f"worker died: {type(err).__name__}"
-    name, code = found.group(1), int(found.group(2))
+    code = int(found.group(1))
     if code < 0:
         oom = "; likely out of memory (the kernel's OOM killer sends SIGKILL)" if -code == signal.SIGKILL else ""
         return f"worker killed by signal {-code} ({signal.Signals(-code).name}){oom}"
@@ -127,7 +127,9 @@ def worker_died(launcher: Any, overrides: Sequence[str], idx: int, err: BaseExce
     summary = folder / SUMMARY_FILE
     if not summary.exists() or summary.stat().st_mtime < started:
         folder.mkdir(parents=True, exist_ok=True)
-        write_summary(folder, build_summary(cfg, "failed", None, {}, time.time() - started, error=cause, trace=str(err)))
+        write_summary(
+            folder, build_summary(cfg, "failed", None, {}, time.time() - started, error=cause, trace=str(err))
+        )
     log.error("job %s: %s; summary in %s", folder.name, cause, summary)
     return JobReturn(overrides=list(overrides), cfg=cfg, status=JobStatus.FAILED, _return_value=JobError(cause))
 
@@ -167,8 +169,15 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
                 for k in (k for k in range(n) if k not in busy and todo):
                     slots[k] = slots[k] or Slot()
                     idx, overrides = todo.popleft()
-                    future = slots[k].executor.submit(execute_job, initial_job_idx + idx, overrides, launcher.hydra_context,
-                                                      launcher.config, launcher.task_function, state)
+                    future = slots[k].executor.submit(
+                        execute_job,
+                        initial_job_idx + idx,
+                        overrides,
+                        launcher.hydra_context,
+                        launcher.config,
+                        launcher.task_function,
+                        state,
+                    )
                     running[future] = (k, idx, overrides, time.time())
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:

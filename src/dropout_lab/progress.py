@@ -36,7 +36,9 @@ class Progress:
         done = self.ok + self.failed
         left = max(self.total - done, 0)
         eta = (time.monotonic() - self.start) / done * left
-        line = (f"[{done}/{self.total}] {self.ok} ok, {self.failed} failed, {left} left; "
-                f"{self.job_seconds / done:.1f} s/job, ETA {clock(eta)}")
+        line = (
+            f"[{done}/{self.total}] {self.ok} ok, {self.failed} failed, {left} left; "
+            f"{self.job_seconds / done:.1f} s/job, ETA {clock(eta)}"
+        )
         log.info(line)
         return line

@@ -34,11 +34,15 @@ def job_config(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
     """
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"run_dir={run_dir}: no {path.relative_to(run_dir)}; pass a job folder written by "
-                                "train.py (one holding metrics.json and .hydra/)")
+        raise FileNotFoundError(
+            f"run_dir={run_dir}: no {path.relative_to(run_dir)}; pass a job folder written by "
+            "train.py (one holding metrics.json and .hydra/)"
+        )
     stored = OmegaConf.load(path)
     check_keys(stored, list(overrides))
-    cfg = OmegaConf.merge(stored, {"output_dir": str(run_dir), "resume": False}, OmegaConf.from_dotlist(list(overrides)))
+    cfg = OmegaConf.merge(
+        stored, {"output_dir": str(run_dir), "resume": False}, OmegaConf.from_dotlist(list(overrides))
+    )
     cfg.pop("logger", None)  # a re-test logs nothing (and an MLflow run name would need Hydra's job context)
     validate(cfg)
     return cfg
@@ -63,12 +67,17 @@ def retest(run_dir: Path, ckpt: str = checkpoints.LAST, overrides: list[str] = (
     path = run_dir / "checkpoints" / f"{ckpt}.ckpt"
     if not path.is_file():
         kept = sorted(p.name for p in path.parent.glob("*.ckpt")) or ["none"]
-        raise FileNotFoundError(f"ckpt={ckpt}: {path} does not exist (this job kept: {', '.join(kept)}); train with "
-                                f"keep_checkpoint={ckpt} to keep it")
+        raise FileNotFoundError(
+            f"ckpt={ckpt}: {path} does not exist (this job kept: {', '.join(kept)}); train with "
+            f"keep_checkpoint={ckpt} to keep it"
+        )
     datamodule, module, _ = build(cfg)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     metrics = run_test(cfg, trainer, module, datamodule, path)
     epoch = checkpoints.safe_load(path)["epoch"]
-    out = write_summary(run_dir, {"checkpoint": str(path), "epoch": epoch, "overrides": list(overrides), "metrics": metrics},
-                        name=f"eval_{ckpt}.json")
+    out = write_summary(
+        run_dir,
+        {"checkpoint": str(path), "epoch": epoch, "overrides": list(overrides), "metrics": metrics},
+        name=f"eval_{ckpt}.json",
+    )
     return metrics, out

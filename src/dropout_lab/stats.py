@@ -104,8 +104,14 @@ def sign_flip_p(diff: Sequence[float]) -> float:
     ``permutation_type="samples"``). Its smallest value is 2 / 2^n (0.0625 at n = 5)."""
     diff = np.asarray(diff, dtype=float)
     exact = len(diff) <= EXACT_PAIRS
-    res = stats.permutation_test((diff,), np.mean, permutation_type="samples", alternative="two-sided",
-                                 n_resamples=np.inf if exact else MC_RESAMPLES, rng=None if exact else np.random.default_rng(0))
+    res = stats.permutation_test(
+        (diff,),
+        np.mean,
+        permutation_type="samples",
+        alternative="two-sided",
+        n_resamples=np.inf if exact else MC_RESAMPLES,
+        rng=None if exact else np.random.default_rng(0),
+    )
     return float(res.pvalue)
 
 
@@ -131,9 +137,16 @@ def describe(diff: Sequence[float], alpha: float = ALPHA) -> dict[str, float]:
     paired differences. NaN where n < 2 (t-test and CI) or the differences have no variance (t-test)."""
     diff = np.asarray(diff, dtype=float)
     n = len(diff)
-    out = {"n": n, "mean": diff.mean() if n else math.nan, "sd": diff.std(ddof=1) if n > 1 else math.nan,
-           "p_t": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_sign": math.nan,
-           "p_improve": float(np.mean((diff > 0) + 0.5 * (diff == 0))) if n else math.nan}
+    out = {
+        "n": n,
+        "mean": diff.mean() if n else math.nan,
+        "sd": diff.std(ddof=1) if n > 1 else math.nan,
+        "p_t": math.nan,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "p_sign": math.nan,
+        "p_improve": float(np.mean((diff > 0) + 0.5 * (diff == 0))) if n else math.nan,
+    }
     if n < 2:
         return out
     half = stats.t.isf(alpha / 2, n - 1) * out["sd"] / math.sqrt(n)

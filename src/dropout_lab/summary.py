@@ -11,15 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.trainer.states import TrainerFn
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.trainer.states import TrainerFn
 
 SUMMARY_FILE = "metrics.json"
 
 #: metrics declared to the HParams plugin (the dashboard shows the latest value of each scalar tag)
-HPARAM_METRICS = ("hp_metric", "val/acc", "val/loss", "test/acc", "test/loss", "test/ece", "test/brier", "test_best/acc",
-                  "dropout/drop_fraction", "dropout/p_eq")
+HPARAM_METRICS = (
+    "hp_metric",
+    "val/acc",
+    "val/loss",
+    "test/acc",
+    "test/loss",
+    "test/ece",
+    "test/brier",
+    "test_best/acc",
+    "dropout/drop_fraction",
+    "dropout/p_eq",
+)
 #: the parts of a job's time in ``metrics.json``'s ``timings`` (seconds): set-up of the data, the model (with its
 #: methods) and the trainer (loggers, callbacks); ``fit`` (training and validation, checkpoint writes excluded);
 #: ``checkpoint_io`` (writing checkpoints); ``test`` (every test pass and the predictions file); ``summary``
@@ -27,7 +37,7 @@ HPARAM_METRICS = ("hp_metric", "val/acc", "val/loss", "test/acc", "test/loss", "
 TIMINGS = ("setup_data", "setup_model", "setup_trainer", "fit", "checkpoint_io", "test", "summary")
 #: per-example test predictions of a job (:func:`dropout_lab.train.run_test`)
 PREDICTIONS_FILE = "predictions.npz"
-#: declared too when a method of the sweep has evaluation variants (EDropout: full network F, docs/edropout.md)
+#: declared too when a method of the sweep has evaluation variants (EDropout: full network F, docs/methods/edropout.md)
 VARIANT_METRICS = ("test/acc_full", "test/loss_full")
 #: dropout config keys that are columns of their own (or not arguments)
 _NOT_ARGS = ("_target_", "_partial_", "name", "p", "sites")
@@ -71,7 +81,11 @@ def hparam_column(key: str) -> str | None:
         if source == key:
             return column
     group, _, arg = key.partition(".")
-    return key if group in ("dropout", "model") and arg and "." not in arg and arg not in _NOT_ARGS and arg != "_target_" else None
+    return (
+        key
+        if group in ("dropout", "model") and arg and "." not in arg and arg not in _NOT_ARGS and arg != "_target_"
+        else None
+    )
 
 
 def hparam_cell(key: str, value: Any) -> Any:
@@ -94,7 +108,10 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         TypeError, ValueError: for a value a column's conversion refuses (``dropout.p=abc``).
     """
-    row = {column: convert(OmegaConf.select(cfg, key, default=default)) for column, (key, default, convert) in COLUMNS.items()}
+    row = {
+        column: convert(OmegaConf.select(cfg, key, default=default))
+        for column, (key, default, convert) in COLUMNS.items()
+    }
     for group in ("dropout", "model"):
         node = OmegaConf.to_container(cfg[group], resolve=True) if cfg.get(group) is not None else {}
         row |= {f"{group}.{k}": _scalar(v) for k, v in node.items() if hparam_column(f"{group}.{k}") == f"{group}.{k}"}
@@ -132,8 +149,14 @@ class History(pl.Callback):
 
     def state_dict(self) -> dict:
         """Saved in Lightning checkpoints, so a resumed run keeps the epochs before the kill."""
-        return {"epochs": self.epochs, "train_seconds": self.train_seconds, "train_samples": self.train_samples,
-                "first_step_time": self.first_step_time, "starts": self.starts, "_pending": self._pending}
+        return {
+            "epochs": self.epochs,
+            "train_seconds": self.train_seconds,
+            "train_samples": self.train_samples,
+            "first_step_time": self.first_step_time,
+            "starts": self.starts,
+            "_pending": self._pending,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.__dict__.update(state_dict)
@@ -212,8 +235,16 @@ def write_summary(path: Path, summary: dict[str, Any], name: str = SUMMARY_FILE)
     return target
 
 
-def build_summary(cfg: DictConfig, status: str, history: History | None, metrics: dict[str, float], wall_seconds: float,
-                  error: str | None = None, trace: str | None = None, timings: dict[str, float] | None = None) -> dict[str, Any]:
+def build_summary(
+    cfg: DictConfig,
+    status: str,
+    history: History | None,
+    metrics: dict[str, float],
+    wall_seconds: float,
+    error: str | None = None,
+    trace: str | None = None,
+    timings: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """The run summary written to ``metrics.json``.
 
     Fields: status (ok | failed | interrupted), error (one line: the root cause,

@@ -56,10 +56,13 @@ def changed_keys(old: dict, new: dict) -> list[str]:
     """Dotted keys whose resolved values differ between two configs (plain dicts, as stored in
     ``metrics.json``), ignoring :data:`~dropout_lab.launch.NEUTRAL_KEYS` and where they are used
     (``dataset.root`` = ``data_root`` moved elsewhere is no change) and :data:`PLACEMENT_KEYS`."""
+
     def normalised(config: dict) -> dict[str, Any]:
         flat = _flat(json.loads(json.dumps(config, default=str)))
-        paths = sorted(((str(flat[k]), f"<{k}>") for k in NEUTRAL_KEYS if isinstance(flat.get(k), str) and flat[k]),
-                       key=lambda item: -len(item[0]))
+        paths = sorted(
+            ((str(flat[k]), f"<{k}>") for k in NEUTRAL_KEYS if isinstance(flat.get(k), str) and flat[k]),
+            key=lambda item: -len(item[0]),
+        )
         for key, value in flat.items():
             for path, token in paths:
                 value = value.replace(path, token) if isinstance(value, str) else value
@@ -82,15 +85,23 @@ def finished(cfg: DictConfig, out: Path) -> dict[str, float] | None:
     if summary is None:
         return None
     if not cfg.get("resume"):
-        raise FinishedJobError("resume", cfg.get("resume"), f"{out} holds a finished job; pass resume=true to keep it "
-                               "(and run only unfinished jobs), or write elsewhere with a fresh hydra.sweep.dir=... / hydra.run.dir=...")
+        raise FinishedJobError(
+            "resume",
+            cfg.get("resume"),
+            f"{out} holds a finished job; pass resume=true to keep it "
+            "(and run only unfinished jobs), or write elsewhere with a fresh hydra.sweep.dir=... / hydra.run.dir=...",
+        )
     keys = changed_keys(summary.get("config") or {}, OmegaConf.to_container(cfg, resolve=True))
     if keys:
         old, new = _flat(summary.get("config") or {}), _flat(OmegaConf.to_container(cfg, resolve=True))
         shown = ", ".join(f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}" for k in keys[:8])
-        raise FinishedJobError("resume", True, f"the finished job in {out} ran with another config ({shown}"
-                               f"{', ...' if len(keys) > 8 else ''}); use a fresh hydra.sweep.dir=... for the new config, "
-                               f"or delete {out / SUMMARY_FILE} to retrain this job")
+        raise FinishedJobError(
+            "resume",
+            True,
+            f"the finished job in {out} ran with another config ({shown}"
+            f"{', ...' if len(keys) > 8 else ''}); use a fresh hydra.sweep.dir=... for the new config, "
+            f"or delete {out / SUMMARY_FILE} to retrain this job",
+        )
     log.info("resume: %s finished before with the same config (status ok); skipped, summary untouched", out)
     return summary["metrics"]
 
@@ -122,14 +133,18 @@ class SweepGuard(Callback):
         try:
             self.lock.acquire(timeout=0)
         except Timeout:
-            raise SystemExit(f"hydra.sweep.dir={sweep} is in use by another running sweep (it holds {sweep / LOCK_FILE}); "
-                               "wait for it to end or pass a fresh hydra.sweep.dir=...") from None
+            raise SystemExit(
+                f"hydra.sweep.dir={sweep} is in use by another running sweep (it holds {sweep / LOCK_FILE}); "
+                "wait for it to end or pass a fresh hydra.sweep.dir=..."
+            ) from None
         done = [job.name for job in sorted(sweep.iterdir()) if job.is_dir() and _summary(job)]
         if done and not config.get("resume"):
             self.on_multirun_end(config)
-            raise SystemExit(f"resume={config.get('resume')}: hydra.sweep.dir={sweep} holds {len(done)} finished "
-                                   f"job(s) (e.g. {done[0]}); pass resume=true to keep them and run only the unfinished "
-                                   "jobs, or a fresh hydra.sweep.dir=... to start a new sweep")
+            raise SystemExit(
+                f"resume={config.get('resume')}: hydra.sweep.dir={sweep} holds {len(done)} finished "
+                f"job(s) (e.g. {done[0]}); pass resume=true to keep them and run only the unfinished "
+                "jobs, or a fresh hydra.sweep.dir=... to start a new sweep"
+            )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.lock is not None:

@@ -59,14 +59,22 @@ def fit(cfg: DictConfig, history: History, timings: dict[str, float] | None = No
         for logger in loggers:  # HParams session with the sweep's columns; no placeholder points
             hparams.log_session(logger, cfg)
     # history first: its training clock stops before the controller's epoch-end stats logging
-    callbacks = [history, DropoutController(methods, datamodule.num_train),
-                 *checkpoints.checkpoint_callbacks(folder, best=validates(cfg), every=cfg.get("checkpoint_every", 0))]
+    callbacks = [
+        history,
+        DropoutController(methods, datamodule.num_train),
+        *checkpoints.checkpoint_callbacks(folder, best=validates(cfg), every=cfg.get("checkpoint_every", 0)),
+    ]
     extra = cfg.get("callbacks") or {}
     if extra.get("activation_variance"):
         callbacks.append(ActivationVariance(int(extra.get("activation_samples", 32))))
     callbacks += instantiate_callbacks(extra, progress_bar=cfg.trainer.get("enable_progress_bar", True))
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=checkpoints.trainer_plugins(),
-                                      profiler=trainer_profiler(cfg.trainer))
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=checkpoints.trainer_plugins(),
+        profiler=trainer_profiler(cfg.trainer),
+    )
     io = trainer.strategy.checkpoint_io
     timings["setup_trainer"], start = time.perf_counter() - start, time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
@@ -76,8 +84,15 @@ def fit(cfg: DictConfig, history: History, timings: dict[str, float] | None = No
     # a job killed after its last epoch resumes with nothing left to fit: take the restored best
     metrics.setdefault("val/acc_best", float(module.val_acc_best.compute()))
     best = folder / f"{checkpoints.BEST}.ckpt"
-    metrics |= run_test(cfg, trainer, module, datamodule, best if test_on == checkpoints.BEST else None,
-                        best=best if test_on == checkpoints.LAST else None, predictions=Path(cfg.output_dir) / PREDICTIONS_FILE)
+    metrics |= run_test(
+        cfg,
+        trainer,
+        module,
+        datamodule,
+        best if test_on == checkpoints.BEST else None,
+        best=best if test_on == checkpoints.LAST else None,
+        predictions=Path(cfg.output_dir) / PREDICTIONS_FILE,
+    )
     timings["test"] = time.perf_counter() - start
     return metrics
 
@@ -111,8 +126,15 @@ def build(cfg: DictConfig, timings: dict[str, float] | None = None) -> tuple[Any
     return datamodule, module, methods
 
 
-def run_test(cfg: DictConfig, trainer: pl.Trainer, module: Classifier, datamodule, weights: Path | None = None,
-             best: Path | None = None, predictions: Path | None = None) -> dict[str, float]:
+def run_test(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    module: Classifier,
+    datamodule,
+    weights: Path | None = None,
+    best: Path | None = None,
+    predictions: Path | None = None,
+) -> dict[str, float]:
     """Test ``module`` (with the ``state_dict`` of checkpoint ``weights`` if given, else its current
     weights): ``test/*`` metrics (accuracy, loss = NLL, ECE, Brier; :class:`~dropout_lab.module.Classifier`)
     including each evaluation variant (EDropout's pruned network), then with ``eval.mc_samples`` = T > 0
@@ -140,7 +162,9 @@ def run_test(cfg: DictConfig, trainer: pl.Trainer, module: Classifier, datamodul
         module.load_state_dict(checkpoints.safe_load(best)["state_dict"])
         module.test_prefix = "test_best"
         trainer.test(module, datamodule=datamodule, verbose=False)
-        metrics |= {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("test_best/")}
+        metrics |= {
+            key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("test_best/")
+        }
         per_example |= {f"{k}_best": v for k, v in module.test_predictions.items()}
         module.test_prefix = "test"
     if predictions is not None:
@@ -202,8 +226,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         except BaseException as err:
             signum = interrupts.signal_of(err)
             status = "interrupted" if signum or not isinstance(err, Exception) else "failed"
-            summary = build_summary(cfg, status, history, {}, time.time() - start, error=headline(err), trace=traceback.format_exc(),
-                                    timings=timings)
+            summary = build_summary(
+                cfg,
+                status,
+                history,
+                {},
+                time.time() - start,
+                error=headline(err),
+                trace=traceback.format_exc(),
+                timings=timings,
+            )
             path = write_summary(out, summary)  # a failure's message is printed once, by Hydra; an interruption's here
             log.error("job %s%s; summary in %s", status, f" ({summary['error']})" if signum else "", path)
             if signum is not None and not isinstance(err, interrupts.Interrupted):
@@ -219,5 +251,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     timings["summary"] = time.perf_counter() - begun  # the dict is the summary's: written with it
     path = write_summary(out, summary)
     checkpoints.finish(out / "checkpoints", checkpoints.policy(cfg)[0])
-    log.info("test/acc=%.4f val/acc_best=%.4f; summary in %s", metrics.get("test/acc", float("nan")), metrics.get("val/acc_best", float("nan")), path)
+    log.info(
+        "test/acc=%.4f val/acc_best=%.4f; summary in %s",
+        metrics.get("test/acc", float("nan")),
+        metrics.get("val/acc_best", float("nan")),
+        path,
+    )
     return metrics

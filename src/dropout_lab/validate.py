@@ -1,4 +1,4 @@
-"""Every config value checked once, before anything is built (docs: README "Bad input and faults").
+"""Every config value checked once, before anything is built (docs: docs/faults.md).
 
 :data:`RANGES` is the one table of what each key of ``conf/`` accepts (a number range, a set of
 choices, null); :func:`validate` checks a composed config against it and checks the MNIST-family
@@ -7,7 +7,7 @@ bad value. ``tests/test_validation.py`` fails when a numeric key in ``conf/`` ha
 
 Checks that need built objects stay where those objects are made and raise ``ConfigError`` there:
 a method argument against its site (``dropout.sector_size`` larger than a layer), the model against
-the dataset (:func:`dropout_lab.train.build_model`), cross-key conditions of a method
+the dataset (:func:`dropout_lab.config.build_model`), cross-key conditions of a method
 (``rate_min <= p <= rate_max``) in the method's constructor.
 """
 
@@ -48,14 +48,21 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def number(low: float = -math.inf, high: float = math.inf, low_open: bool = False, high_open: bool = False,
-           integer: bool = False) -> Check:
+def number(
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+) -> Check:
     """A finite number (an ``int`` if ``integer``; no bools) between ``low`` and ``high``, ends
     included unless ``low_open``/``high_open``."""
+
     def ok(v: Any) -> bool:
         if not _is_number(v) or (integer and not isinstance(v, int)):
             return False
         return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+
     what = "an integer" if integer else "a number"
     if math.isinf(high):
         bound = f" {'>' if low_open else '>='} {low}" if not math.isinf(low) else ""
@@ -81,26 +88,26 @@ def exactly(value: Any, meaning: str) -> Check:
 
 
 BOOL = Check(lambda v: isinstance(v, bool), "true or false")
-RATE = number(0, 1, high_open=True)       # a probability that must leave something: [0, 1)
-FRACTION = number(0, 1)                   # [0, 1]
-POSITIVE = number(0, low_open=True)       # > 0
-NONNEGATIVE = number(0)                   # >= 0
-COUNT = integer(1)                        # a whole number >= 1
+RATE = number(0, 1, high_open=True)  # a probability that must leave something: [0, 1)
+FRACTION = number(0, 1)  # [0, 1]
+POSITIVE = number(0, low_open=True)  # > 0
+NONNEGATIVE = number(0)  # >= 0
+COUNT = integer(1)  # a whole number >= 1
 SIZE = exactly(None, "the files' size, or the model's native size") | COUNT
-BATCHES = number(0, 1, low_open=True) | COUNT   # Lightning's limit_*_batches: a fraction of the epoch or a count
+BATCHES = number(0, 1, low_open=True) | COUNT  # Lightning's limit_*_batches: a fraction of the epoch or a count
 EVERY_BATCH = exactly(None, "every batch")
 
 #: what every key of ``conf/`` accepts; a list or dict value is checked element by element
 #: (``model.hidden_sizes``, ``dataset.subset``); keys absent from a config are skipped
 RANGES: dict[str, Check] = {
     # top level (conf/config.yaml, conf/experiment)
-    "seed": integer(0, 2**32 - 1),   # numpy's / Lightning's seed range
+    "seed": integer(0, 2**32 - 1),  # numpy's / Lightning's seed range
     "deterministic": BOOL,
     "channels_last": BOOL,
     "resume": BOOL,
-    "checkpoint_every": NONNEGATIVE,   # seconds between last.ckpt writes; 0: every epoch
+    "checkpoint_every": NONNEGATIVE,  # seconds between last.ckpt writes; 0: every epoch
     "threads": exactly(None, "cores // workers under gpu_pool, torch's default otherwise") | COUNT,
-    "eval.mc_samples": integer(0),   # 0: no Monte-Carlo test; T: T stochastic passes
+    "eval.mc_samples": integer(0),  # 0: no Monte-Carlo test; T: T stochastic passes
     "callbacks.activation_variance": BOOL,
     "callbacks.activation_samples": COUNT,
     # report (read by scripts/report.py; no effect on training)
@@ -114,7 +121,7 @@ RANGES: dict[str, Check] = {
     "callbacks.early_stopping.mode": choice("min", "max"),
     "callbacks.lr_monitor.logging_interval": exactly(None, "each optimizer step") | choice("step", "epoch"),
     "callbacks.progress_bar.refresh_rate": POSITIVE,
-    "anchor": exactly(None, "no reference") | FRACTION,   # a source's reported test accuracy, as a fraction
+    "anchor": exactly(None, "no reference") | FRACTION,  # a source's reported test accuracy, as a fraction
     # dataset
     "dataset.num_classes": integer(2),
     "dataset.in_channels": COUNT,
@@ -157,9 +164,11 @@ RANGES: dict[str, Check] = {
     "trainer.max_epochs": exactly(-1, "no epoch limit: trainer.max_steps bounds training") | COUNT,
     "trainer.max_steps": exactly(-1, "no step limit") | COUNT,
     "trainer.limit_train_batches": EVERY_BATCH | BATCHES,
-    "trainer.limit_val_batches": EVERY_BATCH | number(0, 1) | COUNT,   # 0 turns validation off
+    "trainer.limit_val_batches": EVERY_BATCH | number(0, 1) | COUNT,  # 0 turns validation off
     "trainer.limit_test_batches": EVERY_BATCH | BATCHES,
-    "trainer.devices": exactly("auto", "Lightning's choice") | exactly(-1, "every GPU") | integer(0),   # a list: those GPU indices
+    "trainer.devices": exactly("auto", "Lightning's choice")
+    | exactly(-1, "every GPU")
+    | integer(0),  # a list: those GPU indices
     "trainer.num_nodes": COUNT,
     "trainer.log_every_n_steps": COUNT,
     "trainer.num_sanity_val_steps": integer(-1),
@@ -170,21 +179,23 @@ RANGES: dict[str, Check] = {
     # a method's own finer bounds and cross-key conditions are checked by its constructor
     "dropout.p": RATE,
     "dropout.sites": choice(*SITE_CHOICES),
-    "dropout.block_size": Check(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and v % 2 == 1, "an odd integer >= 1"),
+    "dropout.block_size": Check(
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and v % 2 == 1, "an odd integer >= 1"
+    ),
     "dropout.ramp_steps": exactly(None, "ramp over the whole run") | integer(0),
     "dropout.crossover": FRACTION,
     "dropout.mutation": FRACTION,
     "dropout.num_states": integer(4),
     "dropout.threshold": POSITIVE,
     "dropout.patience": COUNT,
-    "dropout.warmup": NONNEGATIVE,   # edropout's warm-up (its constructor bounds it further)
+    "dropout.warmup": NONNEGATIVE,  # edropout's warm-up (its constructor bounds it further)
     "dropout.update_every": COUNT,
     "dropout.ema": RATE,
     "dropout.initial_rate": exactly(None, "p/3") | RATE,
     "dropout.max_rate": exactly(None, "5p/3") | RATE,
     "dropout.eps": NONNEGATIVE,
     "dropout.flip_factor": POSITIVE,
-    "dropout.decay": POSITIVE,       # curriculum: decay over the planned run (gamma x steps)
+    "dropout.decay": POSITIVE,  # curriculum: decay over the planned run (gamma x steps)
     "dropout.max_mask_elements": COUNT,
     "dropout.heldout": COUNT,
     "dropout.max_batch": COUNT,
@@ -258,8 +269,12 @@ def check_idx_files(root: str, torchvision_class: str) -> None:
             if size == need:
                 continue
             what = f"holds {size} bytes, its header ({'x'.join(map(str, shape))}) needs {need}"
-        raise ConfigError("data_root", root, f"{path} {what}: the file is truncated or corrupt; delete it and "
-                          "re-run with dataset.download=true, or copy it again")
+        raise ConfigError(
+            "data_root",
+            root,
+            f"{path} {what}: the file is truncated or corrupt; delete it and "
+            "re-run with dataset.download=true, or copy it again",
+        )
 
 
 def check_value(key: str, value: Any) -> None:
@@ -276,8 +291,17 @@ def check_value(key: str, value: Any) -> None:
 
 #: keys :func:`check_combinations` and the data-file check read together: a config where one of them changes
 #: is validated whole, not value by value (:func:`dropout_lab.dedup.plan`)
-JOINT_KEYS = ("dataset.subset", "dataset.root", "dataset.torchvision_class", "trainer.max_epochs", "trainer.max_steps", "trainer.limit_val_batches", "keep_checkpoint",
-              "eval.checkpoint", "data_root")
+JOINT_KEYS = (
+    "dataset.subset",
+    "dataset.root",
+    "dataset.torchvision_class",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.limit_val_batches",
+    "keep_checkpoint",
+    "eval.checkpoint",
+    "data_root",
+)
 
 
 def validates(cfg: DictConfig) -> bool:
@@ -301,16 +325,29 @@ def check_combinations(cfg: DictConfig) -> None:
             if key not in SPLITS:
                 close = difflib.get_close_matches(str(key), SPLITS, n=1)
                 hint = f"did you mean dataset.subset.{close[0]}? " if close else ""
-                raise ConfigError(f"dataset.subset.{key}", subset[key], f"unknown split; {hint}the splits are {', '.join(SPLITS)}")
+                raise ConfigError(
+                    f"dataset.subset.{key}", subset[key], f"unknown split; {hint}the splits are {', '.join(SPLITS)}"
+                )
     trainer = cfg.get("trainer") or {}
     if trainer.get("max_epochs") == -1 and trainer.get("max_steps", -1) == -1:
-        raise ConfigError("trainer.max_epochs", -1, "with trainer.max_steps=-1 training would never end: set trainer.max_steps=N "
-                          "(a fixed number of updates) or trainer.max_epochs=N")
+        raise ConfigError(
+            "trainer.max_epochs",
+            -1,
+            "with trainer.max_steps=-1 training would never end: set trainer.max_steps=N "
+            "(a fixed number of updates) or trainer.max_epochs=N",
+        )
     if not validates(cfg):
-        for key, value in (("keep_checkpoint", cfg.get("keep_checkpoint")), ("eval.checkpoint", (cfg.get("eval") or {}).get("checkpoint"))):
+        for key, value in (
+            ("keep_checkpoint", cfg.get("keep_checkpoint")),
+            ("eval.checkpoint", (cfg.get("eval") or {}).get("checkpoint")),
+        ):
             if value == "best":
-                raise ConfigError(key, "best", "the best checkpoint is the epoch with the highest val/acc, and "
-                                  "trainer.limit_val_batches=0 turns validation off: use last, or validate")
+                raise ConfigError(
+                    key,
+                    "best",
+                    "the best checkpoint is the epoch with the highest val/acc, and "
+                    "trainer.limit_val_batches=0 turns validation off: use last, or validate",
+                )
 
 
 def validate(cfg: DictConfig) -> None:
@@ -343,8 +380,13 @@ def check_keys(cfg: DictConfig, overrides: list[str]) -> None:
             continue
         known = known or [k for k, _ in leaves(OmegaConf.to_container(cfg, resolve=False))]
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-        raise ConfigError(key, yaml.safe_load(value) if value else value,
-                          f"unknown key; did you mean {close[0]}?" if close else "unknown key (python train.py --cfg job lists every key)")
+        raise ConfigError(
+            key,
+            yaml.safe_load(value) if value else value,
+            f"unknown key; did you mean {close[0]}?"
+            if close
+            else "unknown key (python train.py --cfg job lists every key)",
+        )
 
 
 _ABSENT = object()
@@ -369,10 +411,17 @@ def preflight(argv: list[str], config_dir: Path) -> None:
         return
     first = lambda o: next(iter(o.sweep_string_iterator())) if o.is_sweep_override() else o.get_value_element_as_str()  # noqa: E731
     groups = [o for o in parsed if (config_dir / o.key_or_group).is_dir() or o.key_or_group.startswith("hydra")]
-    plain = [f"{o.key_or_group}={first(o)}" for o in parsed if o not in groups and o.type.name == "CHANGE" and o.package is None]
+    plain = [
+        f"{o.key_or_group}={first(o)}"
+        for o in parsed
+        if o not in groups and o.type.name == "CHANGE" and o.package is None
+    ]
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            cfg = compose("config", overrides=[f"{o.key_or_group}={first(o)}" for o in groups if not o.key_or_group.startswith("hydra")])
+            cfg = compose(
+                "config",
+                overrides=[f"{o.key_or_group}={first(o)}" for o in groups if not o.key_or_group.startswith("hydra")],
+            )
     except Exception:  # noqa: BLE001 - left to Hydra, which reports it in full
         return
     check_keys(cfg, plain)

@@ -7,4 +7,11 @@ from dropout_lab.data.cifar import CIFARDataModule
 from dropout_lab.data.flowers import Flowers102DataModule
 from dropout_lab.data.mnist import MNISTDataModule
 
-__all__ = ["CIFARDataModule", "DataModule", "Flowers102DataModule", "ImageDataModule", "MNISTDataModule", "TensorBatches"]
+__all__ = [
+    "CIFARDataModule",
+    "DataModule",
+    "Flowers102DataModule",
+    "ImageDataModule",
+    "MNISTDataModule",
+    "TensorBatches",
+]

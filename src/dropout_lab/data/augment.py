@@ -42,11 +42,13 @@ def random_crop(x: Tensor, padding: int, fill: Tensor, generator: torch.Generato
     """
     n, c, h, w = x.shape
     padded = fill.view(1, c, 1, 1).to(x).expand(n, c, h + 2 * padding, w + 2 * padding).clone()
-    padded[:, :, padding:padding + h, padding:padding + w] = x
+    padded[:, :, padding : padding + h, padding : padding + w] = x
     dy, dx = (draw(x, generator, torch.randint, 0, 2 * padding + 1, (n, 1)) for _ in range(2))
     rows = (dy + torch.arange(h, device=x.device)).view(n, 1, h, 1)
     cols = (dx + torch.arange(w, device=x.device)).view(n, 1, 1, w)
-    return padded[torch.arange(n, device=x.device).view(n, 1, 1, 1), torch.arange(c, device=x.device).view(1, c, 1, 1), rows, cols]
+    return padded[
+        torch.arange(n, device=x.device).view(n, 1, 1, 1), torch.arange(c, device=x.device).view(1, c, 1, 1), rows, cols
+    ]
 
 
 def cutout(x: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
@@ -90,7 +92,9 @@ class BatchTransform:
         self.flip = bool(augment.get("flip", False))
         self.crop_padding, self.cutout = int(augment.get("crop_padding", 0)), int(augment.get("cutout", 0))
         if self.crop_padding < 0 or self.cutout < 0:
-            raise ValueError(f"dataset.augment.crop_padding and cutout must be >= 0, got {self.crop_padding}, {self.cutout}")
+            raise ValueError(
+                f"dataset.augment.crop_padding and cutout must be >= 0, got {self.crop_padding}, {self.cutout}"
+            )
         if size is not None and size < 1:
             raise ValueError(f"dataset.image_size must be at least 1, got {size}")
         self.size = size
@@ -110,5 +114,7 @@ class BatchTransform:
         if self.cutout:
             x = cutout(x, self.cutout, generator)
         if self.size and x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=self.size < x.shape[-1])
+            x = F.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=self.size < x.shape[-1]
+            )
         return x

@@ -104,12 +104,19 @@ def read_or_download(name: str, root: str, download: bool, expected: list[Path],
     except (RuntimeError, OSError) as err:
         looked = "\n  ".join(map(str, expected))
         detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        how, retry = (f"the download failed: {detail}", "or run where there is internet") if download else \
-            ("dataset.download=false", "or dataset.download=true where there is internet")
+        how, retry = (
+            (f"the download failed: {detail}", "or run where there is internet")
+            if download
+            else ("dataset.download=false", "or dataset.download=true where there is internet")
+        )
         env = os.environ.get("DROPOUT_LAB_DATA")
-        raise ConfigError("data_root", root, f"dataset '{name}' not found ({how}); looked for:\n  {looked}\n"
-                          f"Fix: data_root=<folder holding them> or the DROPOUT_LAB_DATA environment variable "
-                          f"({'DROPOUT_LAB_DATA=' + env if env else 'unset'}), {retry}.") from None
+        raise ConfigError(
+            "data_root",
+            root,
+            f"dataset '{name}' not found ({how}); looked for:\n  {looked}\n"
+            f"Fix: data_root=<folder holding them> or the DROPOUT_LAB_DATA environment variable "
+            f"({'DROPOUT_LAB_DATA=' + env if env else 'unset'}), {retry}.",
+        ) from None
 
 
 class OrderedDataModule(pl.LightningDataModule):
@@ -177,10 +184,25 @@ class DataModule(OrderedDataModule):
     #: side in pixels of the images in the files
     native_size: int
 
-    def __init__(self, name: str, torchvision_class: str, root: str, num_classes: int, in_channels: int, image_size: int | None,
-                 mean: list[float], std: list[float], batch_size: int = 128, eval_batch_size: int = 1000, val_fraction: float = 0.1,
-                 split_seed: int = 0, subset: int | dict | None = None, download: bool = True,
-                 augment: dict | None = None, order_seed: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        torchvision_class: str,
+        root: str,
+        num_classes: int,
+        in_channels: int,
+        image_size: int | None,
+        mean: list[float],
+        std: list[float],
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        subset: int | dict | None = None,
+        download: bool = True,
+        augment: dict | None = None,
+        order_seed: int | None = None,
+    ) -> None:
         super().__init__(order_seed)
         import torchvision
 
@@ -215,15 +237,23 @@ class DataModule(OrderedDataModule):
 
     def _split(self) -> dict[str, tuple[Tensor, Tensor]]:
         def read(train: bool) -> tuple[Tensor, Tensor]:  # the files once per process, whatever the split seed
-            return cached(("file", self.cls.__name__, self.root, train), lambda: read_or_download(
-                self.name, self.root, self.download, self.expected_files(), lambda: self._load(train)))
+            return cached(
+                ("file", self.cls.__name__, self.root, train),
+                lambda: read_or_download(
+                    self.name, self.root, self.download, self.expected_files(), lambda: self._load(train)
+                ),
+            )
 
         x, y = read(True)
         train_idx, val_idx = train_val_indices(len(x), self.val_fraction, self.split_seed)
         x_test, y_test = read(False)
         test_idx = permutation(len(x_test), self.split_seed)
         out = {}
-        for split, (xs, ys, idx) in {"train": (x, y, train_idx), "val": (x, y, val_idx), "test": (x_test, y_test, test_idx)}.items():
+        for split, (xs, ys, idx) in {
+            "train": (x, y, train_idx),
+            "val": (x, y, val_idx),
+            "test": (x_test, y_test, test_idx),
+        }.items():
             idx = stratified_prefix(idx, ys, subset_size(self.subset, split))
             out[split] = (xs[idx].contiguous(), ys[idx].contiguous())
         return out
@@ -246,7 +276,10 @@ class DataModule(OrderedDataModule):
         std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
 
         def build() -> dict[str, tuple[Tensor, Tensor]]:
-            return {split: ((x.to(device).float() / 255.0 - mean) / std, y.to(device)) for split, (x, y) in self._uint8.items()}
+            return {
+                split: ((x.to(device).float() / 255.0 - mean) / std, y.to(device))
+                for split, (x, y) in self._uint8.items()
+            }
 
         return cached(("normalised", *self._key(), self.mean, self.std, str(device)), build)
 
@@ -261,8 +294,14 @@ class DataModule(OrderedDataModule):
     def _batches(self, split: str, shuffle: bool) -> TensorBatches:
         x, y = self.normalised(training_device(self))[split]
         transform = self.train_transform if shuffle else self.eval_transform
-        return TensorBatches(x, y, self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
-                             transform=None if transform.identity else transform, generator=self.order if shuffle else None)
+        return TensorBatches(
+            x,
+            y,
+            self.batch_size if shuffle else self.eval_batch_size,
+            shuffle=shuffle,
+            transform=None if transform.identity else transform,
+            generator=self.order if shuffle else None,
+        )
 
     def train_dataloader(self) -> TensorBatches:
         return self._batches("train", shuffle=True)

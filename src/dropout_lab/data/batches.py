@@ -31,8 +31,16 @@ class TensorBatches:
         ValueError: if x and y differ in length or batch_size < 1.
     """
 
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool, transform: Callable[..., Tensor] | None = None,
-                 drop_last: bool = False, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        transform: Callable[..., Tensor] | None = None,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
         if len(x) != len(y):
             raise ValueError(f"inputs and labels differ in length: {len(x)} vs {len(y)}")
         if batch_size < 1:
@@ -48,8 +56,11 @@ class TensorBatches:
         order = draw(self.x, self.generator, torch.randperm, len(self.x)) if self.shuffle else None
         for i in range(len(self)):
             if order is None:
-                x, y = self.x[i * self.batch_size:(i + 1) * self.batch_size], self.y[i * self.batch_size:(i + 1) * self.batch_size]
+                x, y = (
+                    self.x[i * self.batch_size : (i + 1) * self.batch_size],
+                    self.y[i * self.batch_size : (i + 1) * self.batch_size],
+                )
             else:
-                idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+                idx = order[i * self.batch_size : (i + 1) * self.batch_size]
                 x, y = self.x[idx], self.y[idx]
             yield (self.transform(x, self.generator) if self.transform else x), y

@@ -31,7 +31,9 @@ class CIFARDataModule(DataModule):
     def expected_files(self) -> list[Path]:
         """The pickled batches and the meta file torchvision's class looks for under ``root``."""
         folder = Path(self.root) / self.cls.base_folder
-        return [folder / name for name, _ in self.cls.train_list + self.cls.test_list] + [folder / self.cls.meta["filename"]]
+        return [folder / name for name, _ in self.cls.train_list + self.cls.test_list] + [
+            folder / self.cls.meta["filename"]
+        ]
 
     def _load(self, train: bool) -> tuple[Tensor, Tensor]:
         ds = self.cls(self.root, train=train, download=self.download)

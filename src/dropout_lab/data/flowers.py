@@ -48,10 +48,24 @@ class Flowers102DataModule(OrderedDataModule):
         ValueError: for unknown ``augment`` keys or ``image_size`` < 1.
     """
 
-    def __init__(self, name: str, root: str, num_classes: int, in_channels: int, image_size: int, mean: list[float], std: list[float],
-                 batch_size: int = 128, eval_batch_size: int = 256, num_workers: int = 4, split_seed: int = 0,
-                 subset: int | dict | None = None, download: bool = True, augment: dict | None = None,
-                 order_seed: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        root: str,
+        num_classes: int,
+        in_channels: int,
+        image_size: int,
+        mean: list[float],
+        std: list[float],
+        batch_size: int = 128,
+        eval_batch_size: int = 256,
+        num_workers: int = 4,
+        split_seed: int = 0,
+        subset: int | dict | None = None,
+        download: bool = True,
+        augment: dict | None = None,
+        order_seed: int | None = None,
+    ) -> None:
         super().__init__(order_seed)
         self.name, self.root = name, str(Path(root).expanduser().absolute())
         self.num_classes, self.in_channels, self.image_size = num_classes, in_channels, image_size
@@ -60,8 +74,15 @@ class Flowers102DataModule(OrderedDataModule):
         self.train_transform = BatchTransform(None, augment, mean, std)
         if image_size < 1:
             raise ValueError(f"dataset.image_size must be at least 1, got {image_size}")
-        self.decode = v2.Compose([v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size),
-                                  v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+        self.decode = v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize(image_size, antialias=True),
+                v2.CenterCrop(image_size),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean, std),
+            ]
+        )
         self.splits: dict[str, Subset] = {}
 
     def expected_files(self) -> list[Path]:
@@ -74,9 +95,16 @@ class Flowers102DataModule(OrderedDataModule):
         if self.splits:
             return
         for split in SPLITS:
-            ds = read_or_download(self.name, self.root, self.download, self.expected_files(),
-                                  lambda: Flowers102(self.root, split, transform=self.decode, download=self.download))
-            self.splits[split] = Subset(ds, permutation(len(ds), self.split_seed)[: subset_size(self.subset, split)].tolist())
+            ds = read_or_download(
+                self.name,
+                self.root,
+                self.download,
+                self.expected_files(),
+                lambda: Flowers102(self.root, split, transform=self.decode, download=self.download),
+            )
+            self.splits[split] = Subset(
+                ds, permutation(len(ds), self.split_seed)[: subset_size(self.subset, split)].tolist()
+            )
 
     @property
     def num_train(self) -> int:
@@ -89,14 +117,22 @@ class Flowers102DataModule(OrderedDataModule):
         check_held_out(n, split)
         items = [self.splits[split][i] for i in range(min(n, len(self.splits[split])))]
         device = training_device(self)
-        return torch.stack([x for x, _ in items]).to(device), torch.tensor([y for _, y in items], dtype=torch.long, device=device)
+        return torch.stack([x for x, _ in items]).to(device), torch.tensor(
+            [y for _, y in items], dtype=torch.long, device=device
+        )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         workers = self.num_workers
-        return DataLoader(self.splits[split], batch_size=self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
-                          num_workers=workers, multiprocessing_context="fork" if workers > 0 else None,
-                          generator=self.order if shuffle else None,
-                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            multiprocessing_context="fork" if workers > 0 else None,
+            generator=self.order if shuffle else None,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -42,7 +42,9 @@ class AdaptiveDropout(DropoutMethod):
             ``0 <= rate_min <= p <= rate_max < 1``.
     """
 
-    def __init__(self, p: float, site: SiteSpec, momentum: float = 0.01, rate_min: float = 0.0, rate_max: float = 0.9) -> None:
+    def __init__(
+        self, p: float, site: SiteSpec, momentum: float = 0.01, rate_min: float = 0.0, rate_max: float = 0.9
+    ) -> None:
         super().__init__(p, site)
         if not 0.0 < momentum <= 1.0:
             raise ValueError(f"dropout.momentum={momentum} is outside (0, 1]")

@@ -54,9 +54,7 @@ def check_p(p: float, key: str = "dropout.p") -> float:
             scale 1/(1-p) infinite).
     """
     if not 0.0 <= float(p) < 1.0:
-        raise ValueError(
-            f"{key}={p} is outside [0, 1): p is the drop probability (as in torch.nn.Dropout)"
-        )
+        raise ValueError(f"{key}={p} is outside [0, 1): p is the drop probability (as in torch.nn.Dropout)")
     return float(p)
 
 
@@ -346,4 +344,3 @@ class NoDropout(DropoutMethod):
     def rate(self) -> float:
         """Always 0: the base forward is the identity and records 0."""
         return 0.0
-

@@ -56,7 +56,9 @@ class ConcreteDropout(DropoutMethod):
     def __init__(self, p: float, site: SiteSpec, temperature: float = 0.1, length_scale: float = 1e-4) -> None:
         super().__init__(p, site)
         if self.p == 0.0:
-            raise ValueError("dropout.p=0 is not a valid initial p for concrete dropout (its logit is -inf): use a value in (0, 1)")
+            raise ValueError(
+                "dropout.p=0 is not a valid initial p for concrete dropout (its logit is -inf): use a value in (0, 1)"
+            )
         if not (temperature > 0 and length_scale > 0):
             raise ValueError(f"dropout.temperature={temperature} and dropout.length_scale={length_scale} must be > 0")
         if not isinstance(getattr(site.next, "weight", None), Tensor):

@@ -21,7 +21,7 @@ class DropoutController(pl.Callback):
     :meth:`~DropoutMethod.reset_stats` for the methods' per-epoch extras.
 
     Args:
-        methods: the method modules returned by :func:`~dropout_lab.dropout.sites.attach`.
+        methods: the method modules returned by :func:`~dropout_lab.config.attach`.
         dataset_size: number of training samples N.
     """
 
@@ -36,7 +36,9 @@ class DropoutController(pl.Callback):
         steps = trainer.estimated_stepping_batches
         self.max_steps = max(int(steps) if math.isfinite(steps) else sys.maxsize, 1)
 
-    def _dispatch(self, hook: str, trainer: pl.Trainer, module: pl.LightningModule, batch: Any = None, outputs: Any = None) -> None:
+    def _dispatch(
+        self, hook: str, trainer: pl.Trainer, module: pl.LightningModule, batch: Any = None, outputs: Any = None
+    ) -> None:
         if not self.hooked[hook]:
             return
         ctx = DropoutContext(

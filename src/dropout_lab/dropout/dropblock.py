@@ -63,11 +63,15 @@ class DropBlock(DropoutMethod):
     def __init__(self, p: float, site: SiteSpec, block_size: int = 3, ramp_steps: int | None = None) -> None:
         super().__init__(p, site)
         if int(block_size) != block_size or block_size < 1 or block_size % 2 == 0:
-            raise ValueError(f"dropout.block_size={block_size} must be a positive odd integer (torchvision.ops.drop_block2d)")
+            raise ValueError(
+                f"dropout.block_size={block_size} must be a positive odd integer (torchvision.ops.drop_block2d)"
+            )
         if ramp_steps is not None and ramp_steps < 0:
             raise ValueError(f"dropout.ramp_steps={ramp_steps} must be >= 0 or null (null = ramp over the whole run)")
         if site.kind != "conv":
-            raise ValueError(f"dropblock needs conv sites (N, C, H, W); {site.name} is a {site.kind} site: use dropout.sites=conv")
+            raise ValueError(
+                f"dropblock needs conv sites (N, C, H, W); {site.name} is a {site.kind} site: use dropout.sites=conv"
+            )
         self.block_size, self.ramp_steps = int(block_size), ramp_steps
         self.current_p = self.p if ramp_steps == 0 else 0.0
 

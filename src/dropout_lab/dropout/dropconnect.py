@@ -26,8 +26,9 @@ def _per_example(v: Tensor, weight: Tensor, keep: float) -> tuple[Tensor, Tensor
     return torch.bmm(mask * weight, v.unsqueeze(-1)).squeeze(-1).div(keep), zeros
 
 
-def dropconnect_linear(v: Tensor, weight: Tensor, bias: Tensor | None, p: float, per_sample: bool = True,
-                       max_mask_elements: int = 2**24) -> tuple[Tensor, Tensor]:
+def dropconnect_linear(
+    v: Tensor, weight: Tensor, bias: Tensor | None, p: float, per_sample: bool = True, max_mask_elements: int = 2**24
+) -> tuple[Tensor, Tensor]:
     """``(M * W) v / (1 - p) + b`` with ``M ~ Bernoulli(1 - p)`` of W's shape, and the fraction of
     zeros in the masks drawn (0-d tensor, no host sync).
 
@@ -59,8 +60,15 @@ def dropconnect_linear(v: Tensor, weight: Tensor, bias: Tensor | None, p: float,
     return out, zeros / (v.shape[0] * weight.numel())
 
 
-def dropconnect(v: Tensor, weight: Tensor, bias: Tensor | None, p: float, training: bool = True, per_sample: bool = True,
-                max_mask_elements: int = 2**24) -> Tensor:
+def dropconnect(
+    v: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    p: float,
+    training: bool = True,
+    per_sample: bool = True,
+    max_mask_elements: int = 2**24,
+) -> Tensor:
     """A Linear layer with DropConnect (:func:`dropconnect_linear`); the plain ``F.linear`` unless
     ``training`` and ``p > 0``. Shapes: (N, in) -> (N, out)."""
     if not (training and p > 0):
@@ -120,8 +128,16 @@ class DropConnect(DropoutMethod):
     default_sites: ClassVar[str] = "fc"
     p_meaning: ClassVar[str] = "drop probability of each weight"
 
-    def __init__(self, p: float, site: SiteSpec, per_sample: bool = True, max_mask_elements: int = 2**24, mask_logits: bool = False,
-                 inference: str = "mean", inference_samples: int = 256) -> None:
+    def __init__(
+        self,
+        p: float,
+        site: SiteSpec,
+        per_sample: bool = True,
+        max_mask_elements: int = 2**24,
+        mask_logits: bool = False,
+        inference: str = "mean",
+        inference_samples: int = 256,
+    ) -> None:
         super().__init__(p, site)
         if not isinstance(site.next, nn.Linear):
             raise ValueError(
@@ -134,7 +150,11 @@ class DropConnect(DropoutMethod):
             raise ValueError(f"dropout.inference_samples={inference_samples} must be >= 1")
         if max_mask_elements < 1:
             raise ValueError(f"dropout.max_mask_elements={max_mask_elements} must be >= 1")
-        self.per_sample, self.max_mask_elements, self.mask_logits = bool(per_sample), int(max_mask_elements), bool(mask_logits)
+        self.per_sample, self.max_mask_elements, self.mask_logits = (
+            bool(per_sample),
+            int(max_mask_elements),
+            bool(mask_logits),
+        )
         self.inference, self.inference_samples = inference, int(inference_samples)
         self._pending: tuple[Tensor, Tensor, Tensor] | None = None  # gaussian inference: (output, mean, std)
         self._hook = site.next.register_forward_hook(self._linear_forward)
@@ -146,7 +166,9 @@ class DropConnect(DropoutMethod):
         logits, layers, chosen = logits_layer(model), [], []
         for site in sites:
             layer = site.spec(model).next
-            if any(layer is seen for seen in layers) or (layer is logits and not factory.keywords.get("mask_logits", False)):
+            if any(layer is seen for seen in layers) or (
+                layer is logits and not factory.keywords.get("mask_logits", False)
+            ):
                 continue
             layers.append(layer)
             chosen.append(site)
@@ -176,7 +198,9 @@ class DropConnect(DropoutMethod):
             return None
         (v,) = args
         if self.stochastic:
-            out, drop_fraction = dropconnect_linear(v, linear.weight, linear.bias, self.p, self.per_sample, self.max_mask_elements)
+            out, drop_fraction = dropconnect_linear(
+                v, linear.weight, linear.bias, self.p, self.per_sample, self.max_mask_elements
+            )
             if self.recording:
                 self.record(drop_fraction)
             return out

@@ -79,7 +79,9 @@ def binary_de_trials(population: Tensor, mutation: float, crossover: float) -> T
 
 def _rows_of(layer: nn.Module | None, n: int) -> bool:
     """True if ``layer`` is a Linear/Conv2d with ``n`` outputs (one weight row and bias per site unit)."""
-    return (isinstance(layer, nn.Linear) and layer.out_features == n) or (isinstance(layer, nn.Conv2d) and layer.out_channels == n)
+    return (isinstance(layer, nn.Linear) and layer.out_features == n) or (
+        isinstance(layer, nn.Conv2d) and layer.out_channels == n
+    )
 
 
 def _columns_per_unit(layer: nn.Module | None, n: int) -> int:
@@ -196,21 +198,38 @@ class EDropout(DropoutMethod):
     p_meaning: ClassVar[str] = "initial drop probability of each state bit (the evolution moves it)"
     p_is_rate: ClassVar[bool] = False
 
-    def __init__(self, p: float, site: SiteSpec, layout: list[tuple[SiteSpec, slice]], num_states: int = 8,
-                 threshold: float = 100, patience: int = 10, mutation: float = 0.9, crossover: float = 0.9,
-                 update_every: int = 1, warmup: float = 0.2) -> None:
+    def __init__(
+        self,
+        p: float,
+        site: SiteSpec,
+        layout: list[tuple[SiteSpec, slice]],
+        num_states: int = 8,
+        threshold: float = 100,
+        patience: int = 10,
+        mutation: float = 0.9,
+        crossover: float = 0.9,
+        update_every: int = 1,
+        warmup: float = 0.2,
+    ) -> None:
         super().__init__(p, site)
-        for key, value, ok, need in (("num_states", num_states, int(num_states) == num_states >= 4, "an integer >= 4"),
-                                     ("threshold", threshold, threshold > 0, "> 0 (epochs)"),
-                                     ("patience", patience, int(patience) == patience >= 1, "an integer >= 1"),
-                                     ("update_every", update_every, int(update_every) == update_every >= 1, "an integer >= 1"),
-                                     ("warmup", warmup, 0.0 <= warmup < 0.5, "a fraction of the planned steps in [0, 0.5)"),
-                                     ("mutation", mutation, 0.0 <= mutation <= 1.0, "in [0, 1]"),
-                                     ("crossover", crossover, 0.0 <= crossover <= 1.0, "in [0, 1]")):
+        for key, value, ok, need in (
+            ("num_states", num_states, int(num_states) == num_states >= 4, "an integer >= 4"),
+            ("threshold", threshold, threshold > 0, "> 0 (epochs)"),
+            ("patience", patience, int(patience) == patience >= 1, "an integer >= 1"),
+            ("update_every", update_every, int(update_every) == update_every >= 1, "an integer >= 1"),
+            ("warmup", warmup, 0.0 <= warmup < 0.5, "a fraction of the planned steps in [0, 0.5)"),
+            ("mutation", mutation, 0.0 <= mutation <= 1.0, "in [0, 1]"),
+            ("crossover", crossover, 0.0 <= crossover <= 1.0, "in [0, 1]"),
+        ):
             if not ok:
                 raise ValueError(f"dropout.{key}={value} must be {need}")
         self.layout = layout
-        self.threshold, self.patience, self.update_every, self.warmup = float(threshold), int(patience), int(update_every), float(warmup)
+        self.threshold, self.patience, self.update_every, self.warmup = (
+            float(threshold),
+            int(patience),
+            int(update_every),
+            float(warmup),
+        )
         self.mutation, self.crossover = float(mutation), float(crossover)
         D = site.num_features
         self.register_buffer("population", self.keep_one_per_site(torch.rand(int(num_states), D) >= self.p))
@@ -362,5 +381,7 @@ class EDropout(DropoutMethod):
         }
 
     def extra_repr(self) -> str:
-        return (f"p={self.p}, bits={self.site.num_features}, num_states={self.population.shape[0]}, threshold={self.threshold:g} epochs, "
-                f"patience={self.patience}, update_every={self.update_every}, warmup={self.warmup:g}")
+        return (
+            f"p={self.p}, bits={self.site.num_features}, num_states={self.population.shape[0]}, threshold={self.threshold:g} epochs, "
+            f"patience={self.patience}, update_every={self.update_every}, warmup={self.warmup:g}"
+        )

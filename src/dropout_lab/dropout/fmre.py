@@ -67,11 +67,11 @@ class FMREDropout(ScoredDropout):
         """s_j = mean_n ||Z_j||^2 over the first ``sub_batch`` samples -> (F,)."""
         x, nxt = x[: self.sub_batch], self.site.next
         w = nxt.weight.detach()
-        if isinstance(nxt, nn.Conv2d):  # (O, C, k, k) -> (C*O, 1, k, k): group c convolves x_c with W[:, c]
-            C, O = x.shape[1], w.shape[0]
-            wg = w.transpose(0, 1).reshape(C * O, 1, *w.shape[2:])
+        if isinstance(nxt, nn.Conv2d):  # (Out, C, k, k) -> (C*Out, 1, k, k): group c convolves x_c with W[:, c]
+            C, Out = x.shape[1], w.shape[0]
+            wg = w.transpose(0, 1).reshape(C * Out, 1, *w.shape[2:])
             z = F.conv2d(x, wg, None, nxt.stride, nxt.padding, nxt.dilation, groups=C)
-            return z.unflatten(1, (C, O)).square().flatten(2).sum(2).mean(0)
+            return z.unflatten(1, (C, Out)).square().flatten(2).sum(2).mean(0)
         if x.ndim == 2 and w.shape[1] == x.shape[1]:
             return x.square().mean(0) * w.square().sum(0)
         side = math.isqrt(w.shape[1] // x.shape[1])  # next reads the map pooled to side x side, flattened

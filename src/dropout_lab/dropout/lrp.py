@@ -26,6 +26,7 @@ def _epsilon_hook(eps: float):
         stab = z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
         r = (z / stab).detach()
         return z * r + (z * (1.0 - r)).detach()
+
     return hook
 
 
@@ -41,7 +42,9 @@ def epsilon_rule(model: nn.Module, eps: float) -> Iterator[None]:
     R_i = sum_j a_i w_ij R_j / (z_j + eps sign z_j) (Bach et al. 2015, eq. 58). Exact for networks of
     these layers with ReLU activations (positively homogeneous); other activations get gradient x input.
     """
-    handles = [m.register_forward_hook(_epsilon_hook(eps)) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    handles = [
+        m.register_forward_hook(_epsilon_hook(eps)) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))
+    ]
     try:
         yield
     finally:
@@ -74,6 +77,7 @@ def site_relevance(model: nn.Module, sites: Sequence[nn.Module], x: Tensor, y: T
     def keep(i: int):
         def hook(module: nn.Module, inputs: Any, out: Tensor) -> None:
             outputs[i] = out
+
         return hook
 
     handles = [site.register_forward_hook(keep(i)) for i, site in enumerate(sites)]
@@ -85,7 +89,10 @@ def site_relevance(model: nn.Module, sites: Sequence[nn.Module], x: Tensor, y: T
     finally:
         for h in handles:
             h.remove()
-    return [(a.detach() * g).sum(0).flatten(1).sum(1) if a.ndim > 2 else (a.detach() * g).sum(0) for a, g in zip(outputs, grads)]
+    return [
+        (a.detach() * g).sum(0).flatten(1).sum(1) if a.ndim > 2 else (a.detach() * g).sum(0)
+        for a, g in zip(outputs, grads)
+    ]
 
 
 class LRPDropout(SharedPass, DropoutMethod):
@@ -123,7 +130,9 @@ class LRPDropout(SharedPass, DropoutMethod):
     default_sites: ClassVar[str] = "fc"
     p_meaning: ClassVar[str] = "fraction of units dropped (the most relevant, one mask per batch)"
 
-    def __init__(self, p: float, site: SiteSpec, eps: float = 1e-2, update_every: int = 1, drop_target: str = "high") -> None:
+    def __init__(
+        self, p: float, site: SiteSpec, eps: float = 1e-2, update_every: int = 1, drop_target: str = "high"
+    ) -> None:
         super().__init__(p, site)
         if eps < 0:
             raise ValueError(f"dropout.eps={eps} must be >= 0 (LRP-epsilon stabiliser)")

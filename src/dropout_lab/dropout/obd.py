@@ -58,7 +58,10 @@ class OBDDropout(SharedPass, ScoredDropout):
         on the batch for every OBD site (:class:`~dropout_lab.dropout.passes.SharedPass`)."""
         if self.leads and ctx.due(every=self.update_every):
             x, y = ctx.batch
-            for peer, s in zip(self.peers, hessian_saliency(ctx.module.model, [p.site.prev.weight for p in self.peers], x, y, self.probes)):
+            for peer, s in zip(
+                self.peers,
+                hessian_saliency(ctx.module.model, [p.site.prev.weight for p in self.peers], x, y, self.probes),
+            ):
                 peer.update_scores(s)
 
 
@@ -75,7 +78,10 @@ def hessian_saliency(model: nn.Module, weights: list[Tensor], x: Tensor, y: Tens
         one (F,) tensor per weight: max(0, sum over the row of 0.5 * diag(H) * w^2), with diag(H) of the
         cross-entropy estimated by Hutchinson's E[v * Hv].
     """
-    asked, weights = weights, list(dict.fromkeys(weights))  # sites sharing a prev layer (ResNet layer4) share one estimate
+    asked, weights = (
+        weights,
+        list(dict.fromkeys(weights)),
+    )  # sites sharing a prev layer (ResNet layer4) share one estimate
     with extra_pass(model, train=False, grad=True):
         loss = F.cross_entropy(model(x), y)
         grads = torch.autograd.grad(loss, weights, create_graph=True)
@@ -85,5 +91,7 @@ def hessian_saliency(model: nn.Module, weights: list[Tensor], x: Tensor, y: Tens
             hvs = torch.autograd.grad(grads, weights, grad_outputs=vs, retain_graph=i < probes - 1)
             for d, v, hv in zip(diag, vs, hvs):
                 d.add_(v * hv)
-    saliency = {w: (0.5 * d / probes * w.detach().square()).flatten(1).sum(1).clamp(min=0) for d, w in zip(diag, weights)}
+    saliency = {
+        w: (0.5 * d / probes * w.detach().square()).flatten(1).sum(1).clamp(min=0) for d, w in zip(diag, weights)
+    }
     return [saliency[w] for w in asked]

@@ -82,7 +82,9 @@ def normalise_scores(score: Tensor, how: str) -> Tensor:
         ranks = score.argsort().argsort().to(score.dtype)
         return ranks / (score.numel() - 1)
     span = score.max() - score.min()
-    return torch.where(span > 0, (score - score.min()) / span.clamp(min=torch.finfo(score.dtype).tiny), torch.full_like(score, 0.5))
+    return torch.where(
+        span > 0, (score - score.min()) / span.clamp(min=torch.finfo(score.dtype).tiny), torch.full_like(score, 0.5)
+    )
 
 
 def incoming_weight(site: SiteSpec, key: str) -> Tensor:
@@ -156,7 +158,12 @@ class ScoredDropout(DropoutMethod):
             raise ValueError(f"dropout.ema={ema} is outside [0, 1)")
         if int(update_every) < 1 or int(update_every) != update_every:
             raise ValueError(f"dropout.update_every={update_every} must be an integer >= 1")
-        self.drop_target, self.ema, self.update_every, self.normalise = drop_target, float(ema), int(update_every), normalise
+        self.drop_target, self.ema, self.update_every, self.normalise = (
+            drop_target,
+            float(ema),
+            int(update_every),
+            normalise,
+        )
         F = site.num_features
         self.register_buffer("score", torch.zeros(F))
         self.register_buffer("rates", torch.full((F,), self.p))
@@ -188,6 +195,7 @@ class ScoredDropout(DropoutMethod):
     def _capture(self, a: Tensor):
         def hook(g: Tensor) -> None:
             self.update_scores(self.score_grad(a, g))
+
         return hook
 
     def on_train_batch_start(self, ctx: DropoutContext) -> None:
@@ -205,7 +213,9 @@ class ScoredDropout(DropoutMethod):
             ValueError: if ``x`` is not (N, F, ...) with F = ``site.num_features``.
         """
         if x.ndim < 2 or x.shape[1] != self.site.num_features:
-            raise ValueError(f"{self.site.name}: expected (N, {self.site.num_features}, ...) input, got {tuple(x.shape)}")
+            raise ValueError(
+                f"{self.site.name}: expected (N, {self.site.num_features}, ...) input, got {tuple(x.shape)}"
+            )
         due = self.recording and self._due
         if due:
             with torch.no_grad():

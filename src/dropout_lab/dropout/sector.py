@@ -46,7 +46,11 @@ class SectorDropout(DropoutMethod):
             raise ValueError(f"dropout.sector_size={sector_size} must be an integer >= 1")
         n, features = int(sector_size), site.num_features
         if n > features:
-            raise ConfigError("dropout.sector_size", n, f"must be at most {features}, the units of site {site.name} (a smaller sector_size, or dropout.sites without that site)")
+            raise ConfigError(
+                "dropout.sector_size",
+                n,
+                f"must be at most {features}, the units of site {site.name} (a smaller sector_size, or dropout.sites without that site)",
+            )
         sizes = [n] * (features // n) + ([features % n] if features % n else [])
         drops = [math.floor(self.p * s + 0.5) for s in sizes]
         if any(m == s for m, s in zip(drops, sizes)):

@@ -22,8 +22,16 @@ from dropout_lab.dropout.scored import ScoredDropout
 VALUES = ("acc", "neg_loss")
 
 
-def tmc_shapley(value: Callable[[Tensor], Tensor], n: int, permutations: int, truncation: float, v_random: float,
-                chunk: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> tuple[Tensor, int, int]:
+def tmc_shapley(
+    value: Callable[[Tensor], Tensor],
+    n: int,
+    permutations: int,
+    truncation: float,
+    v_random: float,
+    chunk: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[Tensor, int, int]:
     """Truncated Monte-Carlo Shapley values of ``n`` players (Ghorbani & Zou 2020, Algorithm 1).
 
     Each permutation starts from the full coalition and removes players in a random order; a player's
@@ -62,8 +70,8 @@ def tmc_shapley(value: Callable[[Tensor], Tensor], n: int, permutations: int, tr
             marg = torch.cat([prev.view(1), vals[:-1]]) - vals
             done = ((vals - v_random).abs() <= tol).nonzero() if truncation > 0 else []
             if len(done):
-                marg[int(done[0]) + 1:] = 0.0
-            phi[order[start:start + len(steps)]] += marg
+                marg[int(done[0]) + 1 :] = 0.0
+            phi[order[start : start + len(steps)]] += marg
             prev = vals[-1]
             if len(done):
                 break
@@ -105,10 +113,22 @@ class ShapleyDropout(ScoredDropout):
 
     key: ClassVar[str] = "shapley"
 
-    def __init__(self, p: float, site: SiteSpec, initial_rate: float | None = None, max_rate: float | None = None,
-                 drop_target: str = "low", ema: float = 0.9, update_every: int = 50, normalise: str = "rank",
-                 permutations: int = 10, truncation: float = 0.2, value: str = "neg_loss", heldout: int = 128,
-                 max_batch: int = 8192) -> None:
+    def __init__(
+        self,
+        p: float,
+        site: SiteSpec,
+        initial_rate: float | None = None,
+        max_rate: float | None = None,
+        drop_target: str = "low",
+        ema: float = 0.9,
+        update_every: int = 50,
+        normalise: str = "rank",
+        permutations: int = 10,
+        truncation: float = 0.2,
+        value: str = "neg_loss",
+        heldout: int = 128,
+        max_batch: int = 8192,
+    ) -> None:
         super().__init__(p, site, initial_rate, max_rate, drop_target, ema, update_every, normalise)
         if int(permutations) < 1:
             raise ValueError(f"dropout.permutations={permutations} must be an integer >= 1")
@@ -145,12 +165,24 @@ class ShapleyDropout(ScoredDropout):
                 self._coalition = None
             if self.value == "acc":
                 return (logits.argmax(-1) == y).float().mean(1)
-            return -F.cross_entropy(logits.flatten(0, 1), y.repeat(len(masks)), reduction="none").view(len(masks), B).mean(1)
+            return (
+                -F.cross_entropy(logits.flatten(0, 1), y.repeat(len(masks)), reduction="none")
+                .view(len(masks), B)
+                .mean(1)
+            )
 
         v_random = 1.0 / num_classes if self.value == "acc" else -math.log(num_classes)
         with passes.extra_pass(model, train=False, grad=False):
-            phi, coalitions, calls = tmc_shapley(value, self.site.num_features, self.permutations, self.truncation, v_random,
-                                                 max(self.max_batch // B, 1), None, x.device)
+            phi, coalitions, calls = tmc_shapley(
+                value,
+                self.site.num_features,
+                self.permutations,
+                self.truncation,
+                v_random,
+                max(self.max_batch // B, 1),
+                None,
+                x.device,
+            )
         self._cost["shapley_seconds"] += time.perf_counter() - start
         self._cost["shapley_forwards"] += calls
         self._cost["shapley_coalitions"] += coalitions
@@ -172,7 +204,9 @@ class ShapleyDropout(ScoredDropout):
             return
         dm = getattr(ctx.module.trainer, "datamodule", None)
         if not hasattr(dm, "held_out_batch"):
-            raise ValueError(f"dropout=shapley needs trainer.datamodule with held_out_batch(n, split='val'); got {type(dm).__name__}")
+            raise ValueError(
+                f"dropout=shapley needs trainer.datamodule with held_out_batch(n, split='val'); got {type(dm).__name__}"
+            )
         x, y = dm.held_out_batch(self.heldout, split="val")
         self.update_scores(self.shapley_values(ctx.module.model, x, y, dm.num_classes))
 

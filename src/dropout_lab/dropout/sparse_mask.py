@@ -67,7 +67,9 @@ class SparseMask(DropoutMethod):
     p_meaning: ClassVar[str] = "initial P(gate = 0) (gates are learned)"
     p_is_rate: ClassVar[bool] = False
 
-    def __init__(self, p: float, site: SiteSpec, lam: float = 1.0, per_sample: bool = True, group_weighted: bool = True) -> None:
+    def __init__(
+        self, p: float, site: SiteSpec, lam: float = 1.0, per_sample: bool = True, group_weighted: bool = True
+    ) -> None:
         super().__init__(p, site)
         if lam < 0:
             raise ValueError(f"dropout.lam={lam} must be >= 0 (weight of the expected-L0 penalty)")

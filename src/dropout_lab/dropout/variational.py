@@ -49,7 +49,9 @@ class VariationalDropout(DropoutMethod):
     def __init__(self, p: float, site: SiteSpec, shared_dims: Sequence[int] | None = None) -> None:
         super().__init__(p, site)
         if shared_dims is not None and any(int(d) < 1 for d in shared_dims):
-            raise ValueError(f"dropout.shared_dims={list(shared_dims)}: axes must be >= 1 (axis 0 is the batch, masks are per sample)")
+            raise ValueError(
+                f"dropout.shared_dims={list(shared_dims)}: axes must be >= 1 (axis 0 is the batch, masks are per sample)"
+            )
         self.shared_dims = None if shared_dims is None else tuple(sorted({int(d) for d in shared_dims}))
         same = {"fc": (None, "standard", "(N, F)"), "conv": ((2, 3), "spatial", "(N, C, H, W)")}[site.kind]
         if self.shared_dims in (None, same[0]):
@@ -61,7 +63,9 @@ class VariationalDropout(DropoutMethod):
 
     def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if max(self.shared_dims) >= x.dim():
-            raise ValueError(f"dropout.shared_dims={list(self.shared_dims)} has an axis beyond the input of shape {tuple(x.shape)} at site {self.site.name}")
+            raise ValueError(
+                f"dropout.shared_dims={list(self.shared_dims)} has an axis beyond the input of shape {tuple(x.shape)} at site {self.site.name}"
+            )
         mask = bernoulli_mask(x, self.p, self.shared_dims)
         return x * mask, mask
 

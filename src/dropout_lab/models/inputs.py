@@ -14,8 +14,10 @@ def require_min_size(model: str, image_size: int, min_size: int) -> None:
         ValueError: naming the model, both sizes and the fix (``dataset.image_size=224``, source 004).
     """
     if image_size < min_size:
-        raise ValueError(f"{model} needs inputs of at least {min_size}x{min_size} pixels, got {image_size}x{image_size}; "
-                         "resize them on the device with dataset.image_size=224 (source 004)")
+        raise ValueError(
+            f"{model} needs inputs of at least {min_size}x{min_size} pixels, got {image_size}x{image_size}; "
+            "resize them on the device with dataset.image_size=224 (source 004)"
+        )
 
 
 def min_size(node: Mapping) -> int:
@@ -24,4 +26,3 @@ def min_size(node: Mapping) -> int:
     or a size-agnostic flatten)."""
     module = importlib.import_module(node["_target_"].rsplit(".", 1)[0])
     return int(getattr(module, "MIN_SIZE", 1))
-

@@ -28,7 +28,14 @@ class LeNet5(nn.Module):
         ValueError: for an unknown activation or pool, or an image smaller than 12 pixels.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, activation: str = "relu", pool: str = "max") -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        image_size: int = 28,
+        activation: str = "relu",
+        pool: str = "max",
+    ) -> None:
         super().__init__()
         if pool not in ("max", "avg"):
             raise ValueError(f"model.pool={pool!r} is not one of max, avg")

@@ -30,8 +30,16 @@ class MLP(nn.Module):
         ValueError: for an unknown activation or hidden_dropout, or no hidden layer.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, hidden_sizes: list[int] = (800, 800),
-                 activation: str = "relu", input_dropout: bool = False, hidden_dropout: str = "all") -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        image_size: int = 28,
+        hidden_sizes: list[int] = (800, 800),
+        activation: str = "relu",
+        input_dropout: bool = False,
+        hidden_dropout: str = "all",
+    ) -> None:
         super().__init__()
         if hidden_dropout not in ("all", "first"):
             raise ValueError(f"model.hidden_dropout={hidden_dropout!r} is not one of all, first")
@@ -43,7 +51,8 @@ class MLP(nn.Module):
         # sites[i] sits on the input of layers[i]; Identity where no dropout is wanted
         self.sites = nn.ModuleList(
             Site("fc", width, prev=f"layers.{i - 1}" if i else None, next=f"layers.{i}")
-            if (i == 0 and input_dropout) or i == 1 or (i > 1 and hidden_dropout == "all") else nn.Identity()
+            if (i == 0 and input_dropout) or i == 1 or (i > 1 and hidden_dropout == "all")
+            else nn.Identity()
             for i, width in enumerate(widths)
         )
 

@@ -65,8 +65,16 @@ class ResNet(TorchvisionResNet):
         ValueError: for a stem outside auto, cifar, imagenet.
     """
 
-    def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int], num_classes: int = 10, in_channels: int = 3,
-                 image_size: int = 32, stem: str = "auto", block_sites: bool = False) -> None:
+    def __init__(
+        self,
+        block: type[BasicBlock | Bottleneck],
+        layers: list[int],
+        num_classes: int = 10,
+        in_channels: int = 3,
+        image_size: int = 32,
+        stem: str = "auto",
+        block_sites: bool = False,
+    ) -> None:
         super().__init__(block, layers, num_classes=num_classes)
         if stem not in STEMS:
             raise ValueError(f"model.stem={stem!r} is not one of {', '.join(STEMS)}")
@@ -84,7 +92,9 @@ class ResNet(TorchvisionResNet):
         self.drop_fc = Site("fc", width, prev=f"layer4.{layers[3] - 1}.{last}", next="fc")
         for stage in range(1, 5) if block_sites else ():
             for b, blk in enumerate(getattr(self, f"layer{stage}")):
-                blk.drop = Site("conv", blk.conv1.out_channels, prev=f"layer{stage}.{b}.conv1", next=f"layer{stage}.{b}.conv2")
+                blk.drop = Site(
+                    "conv", blk.conv1.out_channels, prev=f"layer{stage}.{b}.conv1", next=f"layer{stage}.{b}.conv2"
+                )
                 blk.conv2.register_forward_pre_hook(_SiteBeforeConv2(blk.drop))
 
     def _forward_impl(self, x: Tensor) -> Tensor:
@@ -96,21 +106,29 @@ class ResNet(TorchvisionResNet):
         return self.fc(x)
 
 
-def resnet18(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, stem: str = "auto", block_sites: bool = False) -> ResNet:
+def resnet18(
+    num_classes: int = 10, in_channels: int = 3, image_size: int = 32, stem: str = "auto", block_sites: bool = False
+) -> ResNet:
     """ResNet-18: BasicBlock, [2, 2, 2, 2] (11.17 M parameters with the CIFAR stem and 10 classes)."""
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, image_size, stem, block_sites)
 
 
-def resnet34(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, stem: str = "auto", block_sites: bool = False) -> ResNet:
+def resnet34(
+    num_classes: int = 10, in_channels: int = 3, image_size: int = 32, stem: str = "auto", block_sites: bool = False
+) -> ResNet:
     """ResNet-34: BasicBlock, [3, 4, 6, 3]."""
     return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, image_size, stem, block_sites)
 
 
-def resnet50(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, stem: str = "auto", block_sites: bool = False) -> ResNet:
+def resnet50(
+    num_classes: int = 10, in_channels: int = 3, image_size: int = 32, stem: str = "auto", block_sites: bool = False
+) -> ResNet:
     """ResNet-50: Bottleneck, [3, 4, 6, 3] (torchvision's V1.5: stride on the 3x3 conv)."""
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, image_size, stem, block_sites)
 
 
-def resnet101(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, stem: str = "auto", block_sites: bool = False) -> ResNet:
+def resnet101(
+    num_classes: int = 10, in_channels: int = 3, image_size: int = 32, stem: str = "auto", block_sites: bool = False
+) -> ResNet:
     """ResNet-101: Bottleneck, [3, 4, 23, 3]."""
     return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_channels, image_size, stem, block_sites)

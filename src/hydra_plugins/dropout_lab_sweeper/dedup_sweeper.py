@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
+
 class DedupSweeper(BasicSweeper):
     """BasicSweeper (Cartesian product of the sweep lists, ``max_batch_size`` jobs a batch) without
     duplicate jobs; writes ``<sweep dir>/hparams_spec.json`` (:func:`~dropout_lab.hparams.write_spec`)
@@ -50,17 +51,23 @@ class DedupSweeper(BasicSweeper):
         kept, valid, first = [], [], {}
         for job in plan(load, jobs):
             if job.valid and job.key in first:
-                log.info("dedup: skipping %s (same configuration as %s)", " ".join(job.overrides), " ".join(first[job.key]))
+                log.info(
+                    "dedup: skipping %s (same configuration as %s)", " ".join(job.overrides), " ".join(first[job.key])
+                )
                 continue
             kept.append(job.overrides)  # an invalid job is launched to fail alone, with its own summary
             if job.valid:
                 first[job.key] = job.overrides
                 valid.append(job)
         if len(kept) < len(jobs):
-            log.info("dedup: %d of %d jobs duplicate another job and are not launched", len(jobs) - len(kept), len(jobs))
+            log.info(
+                "dedup: %d of %d jobs duplicate another job and are not launched", len(jobs) - len(kept), len(jobs)
+            )
         sweep = Path(self.config.hydra.sweep.dir)
         if valid:
-            write_spec(sweep, spec_of([job.row for job in valid], list(dict.fromkeys(m for job in valid for m in job.metrics))))
+            write_spec(
+                sweep, spec_of([job.row for job in valid], list(dict.fromkeys(m for job in valid for m in job.metrics)))
+            )
         self.write_jobs(sweep, kept)
         log.info("sweep of %d jobs prepared in %.1f s", len(kept), time.perf_counter() - start)
         return list(self.split_overrides_to_chunks(kept, max_batch_size)) if kept else []
@@ -83,5 +90,9 @@ class DedupSweeper(BasicSweeper):
 
 
 #: ``hydra/sweeper: basic`` (Hydra's default) with :class:`DedupSweeper` as its target
-ConfigStore.instance().store(group="hydra/sweeper", name="basic", provider="dropout_lab",
-                             node={"_target_": f"{__name__}.DedupSweeper", "max_batch_size": None, "params": None})
+ConfigStore.instance().store(
+    group="hydra/sweeper",
+    name="basic",
+    provider="dropout_lab",
+    node={"_target_": f"{__name__}.DedupSweeper", "max_batch_size": None, "params": None},
+)

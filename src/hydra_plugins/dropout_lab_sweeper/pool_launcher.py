@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hydra.core.utils import JobReturn
+
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
 
