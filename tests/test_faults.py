@@ -176,13 +176,17 @@ def test_a_killed_launcher_leaves_no_orphans_and_resume_finds_every_slot_free(tm
     for lock in sorted(tmp_path.glob("dropout-lab-slot*-of2.lock")):  # both slots are free again
         with open(lock, "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    assert all(
-        summary(job)["status"] == "interrupted" and (job / "checkpoints" / "last.ckpt").exists() for job in running
-    )
+    # a job in training when the launcher died wrote an interrupted summary and kept its checkpoint (one
+    # that ended in the instant between the snapshot and the kill is ok and kept nothing)
+    ended = {job.name: summary(job)["status"] for job in running}
+    assert set(ended.values()) <= {"interrupted", "ok"} and "interrupted" in ended.values(), ended
+    assert all((job / "checkpoints" / "last.ckpt").exists() for job in running if ended[job.name] == "interrupted")
     again = run_cli([*args, "resume=true"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert closing(again.stdout).startswith("4 ok, 0 failed")
-    assert all("resume: continuing from" in (job / "train.log").read_text() for job in running)
+    assert all(
+        "resume: continuing from" in (job / "train.log").read_text() for job in running if ended[job.name] != "ok"
+    )
 
 
 @pytest.mark.slow
