@@ -6,12 +6,9 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
-from pytorch_lightning.profilers import PassThroughProfiler
 
 from dropout_lab.models import LeNet5
 from dropout_lab.module import Classifier, fast_kwargs, param_groups
-from dropout_lab.profilers import NullProfiler, trainer_profiler
 
 SYNC = "aten::_local_scalar_dense"  # what .item() / bool(tensor) dispatch to: a host sync on a GPU
 
@@ -72,26 +69,3 @@ def python_calls(run) -> int:
     finally:
         sys.setprofile(None)
     return calls - 1
-
-
-def test_lightning_hook_name_is_stored_without_module_bookkeeping():
-    module = classifier()
-    # nn.Module.__setattr__ runs Parameter's and Buffer's Python __instancecheck__: 5 calls instead of 1
-    assert python_calls(lambda: setattr(module, "_current_fx_name", "training_step")) == 1
-    assert module._current_fx_name == "training_step" and "_current_fx_name" not in module._modules
-    module.head = torch.nn.Linear(2, 2)  # every other attribute still goes through nn.Module
-    assert module._modules["head"] is module.head
-
-
-def test_default_profiler_enters_no_generator_and_a_configured_one_stands():
-    profiler = trainer_profiler(OmegaConf.create({"max_epochs": 1}))
-    assert isinstance(profiler, NullProfiler)
-
-    def hook(profiler):
-        return lambda: profiler.profile("[Callback]History.on_train_batch_start").__enter__()
-
-    # profile and nullcontext.__enter__; Lightning's PassThroughProfiler: 7 (profile, contextlib's helper,
-    # __init__ and __enter__, the generator, start, ...)
-    assert python_calls(hook(profiler)) == 2
-    assert python_calls(hook(PassThroughProfiler())) == 7
-    assert trainer_profiler(OmegaConf.create({"profiler": "simple"})) == "simple"

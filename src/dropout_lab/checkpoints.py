@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from omegaconf import DictConfig
 from pytorch_lightning import Callback
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from dropout_lab import compat
 from dropout_lab.errors import ConfigError, root_cause
 from dropout_lab.summary import publish
 
@@ -112,18 +112,18 @@ class RNGState(Callback):
     reshuffle with torch's global generator) and the same dropout masks as an uninterrupted one.
 
     NumPy's key array is stored as an int64 tensor so the checkpoint stays loadable with
-    ``weights_only=True``. Uses Lightning's ``_collect_rng_states`` / ``_set_rng_states``.
+    ``weights_only=True``. Uses Lightning's collection of the states (:func:`dropout_lab.compat.rng_states`).
     """
 
     def state_dict(self) -> dict[str, Any]:
-        states = _collect_rng_states(include_cuda=torch.cuda.is_available())
+        states = compat.rng_states(include_cuda=torch.cuda.is_available())
         name, keys, *rest = states["numpy"]
         states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), *rest)
         return states
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         name, keys, *rest = state_dict["numpy"]
-        _set_rng_states({**state_dict, "numpy": (name, keys.numpy().astype(np.uint32), *rest)})
+        compat.set_rng_states({**state_dict, "numpy": (name, keys.numpy().astype(np.uint32), *rest)})
 
 
 def final_epoch(trainer) -> bool:

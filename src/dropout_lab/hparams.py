@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig
 from tensorboard.plugins.hparams import summary_v2 as hp
 
+from dropout_lab import compat
 from dropout_lab.summary import HPARAM_METRICS, VARIANT_METRICS, flat_hparams
 
 #: written by the sweeper at the sweep root; read by every job of the sweep
@@ -98,7 +99,9 @@ def write_spec(sweep_dir: Path, spec: dict[str, Any]) -> Path:
         old.unlink()
     columns = [hp.HParam(k, hp.Discrete(v) if v else None) for k, v in spec["hparams"].items()]
     with SummaryWriter(str(sweep_dir), filename_suffix=".hparams") as writer:
-        writer._get_file_writer().add_summary(hp.hparams_config_pb(columns, [hp.Metric(m) for m in spec["metrics"]]))
+        compat.tb_file_writer(writer).add_summary(
+            hp.hparams_config_pb(columns, [hp.Metric(m) for m in spec["metrics"]])
+        )
     return path
 
 
@@ -139,7 +142,7 @@ def log_session(logger, cfg: DictConfig, spec: dict[str, Any] | None = None) -> 
             for k, domain in spec["hparams"].items()
             if k in mine
         }
-    file_writer = logger.experiment._get_file_writer()
+    file_writer = compat.tb_file_writer(logger.experiment)
     file_writer.add_summary(hp.hparams_pb(values, trial_id=str(cfg.get("output_dir", ""))))
     file_writer.flush()
     return values

@@ -66,21 +66,19 @@ def fast_kwargs(optimizer: Callable, device: torch.device) -> dict:
     Adagrad on CPU and CUDA), else ``{"foreach": True}`` where torch has foreach kernels (CUDA), else ``{}``;
     nothing overrides a ``fused``/``foreach`` the user set. One fused Adam step on LeNet5 (CPU) is 72 ATen ops
     instead of 260 (docs/bench_step.md)."""
-    from torch.optim.optimizer import _get_foreach_kernels_supported_devices, _get_fused_kernels_supported_devices
-
     cls = getattr(optimizer, "func", optimizer)
     keywords = getattr(optimizer, "keywords", {})
     accepted = inspect.signature(cls).parameters
     if "fused" in keywords or "foreach" in keywords:
         return {}
-    if "fused" in accepted and device.type in _get_fused_kernels_supported_devices():
+    if "fused" in accepted and device.type in compat.fused_devices():
         return {"fused": True}
-    if "foreach" in accepted and device.type in _get_foreach_kernels_supported_devices():
+    if "foreach" in accepted and device.type in compat.foreach_devices():
         return {"foreach": True}
     return {}
 
 
-class Classifier(pl.LightningModule):
+class Classifier(compat.FastHookName, pl.LightningModule):
     """Image classifier with a pluggable dropout method.
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``, ``hp_metric``
@@ -136,16 +134,6 @@ class Classifier(pl.LightningModule):
         self.test_prefix = "test"
         self.test_predictions: dict[str, Tensor] = {}
         self._test_probs: list[tuple[Tensor, Tensor]] = []
-
-    def __setattr__(self, name: str, value) -> None:
-        # Lightning names the running hook in ``_current_fx_name`` before and after every hook call, about 45
-        # times a training step; nn.Module.__setattr__'s parameter/buffer/submodule checks make each ~2.8 us
-        # on CPU (docs/bench_harness.md). The name is a str or None, never a tensor or module: store it as
-        # nn.Module would, directly.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)

@@ -25,7 +25,6 @@ from dropout_lab.dropout.controller import DropoutController
 from dropout_lab.errors import JobError, headline, root_cause
 from dropout_lab.loggers import close, instantiate_loggers, log_metrics
 from dropout_lab.module import Classifier
-from dropout_lab.profilers import trainer_profiler
 from dropout_lab.seeding import INIT, METHOD, ORDER, stream_seed
 from dropout_lab.summary import PREDICTIONS_FILE, History, build_summary, write_summary
 from dropout_lab.validate import validate, validates
@@ -73,7 +72,6 @@ def fit(cfg: DictConfig, history: History, timings: dict[str, float] | None = No
         logger=loggers or False,
         callbacks=callbacks,
         plugins=checkpoints.trainer_plugins(),
-        profiler=trainer_profiler(cfg.trainer),
     )
     io = trainer.strategy.checkpoint_io
     timings["setup_trainer"], start = time.perf_counter() - start, time.perf_counter()

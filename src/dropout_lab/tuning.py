@@ -20,8 +20,8 @@ def method_search_space(cfg: DictConfig, trial) -> None:
     Raises:
         ConfigError: if the method has no row in ``search_space`` (naming the key and the fix).
     """
+    from dropout_lab import compat
     from dropout_lab.errors import ConfigError
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
     name = cfg.dropout.name
     if name not in cfg.search_space:
@@ -30,6 +30,6 @@ def method_search_space(cfg: DictConfig, trial) -> None:
             None,
             "add a row for this method to conf/hparams_search/dropout_p.yaml, e.g. {dropout.p: 'interval(0.05, 0.8)'}",
         )
-    distributions, _ = create_params_from_overrides([f"{key}={value}" for key, value in cfg.search_space[name].items()])
+    distributions, _ = compat.optuna_params([f"{key}={value}" for key, value in cfg.search_space[name].items()])
     for key, distribution in distributions.items():
         trial._suggest(key, distribution)  # what the sweeper itself does for hydra.sweeper.params

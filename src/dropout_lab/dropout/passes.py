@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from dropout_lab import compat
+
 _depth = 0
 
 
@@ -58,7 +60,7 @@ def extra_pass(model: nn.Module, *, train: bool | None = None, grad: bool = Fals
     """
     global _depth
     modes = [(m, m.training) for m in model.modules()]
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
+    norms = [m for m in model.modules() if isinstance(m, compat.NORM_LAYERS) and m.track_running_stats]
     running = [{k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None} for m in norms]
     grads = [(p, p.grad) for p in model.parameters()]
     for p, _ in grads:

@@ -23,9 +23,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
+
+from dropout_lab.compat import BasicSweeper
 
 log = logging.getLogger(__name__)
 

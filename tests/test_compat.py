@@ -1,0 +1,89 @@
+"""dropout_lab.compat: each shim over a library's private internals does what it claims, so that a library
+upgrade that moves one breaks here first."""
+
+from __future__ import annotations
+
+import random
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dropout_lab import compat
+
+
+def python_calls(run) -> int:
+    """Python-level function calls (``sys.setprofile`` "call" events) made by ``run()``, the lambda excluded."""
+    calls = 0
+
+    def tracer(frame, event, arg):
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(tracer)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+    return calls - 1
+
+
+def test_result_metric_move_is_skipped_only_when_nothing_moves():
+    from pytorch_lightning.trainer.connectors.logger_connector.result import _Metadata, _ResultMetric
+
+    compat.install()
+    metric = _ResultMetric(_Metadata(fx="training_step", name="loss"), is_tensor=True)
+    metric.update(torch.tensor(2.0), 1)
+    assert _ResultMetric.to is compat.fast_result_to
+    assert metric.to(torch.device("cpu")) is metric and python_calls(lambda: metric.to(torch.device("cpu"))) <= 8
+    assert metric.to(torch.device("meta")).value.device.type == "meta"  # a real move still goes to Lightning
+
+
+def test_lightning_hook_name_is_stored_without_module_bookkeeping():
+    class Module(compat.FastHookName, nn.Module):
+        pass
+
+    module = Module()
+    # nn.Module.__setattr__ runs Parameter's and Buffer's Python __instancecheck__: 5 calls instead of 1
+    assert python_calls(lambda: setattr(module, "_current_fx_name", "training_step")) == 1
+    assert module._current_fx_name == "training_step" and "_current_fx_name" not in module._modules
+    module.head = nn.Linear(2, 2)  # every other attribute still goes through nn.Module
+    assert module._modules["head"] is module.head
+
+
+def test_rng_states_round_trip_every_generator():
+    states = compat.rng_states(include_cuda=False)
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    compat.set_rng_states(states)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_tb_file_writer_writes_raw_summaries(tmp_path):
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path)) as writer:
+        compat.tb_file_writer(writer).add_summary(Summary(value=[Summary.Value(tag="x", simple_value=1.0)]))
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_optimizer_kernel_devices_and_norm_layers():
+    assert "cpu" in compat.fused_devices() and "cuda" in compat.foreach_devices()
+    assert isinstance(nn.BatchNorm2d(3), compat.NORM_LAYERS) and isinstance(
+        nn.InstanceNorm1d(3, track_running_stats=True), compat.NORM_LAYERS
+    )
+    assert not isinstance(nn.LayerNorm(3), compat.NORM_LAYERS)
+
+
+def test_basic_sweeper_is_hydras():
+    assert compat.BasicSweeper.__module__ == "hydra._internal.core_plugins.basic_sweeper"
+    with pytest.raises(AttributeError):
+        compat.NoSuchShim  # noqa: B018
+
+
+def test_optuna_params_reads_the_sweepers_syntax():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="optional extra: pip install -e '.[optuna]'")
+    distributions, fixed = compat.optuna_params(["dropout.p=interval(0.1, 0.5)", "seed=3"])
+    assert set(distributions) == {"dropout.p"} and fixed == {"seed": "3"}
