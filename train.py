@@ -7,6 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dropout_lab.errors import ConfigError
+from dropout_lab.metrics import VAL_ACC_BEST
 from dropout_lab.train import train
 from dropout_lab.validate import preflight
 
@@ -14,7 +15,7 @@ from dropout_lab.validate import preflight
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Train the composed configuration; return the best validation accuracy (for Hydra sweepers)."""
-    return train(cfg)["val/acc_best"]
+    return train(cfg)[VAL_ACC_BEST]
 
 
 if __name__ == "__main__":

@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dropout_lab import metrics as M
 from dropout_lab.dropout.base import DropoutMethod, NoDropout
 from dropout_lab.dropout.sites import Site
 from dropout_lab.module import calibration
 
 #: what :func:`evaluate` returns with ``mc_samples`` > 0 (declared to TensorBoard's HParams tab then)
-EVAL_METRICS = ("test/mc_acc", "test/mc_nll", "test/mc_ece", "test/mc_brier")
+EVAL_METRICS = M.MC
 
 
 class ActivationVariance(pl.Callback):
@@ -106,4 +107,4 @@ def evaluate(model: nn.Module, batches, num_classes: int, mc_samples: int) -> di
         for m in methods:
             m.mc_sampling = False
         model.train(was_training)
-    return {f"test/mc_{k}": v for k, v in calibration(torch.cat(probs), torch.cat(labels), num_classes).items()}
+    return {f"{M.TEST}/mc_{k}": v for k, v in calibration(torch.cat(probs), torch.cat(labels), num_classes).items()}

@@ -29,12 +29,13 @@ from pytorch_lightning import Callback
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 
 from dropout_lab import interrupts
+from dropout_lab import metrics as M
 from dropout_lab.launch import JOBS_FILE
 from dropout_lab.progress import Progress
 from dropout_lab.summary import SUMMARY_FILE
 
 #: what the progress bar shows after the step counter: the latest epoch values of these metrics
-BAR_METRICS = ("train/loss", "val/acc")
+BAR_METRICS = (M.TRAIN_LOSS, M.VAL_ACC)
 #: start-up notices Lightning and torch print on every run that carry no information about it, by
 #: (warning category, message start): the SLURM hint when `srun` merely exists on the machine, and torch
 #: 2.10's deprecation of the LeafSpec class that Lightning 2.6 still builds

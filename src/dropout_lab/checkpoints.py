@@ -29,6 +29,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from dropout_lab import compat
+from dropout_lab import metrics as M
 from dropout_lab.errors import ConfigError, root_cause
 from dropout_lab.summary import publish
 
@@ -183,7 +184,7 @@ class BestWeights(Callback):
         self.path, self.score, self.epoch, self.weights = Path(path), -float("inf"), -1, None
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        score = trainer.callback_metrics.get("val/acc")
+        score = trainer.callback_metrics.get(M.VAL_ACC)
         if trainer.sanity_checking or score is None or not float(score) > self.score:
             return
         self.score, self.epoch = float(score), trainer.current_epoch
@@ -198,7 +199,7 @@ class BestWeights(Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.weights is not None:
             trainer.strategy.checkpoint_io.save_checkpoint(
-                {"state_dict": self.weights, "epoch": self.epoch, "val/acc": self.score}, self.path
+                {"state_dict": self.weights, "epoch": self.epoch, M.VAL_ACC: self.score}, self.path
             )
 
 

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from dropout_lab import compat
+from dropout_lab import metrics as M
 from dropout_lab.dropout.base import DropoutMethod, overrides
 
 #: bins of the expected calibration error (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017,
@@ -131,7 +132,7 @@ class Classifier(compat.FastHookName, pl.LightningModule):
         )
         self.variant_loss = nn.ModuleDict({name: MeanMetric() for name in self.variants})
         self.num_classes = num_classes
-        self.test_prefix = "test"
+        self.test_prefix = M.TEST
         self.test_predictions: dict[str, Tensor] = {}
         self._test_probs: list[tuple[Tensor, Tensor]] = []
 
@@ -164,7 +165,7 @@ class Classifier(compat.FastHookName, pl.LightningModule):
         loss, acc = self.train_loss_sum / n, self.train_correct / n
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} in epoch {self.current_epoch}")
-        self.log_dict({"train/loss": loss, "train/acc": acc})
+        self.log_dict({M.TRAIN_LOSS: loss, M.TRAIN_ACC: acc})
         self.train_loss_sum.zero_()
         self.train_correct.zero_()
         self.train_samples = 0
@@ -176,7 +177,7 @@ class Classifier(compat.FastHookName, pl.LightningModule):
         acc = self.val_acc.compute()
         self.val_acc_best.update(acc)
         best = self.val_acc_best.compute()
-        self.log_dict({"val/acc": acc, "val/loss": self.val_loss.compute(), "val/acc_best": best, "hp_metric": best})
+        self.log_dict({M.VAL_ACC: acc, M.VAL_LOSS: self.val_loss.compute(), M.VAL_ACC_BEST: best, M.HP_METRIC: best})
         self.val_acc.reset()
         self.val_loss.reset()
 
@@ -201,10 +202,10 @@ class Classifier(compat.FastHookName, pl.LightningModule):
         }
         self.log_dict(
             {
-                f"{prefix}/acc": self.test_acc.compute(),
-                f"{prefix}/loss": self.test_loss.compute(),
-                f"{prefix}/ece": scores["ece"],
-                f"{prefix}/brier": scores["brier"],
+                M.test("acc", prefix): self.test_acc.compute(),
+                M.test("loss", prefix): self.test_loss.compute(),
+                M.test("ece", prefix): scores["ece"],
+                M.test("brier", prefix): scores["brier"],
             }
         )
         self.test_acc.reset()
@@ -212,8 +213,8 @@ class Classifier(compat.FastHookName, pl.LightningModule):
         for name in self.variants:
             self.log_dict(
                 {
-                    f"{prefix}/acc_{name}": self.variant_acc[name].compute(),
-                    f"{prefix}/loss_{name}": self.variant_loss[name].compute(),
+                    M.variant("acc", name, prefix): self.variant_acc[name].compute(),
+                    M.variant("loss", name, prefix): self.variant_loss[name].compute(),
                 }
             )
             self.variant_acc[name].reset()

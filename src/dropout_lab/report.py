@@ -50,6 +50,7 @@ import pandas as pd
 import yaml
 from scipy import stats as sps
 
+from dropout_lab import metrics as M
 from dropout_lab import stats
 from dropout_lab.dedup import effective_config, ignored_args, p_is_rate
 from dropout_lab.launch import NEUTRAL_KEYS, neutral
@@ -75,7 +76,7 @@ METRICS = {
 }
 #: the two networks of a job: ``last`` (final epoch) and ``best`` (best-validation epoch)
 NETWORKS = ("last", "best")
-MC_METRICS = ("test/mc_acc", "test/mc_nll", "test/mc_ece")
+MC_METRICS = M.MC
 #: override keys that are columns of their own (not part of a row's "setting")
 AXES = ("dropout", "dataset", "model", "seed", "experiment", *NEUTRAL_KEYS)
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:cyan")
@@ -170,29 +171,29 @@ def _networks(m: dict, cfg: dict) -> dict[str, float | None]:
     on_best = (cfg.get("eval") or {}).get("checkpoint") == "best"
     out = {}
     for name, (suffix, _, _) in METRICS.items():
-        out[f"test_last_{name}"] = None if on_best else m.get(f"test/{suffix}")
-        out[f"test_best_{name}"] = m.get(f"test/{suffix}") if on_best else m.get(f"test_best/{suffix}")
+        out[f"test_last_{name}"] = None if on_best else m.get(M.test(suffix))
+        out[f"test_best_{name}"] = m.get(M.test(suffix)) if on_best else m.get(M.test(suffix, M.TEST_BEST))
     return out
 
 
 def _validation(history: list[dict], m: dict) -> dict[str, float | None]:
     """Last-epoch and best-epoch validation accuracy and loss from the per-epoch history (the best epoch
     is the first with the highest ``val/acc``, as the best checkpoint), else from the final metrics."""
-    epochs = [e for e in history if e.get("val/acc") is not None]
+    epochs = [e for e in history if e.get(M.VAL_ACC) is not None]
     if not epochs:
         return {
-            "val_last": m.get("val/acc"),
-            "val_loss_last": m.get("val/loss"),
-            "val_best": m.get("val/acc_best"),
+            "val_last": m.get(M.VAL_ACC),
+            "val_loss_last": m.get(M.VAL_LOSS),
+            "val_best": m.get(M.VAL_ACC_BEST),
             "val_loss_best": None,
             "best_epoch": None,
         }
-    best = max(range(len(epochs)), key=lambda i: (epochs[i]["val/acc"], -i))
+    best = max(range(len(epochs)), key=lambda i: (epochs[i][M.VAL_ACC], -i))
     return {
-        "val_last": epochs[-1]["val/acc"],
-        "val_loss_last": epochs[-1].get("val/loss"),
-        "val_best": epochs[best]["val/acc"],
-        "val_loss_best": epochs[best].get("val/loss"),
+        "val_last": epochs[-1][M.VAL_ACC],
+        "val_loss_last": epochs[-1].get(M.VAL_LOSS),
+        "val_best": epochs[best][M.VAL_ACC],
+        "val_loss_best": epochs[best].get(M.VAL_LOSS),
         "best_epoch": epochs[best].get("epoch", best),
     }
 
@@ -220,8 +221,8 @@ def _summary_fields(s: dict, folder: Path) -> dict:
         "seed": int(h["seed"]),
         **_validation(history, m),
         **_networks(m, cfg),
-        "drop_fraction": m.get("dropout/drop_fraction", s.get("drop_fraction")),
-        "p_eq": m.get("dropout/p_eq", s.get("p_eq")),
+        "drop_fraction": m.get(M.DROP_FRACTION, s.get("drop_fraction")),
+        "p_eq": m.get(M.P_EQ, s.get("p_eq")),
         "p_is_rate": info.get("p_is_rate", p_is_rate(cfg["dropout"]) if "dropout" in cfg else None),
         "sec_per_epoch": s["train_seconds"] / s["epochs"] if s.get("epochs") else None,
         "wall_seconds": s.get("wall_seconds"),
@@ -1131,8 +1132,8 @@ def make_plots(
             for _, r in sub[sub["selected"]].iterrows()
         }
         for key, what, scale in (
-            ("val/acc", "validation accuracy (%)", 100),
-            ("val/loss", "validation loss (log scale)", 1),
+            (M.VAL_ACC, "validation accuracy (%)", 100),
+            (M.VAL_LOSS, "validation loss (log scale)", 1),
         ):
             curves = {m: scale * mean_curve(g["history"], key) for m, g in curves_of.groupby("method")}
             fig, axes = _figure(len(_panels(list(shown))))
@@ -1149,7 +1150,7 @@ def make_plots(
                         ls={"standard": "--", "none": ":"}.get(m, "-"),
                         label=labels.get(m, m),
                     )
-                ax.set(xlabel="epoch", ylabel=what, yscale="log" if key == "val/loss" else "linear")
+                ax.set(xlabel="epoch", ylabel=what, yscale="log" if key == M.VAL_LOSS else "linear")
                 ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
             fig.suptitle(
                 f"{title}: {what.split(' (')[0]}, mean over {'evaluation replicates' if len(chosen) else 'seeds'}, at the selected p",

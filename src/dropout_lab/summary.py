@@ -15,20 +15,19 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerFn
 
+from dropout_lab import metrics as M
+
 SUMMARY_FILE = "metrics.json"
 
 #: metrics declared to the HParams plugin (the dashboard shows the latest value of each scalar tag)
 HPARAM_METRICS = (
-    "hp_metric",
-    "val/acc",
-    "val/loss",
-    "test/acc",
-    "test/loss",
-    "test/ece",
-    "test/brier",
-    "test_best/acc",
-    "dropout/drop_fraction",
-    "dropout/p_eq",
+    M.HP_METRIC,
+    M.VAL_ACC,
+    M.VAL_LOSS,
+    *(M.test(k) for k in M.TEST_SCORES),
+    M.test("acc", M.TEST_BEST),
+    M.DROP_FRACTION,
+    M.P_EQ,
 )
 #: the parts of a job's time in ``metrics.json``'s ``timings`` (seconds): set-up of the data, the model (with its
 #: methods) and the trainer (loggers, callbacks); ``fit`` (training and validation, checkpoint writes excluded);
@@ -38,7 +37,7 @@ TIMINGS = ("setup_data", "setup_model", "setup_trainer", "fit", "checkpoint_io",
 #: per-example test predictions of a job (:func:`dropout_lab.train.run_test`)
 PREDICTIONS_FILE = "predictions.npz"
 #: declared too when a method of the sweep has evaluation variants (EDropout: full network F, docs/methods/edropout.md)
-VARIANT_METRICS = ("test/acc_full", "test/loss_full")
+VARIANT_METRICS = (M.variant("acc", "full"), M.variant("loss", "full"))
 #: dropout config keys that are columns of their own (or not arguments)
 _NOT_ARGS = ("_target_", "_partial_", "name", "p", "sites")
 
@@ -267,10 +266,10 @@ def build_summary(
         "traceback": trace,
         "hparams": hparams,
         "metrics": metrics,
-        "best_val_acc": metrics.get("val/acc_best"),
-        "test_acc": metrics.get("test/acc"),
-        "drop_fraction": metrics.get("dropout/drop_fraction"),
-        "p_eq": metrics.get("dropout/p_eq"),
+        "best_val_acc": metrics.get(M.VAL_ACC_BEST),
+        "test_acc": metrics.get(M.test("acc")),
+        "drop_fraction": metrics.get(M.DROP_FRACTION),
+        "p_eq": metrics.get(M.P_EQ),
         "method_info": method_info(cfg.dropout),
         "epochs": len(epochs),
         "wall_seconds": wall_seconds,

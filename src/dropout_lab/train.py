@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab import checkpoints, hparams, interrupts, launch, sweeplock
+from dropout_lab import metrics as M
 from dropout_lab.analysis import ActivationVariance, evaluate
 from dropout_lab.callbacks import instantiate_callbacks
 from dropout_lab.config import attach, build_model, split_config
@@ -80,7 +81,7 @@ def fit(cfg: DictConfig, history: History, timings: dict[str, float] | None = No
     timings["fit"], start = time.perf_counter() - start - io.seconds, time.perf_counter()
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     # a job killed after its last epoch resumes with nothing left to fit: take the restored best
-    metrics.setdefault("val/acc_best", float(module.val_acc_best.compute()))
+    metrics.setdefault(M.VAL_ACC_BEST, float(module.val_acc_best.compute()))
     best = folder / f"{checkpoints.BEST}.ckpt"
     metrics |= run_test(
         cfg,
@@ -158,13 +159,13 @@ def run_test(
         metrics |= scores
     if best is not None and best.exists():
         module.load_state_dict(checkpoints.safe_load(best)["state_dict"])
-        module.test_prefix = "test_best"
+        module.test_prefix = M.TEST_BEST
         trainer.test(module, datamodule=datamodule, verbose=False)
         metrics |= {
-            key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("test_best/")
+            key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith(f"{M.TEST_BEST}/")
         }
         per_example |= {f"{k}_best": v for k, v in module.test_predictions.items()}
-        module.test_prefix = "test"
+        module.test_prefix = M.TEST
     if predictions is not None:
         y = torch.cat([y for _, y in datamodule.test_dataloader()]).to(torch.int16).cpu()
         np.savez_compressed(predictions, y=y.numpy(), **{k: v.numpy() for k, v in per_example.items()})
@@ -251,8 +252,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     checkpoints.finish(out / "checkpoints", checkpoints.policy(cfg)[0])
     log.info(
         "test/acc=%.4f val/acc_best=%.4f; summary in %s",
-        metrics.get("test/acc", float("nan")),
-        metrics.get("val/acc_best", float("nan")),
+        metrics.get(M.test("acc"), float("nan")),
+        metrics.get(M.VAL_ACC_BEST, float("nan")),
         path,
     )
     return metrics
