@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dropout_lab.dropout.dropblock import DropBlock, block_for, dropblock
+from dropout_lab.dropout.dropblock import DropBlock, block_for, dropblock_mask
 from layer_helpers import P, ctx, lenet_with, spec
 from tolerance import mean_tol
 
@@ -69,15 +69,15 @@ def test_dropblock_block_size_is_checked():
         lenet_with("dropblock", block_size=4)
 
 
-def test_dropblock_pure_function_matches_the_method():
-    """The timm-style function and the method draw the same mask from the same seed; eval is the identity."""
+def test_dropblock_method_is_its_pure_mask_function():
+    """The method multiplies by the timm-style mask function's mask (same seed, same output); eval is the identity."""
     x = torch.randn(4, 8, 9, 9)
     method = DropBlock(P, spec("conv", 8), block_size=3, ramp_steps=0).train()
     torch.manual_seed(3)
     expected = method(x)
     torch.manual_seed(3)
-    assert torch.equal(dropblock(x, P, 3), expected)
-    assert dropblock(x, P, 3, training=False) is x
+    assert torch.equal(x * dropblock_mask(x, P, 3), expected)
+    assert method.eval()(x) is x
 
 
 def test_dropblock_records_mask_variance_as_p_eq():

@@ -23,12 +23,6 @@ def biased_mask(x: Tensor, p_high: float, p_low: float) -> Tensor:
         return per_unit((torch.rand_like(score) >= rate) / (1.0 - rate), x).to(x.dtype)
 
 
-def biased_dropout(x: Tensor, p: float, delta: float, training: bool = True) -> Tensor:
-    """Biased dropout at mean rate ``p``, group rates ``p -+ delta`` (:func:`biased_mask`); ``x``
-    unchanged unless ``training`` and ``p > 0``. Shapes: (N, F) or (N, C, H, W), unchanged."""
-    return x * biased_mask(x, p - delta, p + delta) if training and p > 0 else x
-
-
 class LiveUnitRecording(DropoutMethod):
     """Records the drop fraction and p_eq over *live* units only (a unit whose input is 0 everywhere,
     e.g. a ReLU zero, is not counted: dropping it changes nothing). Base of the biased methods, whose

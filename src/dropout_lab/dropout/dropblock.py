@@ -25,12 +25,6 @@ def dropblock_mask(x: Tensor, p: float, block_size: int) -> Tensor:
     return drop_block2d(x.new_ones(x.shape), p, block_for(block_size, x.shape[-2], x.shape[-1]), inplace=True)
 
 
-def dropblock(x: Tensor, p: float, block_size: int, training: bool = True) -> Tensor:
-    """DropBlock of ``x`` (N, C, H, W) -> (N, C, H, W) at drop probability ``p``; ``x`` unchanged
-    unless ``training`` and ``p > 0``."""
-    return x * dropblock_mask(x, p, block_size) if training and p > 0 else x
-
-
 class DropBlock(DropoutMethod):
     """Drop contiguous ``block_size`` x ``block_size`` squares per sample and channel, via
     :func:`torchvision.ops.drop_block2d` (centres ~ Bernoulli(gamma) where a whole block fits,

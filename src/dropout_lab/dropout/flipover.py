@@ -17,12 +17,6 @@ def flip_mask(x: Tensor, p: float, flip_factor: float = 1.0) -> Tensor:
     return torch.where(torch.rand_like(x) < p, -flip_factor * scale, scale).to(x.dtype)
 
 
-def flipover(x: Tensor, p: float, flip_factor: float = 1.0, training: bool = True) -> Tensor:
-    """``x * flip_mask(x, p, flip_factor)``; ``x`` unchanged unless ``training`` and ``p > 0``.
-    Shapes: (N, *) -> (N, *)."""
-    return x * flip_mask(x, p, flip_factor) if training and p > 0 else x
-
-
 class Flipover(DropoutMethod):
     """Flip a random fraction ``p`` of the units to a negative multiple of themselves, rescaled so the
     expectation is kept; identity in eval.

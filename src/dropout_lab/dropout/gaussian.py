@@ -18,12 +18,6 @@ def gaussian_mask(x: Tensor, p: float) -> Tensor:
     return torch.randn_like(x).mul_(math.sqrt(p / (1.0 - p))).add_(1.0)
 
 
-def gaussian_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
-    """``x * e``, ``e ~ N(1, p / (1 - p))`` per element; ``x`` unchanged unless ``training`` and
-    ``p > 0``. Shapes: (N, *) -> (N, *)."""
-    return x * gaussian_mask(x, p) if training and p > 0 else x
-
-
 class GaussianDropout(DropoutMethod):
     """y = x * e, e ~ N(1, p / (1 - p)) per element: the mean and variance of inverted Bernoulli
     dropout at drop probability ``p`` (Srivastava et al. 2014, sec. 10); identity in eval.

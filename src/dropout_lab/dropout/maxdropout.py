@@ -21,16 +21,6 @@ def maxdropout_mask(x: Tensor, rate: Tensor | float, per_sample: bool = True) ->
         return (z <= 1.0 - rate).to(x.dtype)
 
 
-def maxdropout(x: Tensor, p: float, training: bool = True, sample_rate: bool = True, per_sample: bool = True) -> Tensor:
-    """MaxDropout (Santos et al. 2020, Algorithm 1): zero the elements in the top ``rate`` of the
-    min-max normalised range, ``rate ~ U(0, p)`` (``sample_rate``) or ``p``; no rescaling; ``x``
-    unchanged unless ``training`` and ``p > 0``. Shapes: (N, *) -> (N, *)."""
-    if not (training and p > 0):
-        return x
-    rate = torch.rand((), device=x.device, dtype=x.dtype) * p if sample_rate else p
-    return x * maxdropout_mask(x, rate, per_sample)
-
-
 class MaxDropout(DropoutMethod):
     """Drop the largest activations: zero every element whose min-max normalised value exceeds
     ``1 - rate``; identity in eval.

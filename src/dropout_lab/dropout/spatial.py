@@ -19,12 +19,6 @@ def channel_mask(x: Tensor, p: float) -> Tensor:
     return bernoulli_mask(x, p, tuple(range(2, x.dim())))
 
 
-def spatial_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
-    """Channel dropout ``x * r / (1 - p)``, ``r ~ Bernoulli(1 - p)`` of shape (N, C, 1, 1); ``x``
-    unchanged unless ``training`` and ``p > 0``. Shapes: (N, C, *) -> (N, C, *)."""
-    return x * channel_mask(x, p) if training and p > 0 else x
-
-
 class SpatialDropout(DropoutMethod):
     """Channel dropout: y = x * r / (1 - p), r ~ Bernoulli(1 - p) of shape (N, C, 1, 1); identity in eval.
 

@@ -28,13 +28,6 @@ def bernoulli_mask(x: Tensor, p: float, shared_dims: Sequence[int] = ()) -> Tens
     return torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - p).div_(1.0 - p)
 
 
-def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
-    """Element-wise inverted dropout, ``x * r / (1 - p)``, ``r ~ Bernoulli(1 - p)``; ``x`` unchanged
-    unless ``training`` and ``p > 0``. Shapes: (N, *) -> (N, *). Same law as
-    :func:`torch.nn.functional.dropout`."""
-    return x * bernoulli_mask(x, p) if training and p > 0 else x
-
-
 class StandardDropout(DropoutMethod):
     """Inverted dropout: y = x * r / (1 - p), r ~ Bernoulli(1 - p) per element; identity in eval.
 

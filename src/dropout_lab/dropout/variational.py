@@ -13,13 +13,6 @@ from dropout_lab.dropout.base import DropoutMethod, SiteSpec
 from dropout_lab.dropout.standard import bernoulli_mask
 
 
-def variational_dropout(x: Tensor, p: float, shared_dims: Sequence[int], training: bool = True) -> Tensor:
-    """``x * r / (1 - p)`` with one Bernoulli mask ``r`` per sample shared along ``shared_dims``
-    (e.g. (1,) for (N, T, F) sequences); ``x`` unchanged unless ``training`` and ``p > 0``.
-    Shapes: (N, *) -> (N, *)."""
-    return x * bernoulli_mask(x, p, shared_dims) if training and p > 0 else x
-
-
 class VariationalDropout(DropoutMethod):
     """Dropout whose mask is sampled once per sample and shared along chosen axes; identity in eval.
 
