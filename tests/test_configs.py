@@ -47,3 +47,24 @@ def test_defaults_are_lenet5_standard_mnist(tmp_path):
     )
     assert cfg.dataset.batch_size == 128 and cfg.optimizer.lr == 1e-3
     assert Path(cfg.output_dir) == tmp_path
+
+
+def test_shared_bases_are_not_offered_as_choices():
+    """The bases that options include (conf/base/<group>/) are not listed as options of their group."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import MissingConfigException
+
+    from conftest import CONF
+
+    for group in ("dataset", "dropout", "model"):
+        with (
+            initialize_config_dir(config_dir=str(CONF), version_base="1.3"),
+            pytest.raises(MissingConfigException) as err,
+        ):
+            compose("config", overrides=[f"{group}=bogus"])
+        listed = {
+            line.strip() for line in str(err.value).split("Available options")[1].splitlines()[1:] if line.strip()
+        }
+        assert listed and not any(o.startswith("_") or o in ("mnist_family", "scored", "resnet") for o in listed), (
+            listed
+        )

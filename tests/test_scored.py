@@ -258,17 +258,17 @@ def test_output_gradient_methods_score_a_site_on_the_input_data(key):
 
 
 def test_score_driven_yamls_share_one_base(cfg_factory):
-    """The keys the six score-driven YAMLs share live once, in conf/dropout/_scored.yaml (a Hydra
+    """The keys the six score-driven YAMLs share live once, in conf/base/dropout/scored.yaml (a Hydra
     defaults-list base); each method still composes with every shared key and its own overrides."""
     from omegaconf import OmegaConf
 
     from conftest import CONF
 
-    shared = OmegaConf.load(CONF / "dropout" / "_scored.yaml")
+    shared = OmegaConf.load(CONF / "base" / "dropout" / "scored.yaml")
     assert set(shared) == {"p", "initial_rate", "max_rate", "drop_target", "normalise", "ema", "sites"}
     for key in [*KEYS, "shapley"]:
         own = OmegaConf.load(CONF / "dropout" / f"{key}.yaml")
-        assert list(own.defaults) == ["_scored", "_self_"]
+        assert list(own.defaults) == ["/base/dropout/scored@_here_", "_self_"]
         assert all(own.get(k) != shared[k] for k in shared if k in own), key  # only real overrides
         node = cfg_factory([f"dropout={key}"]).dropout
         assert node.name == key and set(shared) <= set(node)

@@ -23,7 +23,9 @@ from dropout_lab.train import train
 from dropout_lab.validate import RANGES, check_idx_files, exactly, integer, leaves, number, range_for, validate
 
 MAX_LINES = 15
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
+GROUPS = sorted(
+    p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "base")
+)  # base: shared bases, not a group
 
 
 def options(group: str) -> list[str]:

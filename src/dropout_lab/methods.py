@@ -28,13 +28,15 @@ from dropout_lab.options import CONF, options
 _NOT_ARGS = ("_target_", "_partial_", "name", "sites", "defaults")
 
 
-def _spec(name: str) -> tuple[type[DropoutMethod], dict[str, Any]]:
-    """The class and the default arguments of ``conf/dropout/<name>.yaml`` (its defaults list's bases first)."""
-    node = yaml.safe_load((CONF / "dropout" / f"{name}.yaml").read_text())
+def _spec(name: str, folder: str = "dropout") -> tuple[type[DropoutMethod], dict[str, Any]]:
+    """The class and the default arguments of ``conf/<folder>/<name>.yaml`` (the bases of its defaults list,
+    ``/base/dropout/scored@_here_``, first)."""
+    node = yaml.safe_load((CONF / folder / f"{name}.yaml").read_text())
     args: dict[str, Any] = {}
     for base in node.get("defaults", []):
         if isinstance(base, str) and base != "_self_":
-            args |= _spec(base)[1]
+            path = base.split("@")[0].lstrip("/")
+            args |= _spec(path.rsplit("/", 1)[1], path.rsplit("/", 1)[0])[1]
     args |= {k: v for k, v in node.items() if k not in _NOT_ARGS}
     module, _, cls = node["_target_"].rpartition(".") if "_target_" in node else ("", "", "")
     return (getattr(importlib.import_module(module), cls) if module else None), args

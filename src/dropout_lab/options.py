@@ -9,6 +9,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def options(group: str) -> list[str]:
-    """Sorted option names of ``conf/<group>/*.yaml`` (``model`` -> ``['alexnet', 'lenet5', ...]``); files named
-    ``_*.yaml`` are shared bases other options include through their defaults list, not options."""
+    """Sorted option names of ``conf/<group>/*.yaml`` (``model`` -> ``['alexnet', 'lenet5', ...]``). Shared bases
+    that options include through their defaults list live in ``conf/base/<group>/``, where Hydra does not offer
+    them as choices."""
     return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
