@@ -299,3 +299,17 @@ def test_a_reduced_chaos_sweep_loses_nothing(tmp_path):
         and counts["temp files left"] == "0"
     )
     assert int(counts["workers killed"]) + int(counts["launcher killed"]) == 2 and counts["orphans"] == "0"
+
+
+def test_an_interruption_inside_a_library_call_is_still_an_interruption():
+    """SIGTERM during torch.save's write surfaces as torch's RuntimeError, the Interrupted in its context."""
+    from dropout_lab.interrupts import Interrupted, signal_of
+
+    try:
+        try:
+            raise Interrupted(signal.SIGTERM)
+        except Interrupted:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")  # noqa: B904
+    except RuntimeError as err:
+        assert signal_of(err) == signal.SIGTERM
+    assert signal_of(ValueError("x")) is None

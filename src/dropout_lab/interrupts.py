@@ -40,9 +40,19 @@ class Interrupted(SystemExit):
 
 
 def signal_of(err: BaseException) -> int | None:
-    """The signal behind ``err``, if it is an interruption: :class:`Interrupted`, Lightning's
-    ``SIGTERMException`` (SIGTERM), ``KeyboardInterrupt`` or the ``SystemExit(1)`` Lightning raises after
-    one (SIGINT); None for anything else."""
+    """The signal behind ``err`` or any exception in its chain (an interruption inside ``torch.save``'s write
+    comes back as torch's ``RuntimeError``): :class:`Interrupted`, Lightning's ``SIGTERMException`` (SIGTERM),
+    ``KeyboardInterrupt`` or the ``SystemExit(1)`` Lightning raises after one (SIGINT); None for anything else."""
+    from dropout_lab.errors import chain
+
+    for cause in chain(err):
+        signum = _signal(cause)
+        if signum is not None:
+            return signum
+    return None
+
+
+def _signal(err: BaseException) -> int | None:
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     if isinstance(err, Interrupted):

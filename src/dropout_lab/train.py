@@ -231,7 +231,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 history,
                 {},
                 time.time() - start,
-                error=headline(err),
+                error=str(interrupts.Interrupted(signum)) if signum else headline(err),
                 trace=traceback.format_exc(),
                 timings=timings,
             )
