@@ -4,30 +4,14 @@ upgrade that moves one breaks here first."""
 from __future__ import annotations
 
 import random
-import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from conftest import python_calls
 from dropout_lab import compat
-
-
-def python_calls(run) -> int:
-    """Python-level function calls (``sys.setprofile`` "call" events) made by ``run()``, the lambda excluded."""
-    calls = 0
-
-    def tracer(frame, event, arg):
-        nonlocal calls
-        calls += event == "call"
-
-    sys.setprofile(tracer)
-    try:
-        run()
-    finally:
-        sys.setprofile(None)
-    return calls - 1
 
 
 def test_result_metric_move_is_skipped_only_when_nothing_moves():

@@ -1,7 +1,6 @@
 """The lean training step (issue 12): no host sync inside it, torch's fused optimizer kernels, one
 parameter group without weight decay, and epoch metrics summed on the device equal to the plain ones."""
 
-import sys
 from functools import partial
 
 import torch
@@ -53,19 +52,3 @@ def test_one_parameter_group_without_weight_decay():
     model = LeNet5()
     assert len(param_groups(model, 0.0)) == 1 and len(param_groups(model, 1e-4)) == 2
     assert sum(len(g["params"]) for g in param_groups(model, 1e-4)) == len(list(model.parameters()))
-
-
-def python_calls(run) -> int:
-    """Python-level function calls (``sys.setprofile`` "call" events) made by ``run()``, the lambda excluded."""
-    calls = 0
-
-    def tracer(frame, event, arg):
-        nonlocal calls
-        calls += event == "call"
-
-    sys.setprofile(tracer)
-    try:
-        run()
-    finally:
-        sys.setprofile(None)
-    return calls - 1
