@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from dropout_lab.config import split_config
+from dropout_lab.dropout import spec
 from dropout_lab.errors import ConfigError
 from dropout_lab.train import train
 
@@ -48,12 +48,9 @@ def run(out: Path, overrides: list[str]) -> dict:
 
 
 def resolved_sites(method: str) -> str:
-    """The sites a method occupies by default (its class's default_sites when the YAML says default)."""
-    from hydra.utils import get_class
-
-    cfg = config(Path("/tmp"), [f"dropout={method}"])
-    _, sites, node = split_config(cfg.dropout)
-    return get_class(node["_target_"]).default_sites if sites == "default" else sites
+    """The sites a method occupies by default (its spec's default_sites when its node says default)."""
+    found = spec.get(method)
+    return found.default_sites if found.sites == "default" else found.sites
 
 
 def speed(methods: list[str], steps: int, rounds: int, extra: list[str], out: Path) -> None:

@@ -28,9 +28,12 @@ def make_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
         )
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python train.py args`` in a subprocess from ``cwd`` with the test data root."""
-    env = {**os.environ, "DROPOUT_LAB_DATA": DATA_ROOT, "PYTHONPATH": str(ROOT / "src")}
+def run_cli(
+    args: list[str], cwd: Path, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python train.py args`` in a subprocess from ``cwd`` with the test data root (``env``: more
+    variables, or replacements)."""
+    env = {**os.environ, "DROPOUT_LAB_DATA": DATA_ROOT, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],
         cwd=cwd,

@@ -280,7 +280,7 @@ def test_fmre_scores_through_the_pooling_before_a_linear(builder, name, pooled):
     net = resnet.resnet18() if builder == "resnet18" else alexnet.alexnet(image_size=63)
     site = net.get_submodule(name).spec(net)
     x = torch.randn(4, site.num_features, 3, 3)
-    score = FMREDropout(0.3, site, sub_batch=4).score_input(x)
+    score = FMREDropout.spec.build(site, p=0.3, sub_batch=4).score_input(x)
     for c in (0, 7):
         x0 = x.clone()
         x0[:, c] = 0

@@ -21,7 +21,7 @@ def test_concrete_mask_and_learnable_p():
     relaxed mask (z > 1/2, i.e. keep factor below 1/2 / (1 - p)) is p."""
     torch.manual_seed(0)
     linear = nn.Linear(64, 8)
-    method = ConcreteDropout(P, spec(next=linear)).train()
+    method = ConcreteDropout.spec.build(spec(next=linear), p=P).train()
     assert isinstance(method.p_logit, nn.Parameter) and method.drop_prob().item() == pytest.approx(P)
     x = torch.ones(512, 64)
     y = method(x)
@@ -32,7 +32,7 @@ def test_concrete_mask_and_learnable_p():
     assert abs(hard - P) < binomial_tol(P, x.numel())
     assert method.stats()["drop_fraction"] == pytest.approx(1 - keep.mean().item(), abs=1e-5)
     assert "p_learned" in method.stats()
-    conv = ConcreteDropout(P, spec("conv", 8, next=nn.Conv2d(8, 4, 3))).train()
+    conv = ConcreteDropout.spec.build(spec("conv", 8, next=nn.Conv2d(8, 4, 3)), p=P).train()
     ym = conv(torch.ones(4, 8, 5, 5))
     assert torch.all(ym == ym[:, :, :1, :1])  # spatial variant: one mask value per channel
 
@@ -40,7 +40,7 @@ def test_concrete_mask_and_learnable_p():
 def test_concrete_regulariser_formula():
     torch.manual_seed(0)
     linear = nn.Linear(64, 8)
-    method = ConcreteDropout(P, spec(next=linear), length_scale=0.5)
+    method = ConcreteDropout.spec.build(spec(next=linear), p=P, length_scale=0.5)
     n = 1000
     expected = (
         0.25 / 2 * linear.weight.detach().square().sum() / (1 - P) + 64 * (P * math.log(P) + (1 - P) * math.log(1 - P))
@@ -54,7 +54,7 @@ def test_concrete_p_moves_under_regulariser(weight_scale, direction):
     pushes p up towards 1/2; with large weights l^2/2 ||W||^2/(1 - p) dominates and pushes p down."""
     linear = nn.Linear(64, 8)
     nn.init.constant_(linear.weight, weight_scale)
-    method = ConcreteDropout(0.2, spec(next=linear), length_scale=1.0)
+    method = ConcreteDropout.spec.build(spec(next=linear), p=0.2, length_scale=1.0)
     opt = torch.optim.SGD([method.p_logit], lr=1.0)
     for _ in range(20):
         opt.zero_grad()

@@ -24,7 +24,7 @@ def expected_dropblock_fraction(p: float, size: int, bs: int) -> float:
 def test_dropblock_block_size_rule_and_drop_fraction(size, block_size, used):
     """Largest odd block <= the map; realised mean drop fraction = the paper's gamma construction."""
     torch.manual_seed(0)
-    method = DropBlock(P, spec("conv", 32), block_size=block_size, ramp_steps=0).train()
+    method = DropBlock.spec.build(spec("conv", 32), p=P, block_size=block_size, ramp_steps=0).train()
     assert block_for(block_size, size, size) == used
     x = torch.ones(32, 32, size, size)
     per_channel = torch.cat([(method(x) == 0).float().mean((2, 3)).flatten() for _ in range(5)])
@@ -39,7 +39,7 @@ def test_dropblock_drops_contiguous_square_blocks():
     torch.manual_seed(0)
     bs = 3
     x = torch.ones(64, 16, 14, 14)
-    y = DropBlock(0.2, spec("conv", 16), block_size=bs, ramp_steps=0).train()(x)
+    y = DropBlock.spec.build(spec("conv", 16), p=0.2, block_size=bs, ramp_steps=0).train()(x)
     dropped = (y == 0).float()
     full = (F.avg_pool2d(dropped, bs, stride=1) > 1 - 1e-6).float()  # windows entirely dropped
     opened = F.max_pool2d(F.pad(full, [bs - 1] * 4), bs, stride=1)
@@ -58,7 +58,7 @@ def test_dropblock_drops_contiguous_square_blocks():
 def test_dropblock_linear_ramp(step, max_steps, ramp_steps):
     """p(t) = p min(1, t / T), T = ramp_steps or the run's max_steps (scheduled DropBlock); the
     method's rate() is the scheduled value (0 makes it the identity)."""
-    method = DropBlock(P, spec("conv", 8), ramp_steps=ramp_steps)
+    method = DropBlock.spec.build(spec("conv", 8), p=P, ramp_steps=ramp_steps)
     method.on_train_batch_start(ctx(step, max_steps))
     total = max_steps if ramp_steps is None else ramp_steps
     assert method.rate() == pytest.approx(P if total == 0 else P * min(1.0, step / total), abs=1e-12)
@@ -72,7 +72,7 @@ def test_dropblock_block_size_is_checked():
 def test_dropblock_method_is_its_pure_mask_function():
     """The method multiplies by the timm-style mask function's mask (same seed, same output); eval is the identity."""
     x = torch.randn(4, 8, 9, 9)
-    method = DropBlock(P, spec("conv", 8), block_size=3, ramp_steps=0).train()
+    method = DropBlock.spec.build(spec("conv", 8), p=P, block_size=3, ramp_steps=0).train()
     torch.manual_seed(3)
     expected = method(x)
     torch.manual_seed(3)
@@ -83,7 +83,7 @@ def test_dropblock_method_is_its_pure_mask_function():
 def test_dropblock_records_mask_variance_as_p_eq():
     """DropBlock's mask is 0 or numel / kept: p_eq = 1 - E[m]^2 / E[m^2] = the zero fraction."""
     torch.manual_seed(0)
-    method = DropBlock(P, spec("conv", 8), block_size=3, ramp_steps=0).train()
+    method = DropBlock.spec.build(spec("conv", 8), p=P, block_size=3, ramp_steps=0).train()
     method(torch.ones(16, 8, 10, 10))
     stats = method.stats()
     assert stats["p_eq"] == pytest.approx(stats["drop_fraction"], abs=1e-5) and stats["drop_fraction"] > 0.1

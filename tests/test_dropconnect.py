@@ -22,7 +22,7 @@ from tolerance import binomial_tol, mean_tol
 
 def dropconnect(in_features=64, out_features=32, **kw) -> tuple[DropConnect, nn.Linear]:
     linear = nn.Linear(in_features, out_features)
-    return DropConnect(P, spec(num_features=in_features, next=linear), **kw), linear
+    return DropConnect.spec.build(spec(num_features=in_features, next=linear), p=P, **kw), linear
 
 
 def test_dropconnect_masks_weights_not_activations():
@@ -205,8 +205,8 @@ def test_dropconnect_chunked_memory_is_bounded():
 
 def test_dropconnect_needs_a_following_linear():
     with pytest.raises(ValueError, match="dropout.sites=fc"):
-        DropConnect(P, spec("conv", 6, next=nn.Conv2d(6, 16, 5)))
+        DropConnect.spec.build(spec("conv", 6, next=nn.Conv2d(6, 16, 5)), p=P)
     with pytest.raises(ValueError, match="followed by nothing"):
-        DropConnect(P, spec())
+        DropConnect.spec.build(spec(), p=P)
     with pytest.raises(ValueError, match="dropout.inference"):
         dropconnect(inference="sample")

@@ -18,7 +18,7 @@ def test_fmre_equals_brute_force_removal_error():
     feats["drop_fc1"] = lenet.act(lenet.fc1(feats["drop_conv2"].flatten(1)))
     for name, a in feats.items():
         spec = getattr(lenet, name).spec(lenet)
-        m = FMREDropout(0.3, spec, sub_batch=5)
+        m = FMREDropout.spec.build(spec, p=0.3, sub_batch=5)
         nxt = lambda t: spec.next(t.flatten(1) if isinstance(spec.next, nn.Linear) else t)  # noqa: E731
         brute = []
         for j in range(spec.num_features):

@@ -97,7 +97,8 @@ def test_none_is_identity_in_training():
 
 
 def make(cls, p, features=40, kind="fc", **kwargs):
-    return cls(p, SiteSpec("s", kind, features), **kwargs).train()
+    """``cls`` at an ``kind`` site of ``features`` units, built through its spec (defaults, checked values)."""
+    return cls.spec.build(SiteSpec("s", kind, features), p=p, **kwargs).train()
 
 
 def positive(n, features, seed=0):

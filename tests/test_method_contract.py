@@ -1,5 +1,5 @@
-"""The method contract, checked for every ``conf/dropout/*.yaml`` (a new YAML gets these tests with no
-list to edit): refusals name ``dropout.sites``, evaluation is deterministic (the identity unless the
+"""The method contract, checked for every registered method (a new method's spec gets these tests with no
+list to edit; ``DROPOUT_LAB_METHODS`` adds methods kept outside the package): refusals name ``dropout.sites``, evaluation is deterministic (the identity unless the
 method declares a test-time form), every training step is recorded at p = 0 and p > 0 with rates in
 [0, 1], dropped units get zero gradient, the state_dict round trip restores the method, and a smoke
 run at ``dataset.image_size=32`` writes drop_fraction, p_eq and method_info. A method refused at its
@@ -14,16 +14,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra.utils import get_class
 from torch import nn
 
-from conftest import CONF, SMOKE, make_cfg
+from conftest import SMOKE, make_cfg
 from dropout_lab.config import attach, instantiate_model
-from dropout_lab.dropout import DropoutContext, DropoutMethod, Site
-from dropout_lab.dropout.controller import DropoutController
+from dropout_lab.controller import DropoutController
+from dropout_lab.dropout import DropoutContext, DropoutMethod, Site, spec
 from dropout_lab.dropout.curriculum import CurriculumDropout
 
-METHODS = sorted(p.stem for p in (CONF / "dropout").glob("[!_]*.yaml"))  # _*.yaml: shared bases, not methods
+METHODS = list(spec.specs())
 STEPS, BATCH, TRAIN = 3, 16, 512
 
 
@@ -184,10 +183,10 @@ def test_smoke_run_at_32_pixels(key, tmp_path):
         return
     metrics = train(cfg)
     summary = json.loads((tmp_path / "metrics.json").read_text())
-    cls = get_class(cfg.dropout._target_)
+    method = spec.get(key)
     assert summary["status"] == "ok"
     assert 0.0 <= summary["drop_fraction"] <= 1.0 and 0.0 <= summary["p_eq"] <= 1.0
-    assert summary["method_info"] == {"p_meaning": cls.p_meaning, "p_is_rate": cls.p_is_rate}
+    assert summary["method_info"] == {"p_meaning": method.p_meaning, "p_is_rate": method.p_is_rate}
     assert metrics["dropout/drop_fraction"] == summary["drop_fraction"]
 
 
@@ -195,7 +194,9 @@ def test_logged_rate_is_the_mean_over_all_training_steps():
     """The controller logs the run's mean, not the last epoch's: curriculum at rate 0 in epoch 1 and
     at ~p in epoch 2 logs ~p / 2 after epoch 2 (the old per-epoch reset logged ~p)."""
     torch.manual_seed(0)
-    method = CurriculumDropout(0.5, SimpleNamespace(name="s", kind="fc", num_features=64, next=None)).train()
+    method = CurriculumDropout.spec.build(
+        SimpleNamespace(name="s", kind="fc", num_features=64, next=None), p=0.5
+    ).train()
     controller = DropoutController([method], TRAIN)
     controller.max_steps = 100
     logged = {}

@@ -67,7 +67,7 @@ def test_obd_one_hessian_pass_for_all_sites_and_grads_untouched():
 @pytest.mark.slow
 def test_default_saliency_ranking_is_stable(cfg_factory):
     """Defect: with one probe, two independent saliency estimates on the same weights ranked units with
-    Spearman 0.03-0.18. With the defaults of conf/dropout/obd.yaml, two independent runs of the
+    Spearman 0.03-0.18. With the defaults of obd's spec, two independent runs of the
     method's estimator (own probes, own batches) over 3 / (1 - ema) updates on the same LeNet5 weights
     (150 Adam steps on MNIST) rank every site's units with Spearman >= 0.8."""
     from scipy.stats import spearmanr

@@ -9,7 +9,8 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CONF, SMOKE, run_cli
+from conftest import SMOKE, run_cli
+from dropout_lab.dropout import spec
 
 
 @pytest.mark.slow
@@ -32,7 +33,7 @@ def test_three_trial_study_tunes_p_and_block_size(tmp_path):
     jobs = [json.loads(path.read_text()) for path in sweep.glob("*/metrics.json")]
     assert len(jobs) == 3 and all(job["status"] == "ok" for job in jobs)
     assert all((path.parent / ".hydra" / "overrides.yaml").exists() for path in sweep.glob("*/metrics.json"))
-    space = OmegaConf.load(CONF / "hparams_search" / "dropout_p.yaml").search_space.dropblock
+    space = spec.get("dropblock").search_space()
     assert space["dropout.p"] == "interval(0.02, 0.3)" and space["dropout.block_size"] == "choice(3, 5, 7)"
     tried = {(job["config"]["dropout"]["p"], job["config"]["dropout"]["block_size"]) for job in jobs}
     assert len(tried) == 3 and all(0.02 <= p <= 0.3 and size in (3, 5, 7) for p, size in tried)

@@ -4,8 +4,6 @@ epoch; each seed draws its own stratified training and validation subsets."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -21,10 +19,8 @@ THREE = [*SMOKE, "trainer.max_epochs=3", "trainer.limit_train_batches=4", "deter
 
 
 class DrawsAndKeeps(DropoutMethod):
-    """Draws a uniform mask at every training forward and returns its input unchanged."""
-
-    p_meaning: ClassVar[str] = "ignored (draws random numbers, changes nothing)"
-    p_is_rate: ClassVar[bool] = False
+    """Draws a uniform mask at every training forward and returns its input unchanged (no spec: it runs as
+    ``dropout=none`` with its ``_target_`` replaced, so it has none's spec)."""
 
     def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         torch.rand_like(x)

@@ -66,7 +66,7 @@ def job(
             **(metrics or {}),
         },
         "config": {
-            "dropout": {"_target_": TARGETS[method], "p": p},
+            "dropout": {"_target_": TARGETS[method], "name": method, "p": p},
             "dataset": {"name": dataset, "split_seed": seed},
             "seed": seed,
             "output_dir": str(folder),

@@ -17,7 +17,7 @@ from dropout_lab.dropout.base import DropoutContext, SiteSpec
 from dropout_lab.dropout.fmre import FMREDropout
 from dropout_lab.dropout.l2_dynamic import L2DynamicDropout
 from dropout_lab.dropout.obd import OBDDropout
-from dropout_lab.dropout.scored import ScoredDropout, normalise_scores, rate_range
+from dropout_lab.dropout.scored import SCORED_ARGS, ScoredDropout, normalise_scores, rate_range
 from dropout_lab.models.mlp import MLP
 from scored_nets import CLASSES, KEYS, batch, install, step
 from tolerance import binomial_tol
@@ -37,6 +37,15 @@ class GradSum(ScoredDropout):
 
     def score_grad(self, a, g):
         return g.abs().flatten(2).sum((0, 2)) if g.ndim > 2 else g.abs().sum(0)
+
+
+def make(cls, p, site, **kwargs):
+    """A test double of ScoredDropout with the shared arguments' declared defaults (``SCORED_ARGS``), each given
+    value checked against that declaration first."""
+    for key, value in kwargs.items():
+        if not SCORED_ARGS[key].accepts.ok(value):
+            raise ValueError(f"dropout.{key}={value!r}: must be {SCORED_ARGS[key].accepts.wants}")
+    return cls(p, site, **({key: arg.default for key, arg in SCORED_ARGS.items()} | kwargs))
 
 
 def site(F=8, kind="fc"):
@@ -61,7 +70,7 @@ def test_bad_keys_fail_with_key_name():
         ({"update_every": 0}, "update_every"),
     ]:
         with pytest.raises(ValueError, match=f"dropout.{key}"):
-            FixedScore(0.3, site(), **kwargs)
+            make(FixedScore, 0.3, site(), **kwargs)
 
 
 def test_rank_normalisation_mean_half_and_minmax():
@@ -73,7 +82,7 @@ def test_rank_normalisation_mean_half_and_minmax():
 
 @pytest.mark.parametrize("target", ["low", "high"])
 def test_rates_in_range_mean_p_and_target_direction(target):
-    m = FixedScore(0.3, site(), drop_target=target).train()
+    m = make(FixedScore, 0.3, site(), drop_target=target).train()
     assert torch.all(m.rates == 0.3)  # warm-up at the mean rate until a score exists
     m(torch.ones(4, 8))
     assert torch.all((m.rates >= 0.1 - 1e-7) & (m.rates <= 0.5 + 1e-7))
@@ -85,7 +94,7 @@ def test_rates_in_range_mean_p_and_target_direction(target):
 @pytest.mark.parametrize("kind,shape", [("fc", (4000, 8)), ("conv", (4000, 8, 3, 3))])
 def test_masks_per_unit_unbiased_and_drop_fraction_recorded(kind, shape):
     torch.manual_seed(0)
-    m = FixedScore(0.3, site(8, kind)).train()
+    m = make(FixedScore, 0.3, site(8, kind)).train()
     x = torch.ones(shape)
     y = m(x)
     kept = (y != 0).float()
@@ -108,24 +117,24 @@ def test_masks_per_unit_unbiased_and_drop_fraction_recorded(kind, shape):
 
 
 def test_eval_identity_and_buffers_in_state_dict():
-    m = FixedScore(0.3, site())
+    m = make(FixedScore, 0.3, site())
     m.train()(torch.ones(3, 8))
     x = torch.randn(5, 8)
     assert m.eval()(x) is x
     sd = m.state_dict()
     assert {"score", "rates", "scored"} <= set(sd) and bool(sd["scored"])
-    fresh = FixedScore(0.3, site())
+    fresh = make(FixedScore, 0.3, site())
     fresh.load_state_dict(sd)
     assert torch.equal(fresh.rates, m.rates)
 
 
 def test_ema_and_update_every():
-    m = FixedScore(0.3, site(), ema=0.5, update_every=3).train()
+    m = make(FixedScore, 0.3, site(), ema=0.5, update_every=3).train()
     m.update_scores(torch.full((8,), 2.0))
     assert torch.all(m.score == 2.0)  # first score initialises the EMA
     m.update_scores(torch.zeros(8))
     assert torch.all(m.score == 1.0)
-    m = FixedScore(0.3, site(), ema=0.0, update_every=3).train()
+    m = make(FixedScore, 0.3, site(), ema=0.0, update_every=3).train()
     calls = []
     m.score_input = lambda x: calls.append(1) or torch.arange(8.0)
     for i in range(7):
@@ -137,7 +146,7 @@ def test_ema_and_update_every():
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_grad_capture_uses_output_gradient_and_keeps_nothing_large():
     torch.manual_seed(0)
-    m = GradSum(0.3, site(6), ema=0.0).train()
+    m = make(GradSum, 0.3, site(6), ema=0.0).train()
     x = torch.randn(7, 6, requires_grad=True)
     y = m(x)
     g_out = torch.randn(7, 6)
@@ -152,7 +161,7 @@ def test_grad_capture_uses_output_gradient_and_keeps_nothing_large():
 
 
 def test_extra_pass_is_not_recorded_or_scored():
-    m = FixedScore(0.3, site()).train()
+    m = make(FixedScore, 0.3, site()).train()
     with passes.extra_pass(m):
         m(torch.ones(4, 8))
     assert not bool(m.scored) and "drop_fraction" not in m.stats()
@@ -208,10 +217,10 @@ def test_grad_capture_keeps_nothing_larger_than_per_unit(key):
 
 
 def test_neighbour_errors_name_the_key():
-    spec = SiteSpec("s", "fc", 6, prev=nn.ReLU(), next=nn.ReLU())
+    site = SiteSpec("s", "fc", 6, prev=nn.ReLU(), next=nn.ReLU())
     for cls, key in [(L2DynamicDropout, "l2_dynamic"), (OBDDropout, "obd"), (FMREDropout, "fmre")]:
         with pytest.raises(ValueError, match=f"dropout={key}"):
-            cls(0.3, spec)
+            cls.spec.build(site)
 
 
 @pytest.mark.slow
@@ -257,19 +266,16 @@ def test_output_gradient_methods_score_a_site_on_the_input_data(key):
         assert torch.all(inp.score.view(28, 28)[:4] == 0) and float(inp.score.max()) > 0
 
 
-def test_score_driven_yamls_share_one_base(cfg_factory):
-    """The keys the six score-driven YAMLs share live once, in conf/base/dropout/scored.yaml (a Hydra
-    defaults-list base); each method still composes with every shared key and its own overrides."""
-    from omegaconf import OmegaConf
+def test_score_driven_specs_share_one_declaration(cfg_factory):
+    """The arguments the six score-driven methods share are declared once (scored.SCORED_ARGS); each method's
+    composed node has every shared key, with its own spec's replacements (obd's ema)."""
+    from dropout_lab.dropout import spec
+    from dropout_lab.dropout.scored import SCORED_ARGS
 
-    from conftest import CONF
-
-    shared = OmegaConf.load(CONF / "base" / "dropout" / "scored.yaml")
-    assert set(shared) == {"p", "initial_rate", "max_rate", "drop_target", "normalise", "ema", "sites"}
     for key in [*KEYS, "shapley"]:
-        own = OmegaConf.load(CONF / "dropout" / f"{key}.yaml")
-        assert list(own.defaults) == ["/base/dropout/scored@_here_", "_self_"]
-        assert all(own.get(k) != shared[k] for k in shared if k in own), key  # only real overrides
         node = cfg_factory([f"dropout={key}"]).dropout
-        assert node.name == key and set(shared) <= set(node)
+        assert node.name == key and set(SCORED_ARGS) <= set(node)
+        assert {k: node[k] for k in SCORED_ARGS} == {
+            k: a.default for k, a in spec.get(key).args.items() if k in SCORED_ARGS
+        }
     assert cfg_factory(["dropout=obd"]).dropout.ema == 0.98 and cfg_factory(["dropout=taylor"]).dropout.ema == 0.9

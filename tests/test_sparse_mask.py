@@ -61,7 +61,7 @@ def test_l0_penalty_drives_useless_gates_to_zero():
         {
             "_target_": "dropout_lab.dropout.sparse_mask.SparseMask",
             "_partial_": True,
-            "name": "l0",
+            "name": "sparse_mask",
             "p": 0.5,
             "lam": 20.0,
             "sites": "fc",

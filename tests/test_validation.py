@@ -65,12 +65,15 @@ def every_option():
 
 
 def test_every_numeric_key_in_conf_has_a_range(every_option):
-    """A new numeric key in conf/ without an entry in validate.RANGES fails here."""
+    """A new numeric key in conf/ without an entry in validate.RANGES (or, under dropout, in its method's spec)
+    fails here."""
     missing = {
         (key, name)
         for name, cfg in every_option
         for key, value in leaves(cfg)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and range_for(key) is None
+        if isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and range_for(key, cfg["dropout"]["name"]) is None
     }
     assert len(every_option) > 40 and not missing, sorted(missing)
 
@@ -95,7 +98,8 @@ def test_checks_accept_and_refuse(check, good, bad):
 
 
 def test_check_phrases():
-    assert RANGES["dropout.p"].wants == "a number in [0, 1)"
+    assert range_for("dropout.p", "standard").wants == "a number in [0, 1)"
+    assert range_for("dropout.p", "concrete").wants == "a number in (0, 1)"
     assert RANGES["optimizer.lr"].wants == "a number > 0"
     assert RANGES["trainer.max_steps"].wants == "-1 (no step limit) or an integer >= 1"
     assert range_for("model.hidden_sizes.1") is RANGES["model.hidden_sizes"]
@@ -311,7 +315,11 @@ def test_method_conditions_are_refused_before_training_with_their_summary(case, 
 
 def test_a_method_condition_is_printed_once_in_few_lines(tmp_path):
     """A constructor's refusal takes the config-error path too (was a 30-line traceback)."""
-    refused(METHOD_CHECKS["concrete_p0"][0], tmp_path, "dropout='concrete': dropout.p=0 is not a valid initial p")
+    refused(
+        METHOD_CHECKS["adaptive_range"][0],
+        tmp_path,
+        "dropout='adaptive': dropout.rate_min=0.0, dropout.p=0.5, dropout.rate_max=0.3: need 0 <= rate_min <= p <= rate_max < 1",
+    )
 
 
 def refused(args: list[str], tmp_path: Path, message: str) -> list[str]:

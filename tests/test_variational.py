@@ -14,16 +14,16 @@ from layer_helpers import P, lenet_with, spec
 
 def test_variational_mask_constant_along_axis():
     torch.manual_seed(0)
-    seq = VariationalDropout(P, spec(), shared_dims=[1]).train()(torch.ones(16, 10, 32))
+    seq = VariationalDropout.spec.build(spec(), p=P, shared_dims=[1]).train()(torch.ones(16, 10, 32))
     assert torch.all(seq == seq[:, :1]) and (seq == 0).any()  # (N, T, F): one mask per sequence, all T
-    rows = VariationalDropout(P, spec("conv", 8), shared_dims=[2]).train()(torch.ones(16, 8, 5, 5))
+    rows = VariationalDropout.spec.build(spec("conv", 8), p=P, shared_dims=[2]).train()(torch.ones(16, 8, 5, 5))
     assert torch.all(rows == rows[:, :, :1]) and not torch.all(rows == rows[:, :, :, :1])  # shared over H only
-    across = VariationalDropout(P, spec("conv", 8), shared_dims=[1]).train()(torch.ones(16, 8, 5, 5))
+    across = VariationalDropout.spec.build(spec("conv", 8), p=P, shared_dims=[1]).train()(torch.ones(16, 8, 5, 5))
     assert torch.all(across == across[:, :1]) and not torch.all(across == across[:, :, :1, :1])
     with pytest.raises(ValueError, match="dropout.shared_dims"):
-        VariationalDropout(P, spec(), shared_dims=[0])
+        VariationalDropout.spec.build(spec(), p=P, shared_dims=[0])
     with pytest.raises(ValueError, match="dropout.shared_dims"):
-        VariationalDropout(P, spec(), shared_dims=[3]).train()(torch.ones(4, 8))
+        VariationalDropout.spec.build(spec(), p=P, shared_dims=[3]).train()(torch.ones(4, 8))
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_variational_refuses_sites_where_it_is_another_method(kind, shared_dims,
     mask = bernoulli_mask(x, P, (2, 3) if kind == "conv" else ())  # the mask the method would draw
     assert torch.equal(x * mask, reference)
     with pytest.raises(ValueError, match=rf"(?s)bit-identical to dropout={same}.*dropout.sites"):
-        VariationalDropout(P, spec(kind, 6), shared_dims=shared_dims)
+        VariationalDropout.spec.build(spec(kind, 6), p=P, shared_dims=shared_dims)
 
 
 def test_variational_is_refused_on_lenet():

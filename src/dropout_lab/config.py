@@ -12,24 +12,33 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dropout_lab.dropout.base import DropoutMethod, check_p
+from dropout_lab.dropout import spec
+from dropout_lab.dropout.base import DropoutMethod
 from dropout_lab.dropout.sites import SITE_CHOICES, find_sites, resolve_default
-from dropout_lab.errors import ConfigError
+from dropout_lab.errors import ConfigError, reported
 from dropout_lab.summary import target_name
 
 
 def split_config(cfg: DictConfig | dict) -> tuple[str, str, dict[str, Any]]:
-    """Split a ``dropout`` config node into (name, sites, constructor config).
+    """Split a ``dropout`` config node into (name, sites, constructor config): the method's spec defaults
+    (:meth:`~dropout_lab.dropout.spec.MethodSpec.defaults`) replaced by the node's values, each checked against the
+    spec (:meth:`~dropout_lab.dropout.spec.MethodSpec.check`). A composed node holds every argument; a hand-written
+    dict may hold only what it changes.
 
     Raises:
-        ValueError: if ``p`` is outside [0, 1) or ``sites`` is not one of fc, conv, all, default.
+        ConfigError: for an unknown method, an argument value its spec refuses, or ``sites`` not one of fc, conv,
+            all, default.
     """
     node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     name, sites = node.pop("name"), node.pop("sites", "default")
-    check_p(node.get("p", 0.0))
+    with reported():
+        method = spec.get(name)
+        for key, value in node.items():
+            if not key.startswith("_"):
+                method.check(key, value)
     if sites not in SITE_CHOICES:
-        raise ValueError(f"dropout.sites={sites!r} is not one of {', '.join(SITE_CHOICES)}")
-    return name, sites, node
+        raise ConfigError("dropout.sites", sites, f"must be one of {', '.join(SITE_CHOICES)}")
+    return name, sites, {"_target_": method.target, "_partial_": True, **method.defaults(), **node}
 
 
 def attach(model: nn.Module, cfg: DictConfig | dict) -> list[DropoutMethod]:
@@ -41,17 +50,17 @@ def attach(model: nn.Module, cfg: DictConfig | dict) -> list[DropoutMethod]:
             (a :class:`DropoutMethod` subclass), ``_partial_: true``, ``p`` and method arguments.
 
     Raises:
-        ValueError: on a bad ``p`` or ``sites``.
-        ConfigError: on ``dropout``, for a model without such sites or a method whose constructor refuses
+        ConfigError: from :func:`split_config`; on ``dropout``, for a model without such sites or a method whose constructor refuses
             its arguments or sites (the message names the key, e.g. ``dropout.sites``), so that it is
             printed in a few lines like every config error.
     """
     name, sites, node = split_config(cfg)
     factory = instantiate(node)
     cls = factory.func
-    kind = resolve_default(model, cls.default_sites) if sites == "default" else sites
+    kind = resolve_default(model, cls.spec.default_sites) if sites == "default" else sites
     try:
-        return cls.attach(model, factory, find_sites(model, kind))
+        with reported():
+            return cls.attach(model, factory, find_sites(model, kind))
     except ConfigError:
         raise
     except ValueError as err:  # a method's own refusal (its message names the key): printed as a config error

@@ -1,5 +1,5 @@
 """One job per effective configuration: what a sweep job computes, independent of the arguments its
-dropout method ignores (``none`` ignores ``p``: :attr:`~dropout_lab.dropout.base.DropoutMethod.ignored_args`).
+dropout method ignores (``none`` ignores ``p``: :attr:`~dropout_lab.dropout.spec.MethodSpec.ignored`).
 
 Used by the default sweeper (``hydra_plugins.dropout_lab_sweeper.DedupSweeper``, which launches each
 effective configuration once, planned by :func:`plan` without composing every job) and by the report
@@ -13,20 +13,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from dropout_lab.dropout import spec
 from dropout_lab.launch import NEUTRAL_KEYS, neutral
 
 
+def _spec(dropout: DictConfig | dict) -> spec.MethodSpec | None:
+    """The spec of the method a ``dropout`` node names; None for a job whose method is not registered now (a saved
+    job of a plugin method, or a node without ``name``)."""
+    return spec.specs().get(dropout.get("name"))
+
+
 def ignored_args(dropout: DictConfig | dict) -> tuple[str, ...]:
-    """The arguments the method of a ``dropout`` config node ignores (its class' ``ignored_args``)."""
-    return tuple(getattr(get_class(dropout["_target_"]), "ignored_args", ()))
+    """The arguments the method of a ``dropout`` config node ignores (its spec's ``ignored``; none if unknown)."""
+    found = _spec(dropout)
+    return found.ignored if found else ()
 
 
 def p_is_rate(dropout: DictConfig | dict) -> bool | None:
-    """Whether the method's ``p`` is a drop probability (its class' ``p_is_rate``; None if it does not say)."""
-    return getattr(get_class(dropout["_target_"]), "p_is_rate", None)
+    """Whether the method's ``p`` is a drop probability (its spec's ``p_is_rate``; None if the method is unknown)."""
+    found = _spec(dropout)
+    return found.p_is_rate if found else None
 
 
 def _identity(node: dict[str, Any]) -> str:
@@ -143,7 +151,7 @@ class Structure:
             return composed(load(overrides), overrides)  # composed whole (and Hydra names a key it cannot set)
         try:
             for key, value in values.items():
-                check_value(key, value)
+                check_value(key, value, self.cfg.dropout.name)
             row = dict(self.first.row)
             row.update({hparam_column(k): hparam_cell(k, v) for k, v in values.items() if hparam_column(k)})
         except (ConfigError, TypeError, ValueError):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from hydra.errors import CompactHydraException
 
+from dropout_lab.checks import BadValue
 
-class ConfigError(ValueError, CompactHydraException):
-    """A configuration value that cannot run, reported as ``key=value: fix``.
+
+class ConfigError(BadValue, CompactHydraException):
+    """A configuration value that cannot run, reported as ``key=value: fix`` (a :class:`~dropout_lab.checks.BadValue`
+    that Hydra prints compactly).
 
     Raised before the first training step (by :func:`dropout_lab.validate.validate`, or where the
     objects a check needs are built) and printed once by Hydra's entry point: as a
@@ -27,21 +31,17 @@ class ConfigError(ValueError, CompactHydraException):
         ``dropout.p='abc': must be a number in [0, 1)``.
     """
 
-    def __init__(self, key: str, value: Any, fix: str) -> None:
-        self.key, self.value, self.fix = key, value, fix
-        shown = (
-            repr(value)
-            if isinstance(value, str)
-            else "null"
-            if value is None
-            else str(value).lower()
-            if isinstance(value, bool)
-            else value
-        )
-        super().__init__(f"{key}={shown}: {fix}")
 
-    def __reduce__(self) -> tuple:
-        return type(self), (self.key, self.value, self.fix)
+@contextmanager
+def reported() -> Iterator[None]:
+    """Re-raise a :class:`~dropout_lab.checks.BadValue` from the methods package (which imports no Hydra) as
+    the :class:`ConfigError` Hydra prints compactly, with the same key, value and fix."""
+    try:
+        yield
+    except BadValue as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(err.key, err.value, err.fix) from None
 
 
 class JobError(RuntimeError, CompactHydraException):

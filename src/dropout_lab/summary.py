@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerFn
 
 from dropout_lab import metrics as M
+from dropout_lab.dropout import spec
 
 SUMMARY_FILE = "metrics.json"
 
@@ -203,13 +203,13 @@ class History(pl.Callback):
 
 
 def method_info(node: DictConfig | dict) -> dict[str, Any] | None:
-    """``{"p_meaning", "p_is_rate"}`` of the method a ``dropout`` node names (docs/methods/README.md),
-    or None if its ``_target_`` cannot be imported (a job that failed on that is still summarised)."""
+    """``{"p_meaning", "p_is_rate"}`` of the method a ``dropout`` node names (its spec; docs/methods/README.md),
+    or None for an unknown method (a job that failed on that is still summarised)."""
     try:
-        cls = get_class(node["_target_"])
+        method = spec.get(node["name"])
     except Exception:  # noqa: BLE001 - the job's own error is reported; the summary must still be written
         return None
-    return {"p_meaning": cls.p_meaning, "p_is_rate": cls.p_is_rate}
+    return {"p_meaning": method.p_meaning, "p_is_rate": method.p_is_rate}
 
 
 def publish(tmp: str | Path, target: str | Path) -> None:

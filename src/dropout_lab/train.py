@@ -22,7 +22,7 @@ from dropout_lab import metrics as M
 from dropout_lab.analysis import ActivationVariance, evaluate
 from dropout_lab.callbacks import instantiate_callbacks
 from dropout_lab.config import attach, build_model, split_config
-from dropout_lab.dropout.controller import DropoutController
+from dropout_lab.controller import DropoutController
 from dropout_lab.errors import JobError, headline, root_cause
 from dropout_lab.loggers import close, instantiate_loggers, log_metrics
 from dropout_lab.module import Classifier

@@ -1,9 +1,10 @@
 """Every config value checked once, before anything is built (docs: docs/faults.md).
 
-:data:`RANGES` is the one table of what each key of ``conf/`` accepts (a number range, a set of
-choices, null); :func:`validate` checks a composed config against it and checks the MNIST-family
-data files, raising :class:`~dropout_lab.errors.ConfigError` (``key=value: allowed``) at the first
-bad value. ``tests/test_validation.py`` fails when a numeric key in ``conf/`` has no entry here.
+:data:`RANGES` is the one table of what each harness key of ``conf/`` accepts (a number range, a set of
+choices, null; :mod:`dropout_lab.checks`); a dropout method's ``p`` and arguments are declared in its spec
+(:mod:`dropout_lab.dropout.spec`). :func:`validate` checks a composed config against both and checks the
+MNIST-family data files, raising :class:`~dropout_lab.errors.ConfigError` (``key=value: allowed``) at the
+first bad value. ``tests/test_validation.py`` fails when a numeric key in ``conf/`` has no entry here.
 
 Checks that need built objects stay where those objects are made and raise ``ConfigError`` there:
 a method argument against its site (``dropout.sector_size`` larger than a layer), the model against
@@ -16,8 +17,7 @@ from __future__ import annotations
 import difflib
 import math
 import struct
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,77 +25,28 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from torchvision.datasets.mnist import SN3_PASCALVINCENT_TYPEMAP
 
+from dropout_lab.checks import (
+    BATCHES,
+    BOOL,
+    COUNT,
+    EVERY_BATCH,
+    FRACTION,
+    NONNEGATIVE,
+    POSITIVE,
+    RATE,
+    SIZE,
+    Check,
+    choice,
+    exactly,
+    integer,
+    number,
+)
 from dropout_lab.data.base import SPLITS
+from dropout_lab.dropout import spec
 from dropout_lab.dropout.sites import SITE_CHOICES
-from dropout_lab.errors import ConfigError
+from dropout_lab.errors import ConfigError, reported
 from dropout_lab.models.activations import ACTIVATIONS
 from dropout_lab.models.resnet import STEMS
-
-
-@dataclass(frozen=True)
-class Check:
-    """What one key accepts: ``ok(value)`` and the phrase ``wants`` for the error message
-    (``"an integer >= 1"``). ``a | b`` accepts what either accepts."""
-
-    ok: Callable[[Any], bool]
-    wants: str
-
-    def __or__(self, other: Check) -> Check:
-        return Check(lambda v: self.ok(v) or other.ok(v), f"{self.wants} or {other.wants}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def number(
-    low: float = -math.inf,
-    high: float = math.inf,
-    low_open: bool = False,
-    high_open: bool = False,
-    integer: bool = False,
-) -> Check:
-    """A finite number (an ``int`` if ``integer``; no bools) between ``low`` and ``high``, ends
-    included unless ``low_open``/``high_open``."""
-
-    def ok(v: Any) -> bool:
-        if not _is_number(v) or (integer and not isinstance(v, int)):
-            return False
-        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-
-    what = "an integer" if integer else "a number"
-    if math.isinf(high):
-        bound = f" {'>' if low_open else '>='} {low}" if not math.isinf(low) else ""
-    else:
-        bound = f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    return Check(ok, what + bound)
-
-
-def integer(low: int, high: float = math.inf) -> Check:
-    """An ``int`` in [low, high]."""
-    return number(low, high, integer=True)
-
-
-def choice(*values: str) -> Check:
-    """One of the strings ``values``."""
-    return Check(lambda v: v in values, f"one of {', '.join(values)}")
-
-
-def exactly(value: Any, meaning: str) -> Check:
-    """The one value ``value`` (of its type: ``-1`` is not ``-1.0`` or ``True``), which means ``meaning``;
-    ``None`` is written ``null``."""
-    return Check(lambda v: type(v) is type(value) and v == value, f"{'null' if value is None else value} ({meaning})")
-
-
-BOOL = Check(lambda v: isinstance(v, bool), "true or false")
-RATE = number(0, 1, high_open=True)  # a probability that must leave something: [0, 1)
-FRACTION = number(0, 1)  # [0, 1]
-POSITIVE = number(0, low_open=True)  # > 0
-NONNEGATIVE = number(0)  # >= 0
-COUNT = integer(1)  # a whole number >= 1
-SIZE = exactly(None, "the files' size, or the model's native size") | COUNT
-BATCHES = number(0, 1, low_open=True) | COUNT  # Lightning's limit_*_batches: a fraction of the epoch or a count
-EVERY_BATCH = exactly(None, "every batch")
 
 #: what every key of ``conf/`` accepts; a list or dict value is checked element by element
 #: (``model.hidden_sizes``, ``dataset.subset``); keys absent from a config are skipped
@@ -175,55 +126,27 @@ RANGES: dict[str, Check] = {
     "trainer.check_val_every_n_epoch": exactly(None, "validate by steps") | COUNT,
     "trainer.accumulate_grad_batches": COUNT,
     "trainer.gradient_clip_val": exactly(None, "no clipping") | NONNEGATIVE,
-    # dropout (conf/dropout/*.yaml): the type and the bounds that hold for every method using the key;
-    # a method's own finer bounds and cross-key conditions are checked by its constructor
-    "dropout.p": RATE,
+    # dropout: the keys every method has; ``p`` and a method's arguments are checked against its spec
+    # (:class:`~dropout_lab.dropout.spec.MethodSpec`, :func:`range_for`)
     "dropout.sites": choice(*SITE_CHOICES),
-    "dropout.block_size": Check(
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and v % 2 == 1, "an odd integer >= 1"
-    ),
-    "dropout.ramp_steps": exactly(None, "ramp over the whole run") | integer(0),
-    "dropout.crossover": FRACTION,
-    "dropout.mutation": FRACTION,
-    "dropout.num_states": integer(4),
-    "dropout.threshold": POSITIVE,
-    "dropout.patience": COUNT,
-    "dropout.warmup": NONNEGATIVE,  # edropout's warm-up (its constructor bounds it further)
-    "dropout.update_every": COUNT,
-    "dropout.ema": RATE,
-    "dropout.initial_rate": exactly(None, "p/3") | RATE,
-    "dropout.max_rate": exactly(None, "5p/3") | RATE,
-    "dropout.eps": NONNEGATIVE,
-    "dropout.flip_factor": POSITIVE,
-    "dropout.decay": POSITIVE,  # curriculum: decay over the planned run (gamma x steps)
-    "dropout.max_mask_elements": COUNT,
-    "dropout.heldout": COUNT,
-    "dropout.max_batch": COUNT,
-    "dropout.permutations": COUNT,
-    "dropout.truncation": NONNEGATIVE,
-    "dropout.inference_samples": COUNT,
-    "dropout.lam": NONNEGATIVE,
-    "dropout.length_scale": POSITIVE,
-    "dropout.temperature": POSITIVE,
-    "dropout.momentum": number(0, 1, low_open=True),
-    "dropout.rate_min": RATE,
-    "dropout.rate_max": RATE,
-    "dropout.sector_size": COUNT,
-    "dropout.sub_batch": COUNT,
-    "dropout.probes": COUNT,
-    "dropout.delta": exactly(None, "0.4 p") | RATE,
-    "dropout.shared_dims": exactly(None, "the method's default axes") | COUNT,
-    "dropout.per_sample": BOOL,
-    "dropout.sample_rate": BOOL,
-    "dropout.group_weighted": BOOL,
 }
 
 
-def range_for(key: str) -> Check | None:
-    """The :data:`RANGES` entry for a dotted leaf ``key`` of a config: the key itself with list
-    indices dropped (``model.hidden_sizes.1`` -> ``model.hidden_sizes``), else its nearest listed
-    parent (``dataset.subset.train`` -> ``dataset.subset``); None if there is none."""
+def range_for(key: str, method: str | None = None) -> Check | None:
+    """What the dotted leaf ``key`` of a config accepts: for ``dropout.<arg>`` of method ``method``, the
+    method's spec (:meth:`~dropout_lab.dropout.spec.MethodSpec.arguments`); else the :data:`RANGES` entry of the
+    key itself with list indices dropped (``model.hidden_sizes.1`` -> ``model.hidden_sizes``), else of its
+    nearest listed parent (``dataset.subset.train`` -> ``dataset.subset``); None if there is none.
+
+    Raises:
+        ConfigError: on ``dropout``, for an unknown ``method``.
+    """
     parts = [part for part in key.split(".") if not part.isdigit()]
+    if method is not None and len(parts) >= 2 and parts[0] == "dropout":
+        with reported():
+            arg = spec.get(method).arguments().get(parts[1])
+        if arg is not None:
+            return arg.accepts
     while parts:
         check = RANGES.get(".".join(parts))
         if check is not None:
@@ -277,14 +200,15 @@ def check_idx_files(root: str, torchvision_class: str) -> None:
         )
 
 
-def check_value(key: str, value: Any) -> None:
-    """Check one config value (a scalar, or a list/dict checked element by element) against :data:`RANGES`.
+def check_value(key: str, value: Any, method: str | None = None) -> None:
+    """Check one config value (a scalar, or a list/dict checked element by element) against :func:`range_for`
+    (``method``: the ``dropout.name`` whose spec checks ``dropout.*``).
 
     Raises:
         ConfigError: as ``key=value: must be <what the key accepts>``.
     """
     for leaf, item in leaves(value, key):
-        check = range_for(leaf)
+        check = range_for(leaf, method)
         if check is not None and not check.ok(item):
             raise ConfigError(leaf, item, f"must be {check.wants}")
 
@@ -358,8 +282,13 @@ def validate(cfg: DictConfig) -> None:
         ConfigError: at the first bad value, as ``key=value: must be <what the key accepts>``.
     """
     # shallower keys first: a bad ``seed`` is named as itself, not as ``dataset.split_seed`` that interpolates it
-    for key, value in sorted(leaves(OmegaConf.to_container(cfg, resolve=True)), key=lambda kv: kv[0].count(".")):
-        check_value(key, value)
+    node = OmegaConf.to_container(cfg, resolve=True)
+    method = (node.get("dropout") or {}).get("name")
+    if method is not None:
+        with reported():
+            spec.get(method)  # an unknown method is named before its arguments
+    for key, value in sorted(leaves(node), key=lambda kv: kv[0].count(".")):
+        check_value(key, value, method)
     check_combinations(cfg)
     dataset = cfg.get("dataset") or {}
     if str(dataset.get("torchvision_class", "")) in ("MNIST", "FashionMNIST", "KMNIST"):

@@ -8,7 +8,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dropout_lab.checks import RATE, number
 from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
 from dropout_lab.dropout.units import per_unit
 
 
@@ -38,16 +40,11 @@ class AdaptiveDropout(DropoutMethod):
         rate_max: highest per-unit rate, p <= rate_max < 1.
 
     Raises:
-        ValueError: if ``p`` is outside [0, 1), ``momentum`` outside (0, 1], or not
-            ``0 <= rate_min <= p <= rate_max < 1``.
+        ValueError: if not ``rate_min <= p <= rate_max``.
     """
 
-    def __init__(
-        self, p: float, site: SiteSpec, momentum: float = 0.01, rate_min: float = 0.0, rate_max: float = 0.9
-    ) -> None:
+    def __init__(self, p: float, site: SiteSpec, momentum: float, rate_min: float, rate_max: float) -> None:
         super().__init__(p, site)
-        if not 0.0 < momentum <= 1.0:
-            raise ValueError(f"dropout.momentum={momentum} is outside (0, 1]")
         if not 0.0 <= rate_min <= self.p <= rate_max < 1.0:
             raise ValueError(
                 f"dropout.rate_min={rate_min}, dropout.p={self.p}, dropout.rate_max={rate_max}: "
@@ -65,8 +62,6 @@ class AdaptiveDropout(DropoutMethod):
         c = torch.minimum(c, (self.p - self.rate_min) / (-d.min()).clamp(min=tiny))
         return self.p + c * d
 
-    p_meaning = "mean drop probability over the units"
-
     def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             if self.training:
@@ -83,3 +78,26 @@ class AdaptiveDropout(DropoutMethod):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, momentum={self.momentum}, rates in [{self.rate_min}, {self.rate_max}]"
+
+
+SPEC = register(
+    MethodSpec(
+        key="adaptive",
+        cls=AdaptiveDropout,
+        source="source 001 (nearest: Ba & Frey 2013)",
+        summary="per-unit rates from an importance EMA, per-unit rescaling",
+        p=rate_p(0.5, "mean drop probability over the units"),
+        args={
+            "momentum": Arg(
+                0.01,
+                number(0, 1, low_open=True),
+                "EMA weight of the new batch mean |a| (source: adaptation_rate)",
+                tune="tag(log, interval(1.0e-3, 1.0e-1))",
+            ),
+            "rate_min": Arg(0.0, RATE, "lowest per-unit rate; need rate_min <= p <= rate_max"),
+            "rate_max": Arg(0.9, RATE, "highest per-unit rate"),
+        },
+        drop_fraction="= p (unit rates average p)",
+        p_eq="slightly above p (unequal unit rates)",
+    )
+)

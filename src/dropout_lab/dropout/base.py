@@ -9,7 +9,7 @@ instantiates once per occupied site (or once per model for model-level methods).
 * methods with state, schedules or scores also implement some of the training-time hooks
   (``on_train_batch_start``, ``on_after_backward``, ``on_before_optimizer_step``,
   ``on_train_batch_end``, ``on_train_epoch_end``), which
-  :class:`~dropout_lab.dropout.controller.DropoutController` calls with a :class:`DropoutContext`;
+  :class:`~dropout_lab.controller.DropoutController` calls with a :class:`DropoutContext`;
 * methods with learnable rates add a regulariser through :meth:`DropoutMethod.extra_loss`.
 
 Conventions (as ``torch.nn.Dropout``): ``p`` is the drop probability, kept units are rescaled at
@@ -26,7 +26,9 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from dropout_lab.checks import RATE
 from dropout_lab.dropout import passes
+from dropout_lab.dropout.spec import Arg, MethodSpec, register
 
 SiteKind = Literal["fc", "conv"]
 
@@ -37,25 +39,6 @@ HOOKS = (
     "on_train_batch_end",
     "on_train_epoch_end",
 )
-
-
-def check_p(p: float, key: str = "dropout.p") -> float:
-    """Validate a drop probability.
-
-    Args:
-        p: probability of dropping a unit.
-        key: config key named in the error message.
-
-    Returns:
-        ``float(p)``.
-
-    Raises:
-        ValueError: if ``p`` is not in [0, 1) (``p = 1`` would drop everything and make the inverted
-            scale 1/(1-p) infinite).
-    """
-    if not 0.0 <= float(p) < 1.0:
-        raise ValueError(f"{key}={p} is outside [0, 1): p is the drop probability (as in torch.nn.Dropout)")
-    return float(p)
 
 
 @dataclass(frozen=True)
@@ -138,22 +121,19 @@ class DropoutMethod(nn.Module):
         p: drop probability in [0, 1) (see :attr:`p_meaning` for methods where it is something else).
         site: where the method sits (:class:`SiteSpec`).
 
-    Raises:
-        ValueError: if ``p`` is outside [0, 1).
+    A subclass is declared to the harness by its :class:`~dropout_lab.dropout.spec.MethodSpec` (what ``p`` means,
+    its arguments with defaults and accepted values, its default sites), which :func:`~dropout_lab.dropout.spec.register`
+    sets as :attr:`spec`. The spec checks each argument on its own (before training, and in
+    :meth:`~dropout_lab.dropout.spec.MethodSpec.build`); a constructor checks only what needs several arguments
+    or the site, raising ``ValueError`` naming the keys.
     """
 
-    #: sites the method occupies when the config says ``sites: default``
-    default_sites: ClassVar[str] = "fc"
-    #: what ``p`` is for this method ("drop probability", "initial density", "largest rate", ...)
-    p_meaning: ClassVar[str] = "drop probability"
-    #: True when ``p`` is the probability that a unit is dropped (then E[drop_fraction] is about ``p``)
-    p_is_rate: ClassVar[bool] = True
-    #: config arguments the method accepts and ignores (``("p",)`` for ``none``)
-    ignored_args: ClassVar[tuple[str, ...]] = ()
+    #: the method's declaration, set by :func:`~dropout_lab.dropout.spec.register`
+    spec: ClassVar[Any]
 
     def __init__(self, p: float, site: SiteSpec) -> None:
         super().__init__()
-        self.p = check_p(p)
+        self.p = float(p)
         self.site = site
         #: when True the method stays stochastic in eval mode (Monte-Carlo dropout evaluation)
         self.mc_sampling = False
@@ -336,11 +316,24 @@ class NoDropout(DropoutMethod):
     Shapes: (N, *) -> (N, *). ``p`` is accepted (so sweeps over ``dropout.p`` compose) and ignored.
     """
 
-    default_sites: ClassVar[str] = "all"
-    p_meaning: ClassVar[str] = "ignored (no dropout)"
-    p_is_rate: ClassVar[bool] = False
-    ignored_args: ClassVar[tuple[str, ...]] = ("p",)
-
     def rate(self) -> float:
         """Always 0: the base forward is the identity and records 0."""
         return 0.0
+
+
+SPEC = register(
+    MethodSpec(
+        key="none",
+        cls=NoDropout,
+        source="baseline",
+        summary="identity (p ignored)",
+        p=Arg(0.0, RATE, "ignored (no dropout)"),
+        p_is_rate=False,
+        default_sites="all",
+        sites="all",
+        ignored=("p",),
+        search={"seed": "range(0, 20)"},
+        drop_fraction="0",
+        p_eq="0",
+    )
+)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dropout_lab.checks import RATE, exactly
 from dropout_lab.dropout.base import DropoutMethod, SiteSpec, mask_rates
+from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
 from dropout_lab.dropout.units import per_unit, unit_activations
 
 
@@ -56,10 +58,10 @@ class BiasedDropout(LiveUnitRecording):
             None (default) = ``0.4 p`` (0.2 at p = 0.5), so that every p below 0.71 is valid in a sweep.
 
     Raises:
-        ValueError: if ``p`` is outside [0, 1) or not ``0 <= delta <= p`` and ``p + delta < 1``.
+        ValueError: if not ``delta <= p`` and ``p + delta < 1``.
     """
 
-    def __init__(self, p: float, site: SiteSpec, delta: float | None = None) -> None:
+    def __init__(self, p: float, site: SiteSpec, delta: float | None) -> None:
         super().__init__(p, site)
         delta = 0.4 * self.p if delta is None else delta
         if not (0.0 <= delta <= self.p and self.p + delta < 1.0):
@@ -69,8 +71,6 @@ class BiasedDropout(LiveUnitRecording):
             )
         self.delta = float(delta)
         self.p_high, self.p_low = self.p - self.delta, self.p + self.delta
-
-    p_meaning = "mean drop probability of the two groups"
 
     def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mask = biased_mask(x, self.p_high, self.p_low)
@@ -93,12 +93,7 @@ class BiasedSeed003(LiveUnitRecording):
         p: the largest per-unit drop rate (seed: ``base_dropout_rate``), in [0, 1).
         site: the :class:`~dropout_lab.dropout.base.SiteSpec`.
 
-    Raises:
-        ValueError: if ``p`` is outside [0, 1).
     """
-
-    p_meaning = "largest per-unit drop rate"
-    p_is_rate = False
 
     def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
@@ -107,3 +102,35 @@ class BiasedSeed003(LiveUnitRecording):
             rate = self.p * (1.0 - (a - lo) / (hi - lo).clamp(min=torch.finfo(a.dtype).tiny))
             mask = per_unit((torch.rand_like(a) >= rate) / (1.0 - rate), x).to(x.dtype)
         return x * mask, mask
+
+
+SPEC = register(
+    MethodSpec(
+        key="biased",
+        cls=BiasedDropout,
+        source="Poernomo & Kang 2018",
+        summary="two groups by activation, higher rate for the low group",
+        p=rate_p(0.5, "mean drop probability of the two groups"),
+        args={
+            "delta": Arg(
+                None,
+                exactly(None, "0.4 p") | RATE,
+                "group rates p - delta (high group), p + delta; need delta <= p, p + delta < 1",
+            )
+        },
+        drop_fraction="live units only: p with distinct magnitudes, p - delta when ReLU zeros fill the low group",
+        p_eq="live units only; slightly above the drop fraction",
+    )
+)
+SEED003 = register(
+    MethodSpec(
+        key="biased_seed003",
+        cls=BiasedSeed003,
+        source="source 003",
+        summary="continuous rate from the normalised activation (source 003's variant of `biased`)",
+        p=rate_p(0.5, "largest per-unit drop rate"),
+        p_is_rate=False,
+        drop_fraction="live units only, below p (mean of p (1 - z))",
+        p_eq="live units only",
+    )
+)

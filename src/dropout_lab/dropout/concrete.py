@@ -11,7 +11,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from dropout_lab.checks import POSITIVE, number
 from dropout_lab.dropout.base import DropoutMethod, SiteSpec, mask_rates
+from dropout_lab.dropout.spec import Arg, MethodSpec, register
 
 
 class ConcreteDropout(DropoutMethod):
@@ -44,23 +46,13 @@ class ConcreteDropout(DropoutMethod):
     Shapes: (N, F) -> (N, F) or (N, C, H, W) -> (N, C, H, W).
 
     Raises:
-        ValueError: if ``p`` is not in (0, 1), ``temperature`` or ``length_scale`` is not positive, or
-            ``site.next`` has no weight.
+        ValueError: if ``site.next`` has no weight.
     """
 
-    default_sites: ClassVar[str] = "fc"
-    p_meaning: ClassVar[str] = "initial drop probability (learned)"
-    p_is_rate: ClassVar[bool] = False
     eps: ClassVar[float] = 1e-7
 
-    def __init__(self, p: float, site: SiteSpec, temperature: float = 0.1, length_scale: float = 1e-4) -> None:
+    def __init__(self, p: float, site: SiteSpec, temperature: float, length_scale: float) -> None:
         super().__init__(p, site)
-        if self.p == 0.0:
-            raise ValueError(
-                "dropout.p=0 is not a valid initial p for concrete dropout (its logit is -inf): use a value in (0, 1)"
-            )
-        if not (temperature > 0 and length_scale > 0):
-            raise ValueError(f"dropout.temperature={temperature} and dropout.length_scale={length_scale} must be > 0")
         if not isinstance(getattr(site.next, "weight", None), Tensor):
             raise ValueError(
                 f"concrete dropout regularises the weight of the layer after site {site.name} "
@@ -97,3 +89,31 @@ class ConcreteDropout(DropoutMethod):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, temperature={self.temperature}, length_scale={self.length_scale}"
+
+
+SPEC = register(
+    MethodSpec(
+        key="concrete",
+        cls=ConcreteDropout,
+        source="Gal, Hron & Kendall 2017",
+        summary="learnable p per site, relaxed Bernoulli, regulariser / N",
+        p=Arg(
+            0.1,
+            number(0, 1, low_open=True, high_open=True),
+            "initial drop probability (learned)",
+            "interval(0.05, 0.5)",
+        ),
+        p_is_rate=False,
+        args={
+            "temperature": Arg(0.1, POSITIVE, "relaxation temperature (paper)"),
+            "length_scale": Arg(
+                1e-4,
+                POSITIVE,
+                "prior length-scale l (reference example); weight term l^2/2 ||W||^2/(1-p)/N",
+                tune="tag(log, interval(1.0e-6, 1.0e-2))",
+            ),
+        },
+        drop_fraction="mean relaxed indicator z ~ learned p",
+        p_eq="from the relaxed mask (< drop fraction: z is not binary)",
+    )
+)

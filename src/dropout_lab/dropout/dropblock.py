@@ -4,12 +4,12 @@ Method page: docs/methods/dropblock.md."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from torch import Tensor
 from torchvision.ops import drop_block2d
 
+from dropout_lab.checks import ODD, exactly, integer
 from dropout_lab.dropout.base import DropoutContext, DropoutMethod, SiteSpec
+from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
 
 
 def block_for(block_size: int, height: int, width: int) -> int:
@@ -47,21 +47,11 @@ class DropBlock(DropoutMethod):
     Shapes: (N, C, H, W) -> (N, C, H, W).
 
     Raises:
-        ValueError: if ``p`` is outside [0, 1), ``block_size`` is not a positive odd integer,
-            ``ramp_steps`` is negative, or the site is not a conv site.
+        ValueError: if the site is not a conv site.
     """
 
-    default_sites: ClassVar[str] = "conv"
-    p_meaning: ClassVar[str] = "drop probability reached at the end of the ramp"
-
-    def __init__(self, p: float, site: SiteSpec, block_size: int = 3, ramp_steps: int | None = None) -> None:
+    def __init__(self, p: float, site: SiteSpec, block_size: int, ramp_steps: int | None) -> None:
         super().__init__(p, site)
-        if int(block_size) != block_size or block_size < 1 or block_size % 2 == 0:
-            raise ValueError(
-                f"dropout.block_size={block_size} must be a positive odd integer (torchvision.ops.drop_block2d)"
-            )
-        if ramp_steps is not None and ramp_steps < 0:
-            raise ValueError(f"dropout.ramp_steps={ramp_steps} must be >= 0 or null (null = ramp over the whole run)")
         if site.kind != "conv":
             raise ValueError(
                 f"dropblock needs conv sites (N, C, H, W); {site.name} is a {site.kind} site: use dropout.sites=conv"
@@ -90,3 +80,26 @@ class DropBlock(DropoutMethod):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, block_size={self.block_size}, ramp_steps={self.ramp_steps}"
+
+
+SPEC = register(
+    MethodSpec(
+        key="dropblock",
+        cls=DropBlock,
+        source="Ghiasi et al. 2018",
+        summary="`torchvision.ops.drop_block2d`, `block_size`, linear ramp of p",
+        p=rate_p(0.1, "drop probability reached at the end of the ramp", tune="interval(0.02, 0.3)"),
+        args={
+            "block_size": Arg(
+                3, ODD, "block side in pixels; clamped to the largest odd size <= the map", tune="choice(3, 5, 7)"
+            ),
+            "ramp_steps": Arg(
+                None, exactly(None, "ramp over the whole run") | integer(0), "steps of the ramp 0 -> p (0: fixed p)"
+            ),
+        },
+        default_sites="conv",
+        sites="conv",
+        drop_fraction="below p: the linear ramp averages ~p/2 over a run, overlapping blocks drop less",
+        p_eq="= drop fraction (mask 0 or numel/kept)",
+    )
+)

@@ -4,14 +4,16 @@ example) and Algorithm 2 (inference by moment matching). Method page: docs/metho
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from dropout_lab.checks import BOOL, COUNT, choice
 from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
 
 INFERENCE = ("mean", "gaussian")
 #: element-wise activations whose input can be a masked layer's output (for ``inference: gaussian``)
@@ -120,23 +122,19 @@ class DropConnect(DropoutMethod):
     Shapes: the site (N, *) -> (N, *) unchanged; ``site.next``: (N, in) -> (N, out).
 
     Raises:
-        ValueError: if ``p`` is outside [0, 1), the site has no following ``nn.Linear``, every selected
-            site feeds the logits layer (naming ``dropout.sites`` and ``dropout.mask_logits``), or
-            ``inference`` / ``inference_samples`` / ``max_mask_elements`` is invalid.
+        ValueError: if the site has no following ``nn.Linear``, or every selected site feeds the logits
+            layer (naming ``dropout.sites`` and ``dropout.mask_logits``).
     """
-
-    default_sites: ClassVar[str] = "fc"
-    p_meaning: ClassVar[str] = "drop probability of each weight"
 
     def __init__(
         self,
         p: float,
         site: SiteSpec,
-        per_sample: bool = True,
-        max_mask_elements: int = 2**24,
-        mask_logits: bool = False,
-        inference: str = "mean",
-        inference_samples: int = 256,
+        per_sample: bool,
+        max_mask_elements: int,
+        mask_logits: bool,
+        inference: str,
+        inference_samples: int,
     ) -> None:
         super().__init__(p, site)
         if not isinstance(site.next, nn.Linear):
@@ -144,12 +142,6 @@ class DropConnect(DropoutMethod):
                 f"dropconnect masks the weights of the nn.Linear after the site, but site {site.name} is followed by "
                 f"{type(site.next).__name__ if site.next is not None else 'nothing'}: use dropout.sites=fc"
             )
-        if inference not in INFERENCE:
-            raise ValueError(f"dropout.inference={inference!r} is not one of {', '.join(INFERENCE)}")
-        if inference_samples < 1:
-            raise ValueError(f"dropout.inference_samples={inference_samples} must be >= 1")
-        if max_mask_elements < 1:
-            raise ValueError(f"dropout.max_mask_elements={max_mask_elements} must be >= 1")
         self.per_sample, self.max_mask_elements, self.mask_logits = (
             bool(per_sample),
             int(max_mask_elements),
@@ -223,3 +215,29 @@ class DropConnect(DropoutMethod):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, per_sample={self.per_sample}, inference={self.inference}"
+
+
+SPEC = register(
+    MethodSpec(
+        key="dropconnect",
+        cls=DropConnect,
+        source="Wan et al. 2013",
+        summary="Bernoulli masks on the next hidden Linear's weights, one per example (chunked; `per_sample: false` "
+        "for one per batch), logits layer unmasked, mean or Gaussian (Algorithm 2) inference",
+        p=rate_p(0.5, "drop probability of each weight"),
+        args={
+            "per_sample": Arg(True, BOOL, "one mask per example as in the paper (false: one per mini-batch)"),
+            "max_mask_elements": Arg(
+                2**24, COUNT, "mask entries held at once (2^24 floats = 64 MiB); larger batches are chunked"
+            ),
+            "mask_logits": Arg(False, BOOL, "also mask the logits layer (the paper does not)"),
+            "inference": Arg(
+                "mean",
+                choice(*INFERENCE),
+                "mean (plain weights) | gaussian (Algorithm 2, at the layer's own activation)",
+            ),
+            "inference_samples": Arg(256, COUNT, "draws per unit for inference=gaussian"),
+        },
+        drop_fraction="~ p (zeros of the weight masks)",
+    )
+)

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from dropout_lab.checks import COUNT, FRACTION, POSITIVE, integer, number
 from dropout_lab.dropout.base import DropoutContext, DropoutMethod, SiteSpec
 from dropout_lab.dropout.passes import extra_pass
+from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
 
 
 def margin_energy(logits: Tensor, target: Tensor) -> Tensor:
@@ -189,40 +190,22 @@ class EDropout(DropoutMethod):
             evolution, in [0, 0.5) so that every run evolves before its convergence check (not in the
             paper, whose ResNets keep a residual path; needed on plain chains, docs/methods/edropout.md).
 
-    Raises:
-        ValueError: naming ``dropout.<key>`` for p outside [0, 1), num_states < 4, threshold <= 0,
-            patience < 1, update_every < 1, warmup outside [0, 0.5) or mutation/crossover outside [0, 1].
     """
-
-    default_sites: ClassVar[str] = "all"
-    p_meaning: ClassVar[str] = "initial drop probability of each state bit (the evolution moves it)"
-    p_is_rate: ClassVar[bool] = False
 
     def __init__(
         self,
         p: float,
         site: SiteSpec,
         layout: list[tuple[SiteSpec, slice]],
-        num_states: int = 8,
-        threshold: float = 100,
-        patience: int = 10,
-        mutation: float = 0.9,
-        crossover: float = 0.9,
-        update_every: int = 1,
-        warmup: float = 0.2,
+        num_states: int,
+        threshold: float,
+        patience: int,
+        mutation: float,
+        crossover: float,
+        update_every: int,
+        warmup: float,
     ) -> None:
         super().__init__(p, site)
-        for key, value, ok, need in (
-            ("num_states", num_states, int(num_states) == num_states >= 4, "an integer >= 4"),
-            ("threshold", threshold, threshold > 0, "> 0 (epochs)"),
-            ("patience", patience, int(patience) == patience >= 1, "an integer >= 1"),
-            ("update_every", update_every, int(update_every) == update_every >= 1, "an integer >= 1"),
-            ("warmup", warmup, 0.0 <= warmup < 0.5, "a fraction of the planned steps in [0, 0.5)"),
-            ("mutation", mutation, 0.0 <= mutation <= 1.0, "in [0, 1]"),
-            ("crossover", crossover, 0.0 <= crossover <= 1.0, "in [0, 1]"),
-        ):
-            if not ok:
-                raise ValueError(f"dropout.{key}={value} must be {need}")
         self.layout = layout
         self.threshold, self.patience, self.update_every, self.warmup = (
             float(threshold),
@@ -385,3 +368,34 @@ class EDropout(DropoutMethod):
             f"p={self.p}, bits={self.site.num_features}, num_states={self.population.shape[0]}, threshold={self.threshold:g} epochs, "
             f"patience={self.patience}, update_every={self.update_every}, warmup={self.warmup:g}"
         )
+
+
+SPEC = register(
+    MethodSpec(
+        key="edropout",
+        cls=EDropout,
+        source="source 004; Salehinejad & Valaee 2022",
+        summary="model-level binary states evolved by differential evolution on the margin energy; its result is "
+        "the pruned network P (`test/acc`, `val/acc`), the full network F beside it (`test/acc_full`)",
+        p=rate_p(0.5, "initial drop probability of each state bit (the evolution moves it)"),
+        p_is_rate=False,
+        args={
+            "num_states": Arg(8, integer(4), "population size (source 004)"),
+            "threshold": Arg(
+                100, POSITIVE, "early-convergence threshold in epochs (source 004: 100 of 200), scaled to the run"
+            ),
+            "patience": Arg(10, COUNT, "evolutions with an unchanged best state that freeze it after the threshold"),
+            "mutation": Arg(0.9, FRACTION, "DE factor F (reference code)"),
+            "crossover": Arg(0.9, FRACTION, "DE crossover rate CR (reference code)"),
+            "update_every": Arg(1, COUNT, "optimizer steps between evolutions (reference: 1)"),
+            "warmup": Arg(
+                0.2,
+                number(0, 0.5, high_open=True),
+                "fraction of the planned steps with the full network before the first evolution (ours; 0 = paper)",
+            ),
+        },
+        default_sites="all",
+        drop_fraction="zero bits of the best state (0 during the warm-up)",
+        p_eq="= drop fraction (mask 0 or 1)",
+    )
+)

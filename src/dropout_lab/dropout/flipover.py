@@ -7,7 +7,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dropout_lab.checks import POSITIVE
 from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
 
 
 def flip_mask(x: Tensor, p: float, flip_factor: float = 1.0) -> Tensor:
@@ -36,17 +38,12 @@ class Flipover(DropoutMethod):
         flip_factor: magnitude alpha > 0 of the negative multiplier (1: a sign flip).
 
     Raises:
-        ValueError: if ``p`` is outside [0, 1), ``flip_factor <= 0``, or ``p >= 1 / (1 + flip_factor)``
+        ValueError: if ``p >= 1 / (1 + flip_factor)``
             (the expectation-keeping scale would be infinite or negative).
     """
 
-    p_meaning = "flip probability"
-    p_is_rate = False
-
-    def __init__(self, p: float, site: SiteSpec, flip_factor: float = 1.0) -> None:
+    def __init__(self, p: float, site: SiteSpec, flip_factor: float) -> None:
         super().__init__(p, site)
-        if not flip_factor > 0.0:
-            raise ValueError(f"dropout.flip_factor={flip_factor} must be > 0")
         if self.p * (1.0 + flip_factor) >= 1.0:
             raise ValueError(
                 f"dropout.p={self.p} with dropout.flip_factor={flip_factor}: need p < 1 / (1 + flip_factor) "
@@ -60,3 +57,25 @@ class Flipover(DropoutMethod):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, flip_factor={self.flip_factor}"
+
+
+SPEC = register(
+    MethodSpec(
+        key="flipover",
+        cls=Flipover,
+        source="Liang et al. 2024",
+        summary="flip the sign of a fraction p, rescaled to keep the expectation",
+        p=rate_p(0.1, "flip probability", tune="interval(0.02, 0.4)"),
+        p_is_rate=False,
+        args={
+            "flip_factor": Arg(
+                1.0,
+                POSITIVE,
+                "magnitude of the negative multiplier (1 = sign flip); need p < 1 / (1 + flip_factor)",
+                tune="interval(0.5, 2.0)",
+            )
+        },
+        drop_fraction="0 (nothing zeroed)",
+        p_eq="1 - (1 - p(1+a))^2 / (1 - p + p a^2): 0.36 at p = 0.1, a = 1",
+    )
+)

@@ -6,14 +6,15 @@ when it is removed (docs/methods/fmre.md)."""
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dropout_lab.checks import COUNT
 from dropout_lab.dropout.base import SiteSpec
-from dropout_lab.dropout.scored import ScoredDropout
+from dropout_lab.dropout.scored import ScoredDropout, scored_spec
+from dropout_lab.dropout.spec import Arg
 
 
 class FMREDropout(ScoredDropout):
@@ -37,20 +38,15 @@ class FMREDropout(ScoredDropout):
 
     Args:
         sub_batch: samples used for the score (>= 1).
-        Other args: as :class:`~dropout_lab.dropout.scored.ScoredDropout` (default ``update_every`` in
-            ``conf/dropout/fmre.yaml``).
+        Other args: as :class:`~dropout_lab.dropout.scored.ScoredDropout` (defaults: ``SPEC`` below).
 
     Raises:
         ValueError: if ``site.next`` is not a Linear or an ungrouped Conv2d taking the site's units,
             if ``sub_batch < 1``, or for a bad key.
     """
 
-    key: ClassVar[str] = "fmre"
-
-    def __init__(self, p: float, site: SiteSpec, sub_batch: int = 32, **kwargs) -> None:
+    def __init__(self, p: float, site: SiteSpec, sub_batch: int, **kwargs) -> None:
         super().__init__(p, site, **kwargs)
-        if int(sub_batch) < 1:
-            raise ValueError(f"dropout.sub_batch={sub_batch} must be >= 1")
         self.sub_batch = int(sub_batch)
         nxt, n = site.next, site.num_features
         per_unit = nxt.in_features // n if isinstance(nxt, nn.Linear) and nxt.in_features % n == 0 else 0
@@ -80,3 +76,12 @@ class FMREDropout(ScoredDropout):
         flat = x.flatten(2)  # (n, C, side^2); unit c owns columns c*side^2..(c+1)*side^2 of next
         z = torch.einsum("nck,ock->noc", flat, w.view(w.shape[0], x.shape[1], -1))
         return z.square().sum(1).mean(0)
+
+
+SPEC = scored_spec(
+    "fmre",
+    FMREDropout,
+    "source 000; Luo et al. 2017 (ThiNet)",
+    "next layer's output change when a unit is removed (exact, one einsum)",
+    sub_batch=Arg(32, COUNT, "samples scored"),
+)

@@ -5,12 +5,12 @@ Wang & Manning, "Fast dropout training", ICML 2013. Method page: docs/methods/ga
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from dropout_lab.dropout.base import DropoutMethod
+from dropout_lab.dropout.spec import MethodSpec, rate_p, register
 
 
 def gaussian_mask(x: Tensor, p: float) -> Tensor:
@@ -30,15 +30,22 @@ class GaussianDropout(DropoutMethod):
         site: the :class:`~dropout_lab.dropout.base.SiteSpec`.
 
     Shapes: (N, *) -> (N, *).
-
-    Raises:
-        ValueError: if ``p`` is outside [0, 1).
     """
-
-    default_sites: ClassVar[str] = "fc"
-    p_meaning: ClassVar[str] = "Bernoulli rate whose variance the noise matches"
-    p_is_rate: ClassVar[bool] = False
 
     def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mask = gaussian_mask(x, self.p)
         return x * mask, mask
+
+
+SPEC = register(
+    MethodSpec(
+        key="gaussian",
+        cls=GaussianDropout,
+        source="Srivastava et al. 2014 sec. 10",
+        summary="multiplicative N(1, p/(1-p)) noise",
+        p=rate_p(0.5, "Bernoulli rate whose variance the noise matches"),
+        p_is_rate=False,
+        drop_fraction="0 (nothing zeroed)",
+        p_eq="~ p (noise variance)",
+    )
+)

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from dropout_lab.dropout.scored import ScoredDropout
+from dropout_lab.dropout.scored import ScoredDropout, scored_spec
 
 
 class GradDynamicDropout(ScoredDropout):
@@ -24,8 +24,10 @@ class GradDynamicDropout(ScoredDropout):
     """
 
     uses_output_grad: ClassVar[bool] = True
-    key: ClassVar[str] = "grad_dynamic"
 
     def score_grad(self, a: Tensor, g: Tensor) -> Tensor:
         """s_j = mean_{n,h,w} |g| -> (F,)."""
         return g.abs().transpose(0, 1).flatten(1).mean(1)
+
+
+SPEC = scored_spec("grad_dynamic", GradDynamicDropout, "source 000", "per-unit rates from mean abs(dL/dy)")

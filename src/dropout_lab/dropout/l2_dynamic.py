@@ -3,12 +3,10 @@ Networks Using Targeted Dropout", arXiv:1905.13678, 2019, which drops low-norm u
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from torch import Tensor
 
 from dropout_lab.dropout.base import SiteSpec
-from dropout_lab.dropout.scored import ScoredDropout, incoming_weight
+from dropout_lab.dropout.scored import ScoredDropout, incoming_weight, scored_spec
 
 
 class L2DynamicDropout(ScoredDropout):
@@ -25,12 +23,13 @@ class L2DynamicDropout(ScoredDropout):
         ValueError: if ``site.prev`` has no weight with one row/filter per unit, or for a bad key.
     """
 
-    key: ClassVar[str] = "l2_dynamic"
-
     def __init__(self, p: float, site: SiteSpec, **kwargs) -> None:
         super().__init__(p, site, **kwargs)
-        incoming_weight(site, self.key)
+        incoming_weight(site, self.spec.key)
 
     def score_input(self, x: Tensor) -> Tensor:
         """s_j = ||W_prev[j]||_2 -> (F,) (``x`` is unused)."""
-        return incoming_weight(self.site, self.key).detach().flatten(1).norm(dim=1)
+        return incoming_weight(self.site, self.spec.key).detach().flatten(1).norm(dim=1)
+
+
+SPEC = scored_spec("l2_dynamic", L2DynamicDropout, "source 000", "per-unit rates from the L2 norm of incoming weights")

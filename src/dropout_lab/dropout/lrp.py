@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from dropout_lab.checks import COUNT, NONNEGATIVE, choice
 from dropout_lab.dropout import passes
 from dropout_lab.dropout.base import DropoutContext, DropoutMethod, SiteSpec
 from dropout_lab.dropout.passes import SharedPass
+from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
 
 
 def _epsilon_hook(eps: float):
@@ -123,23 +125,10 @@ class LRPDropout(SharedPass, DropoutMethod):
         update_every: recompute relevance every n optimizer steps (n >= 1).
         drop_target: ``high`` (drop the most relevant, paper) or ``low``.
 
-    Raises:
-        ValueError: for ``p`` outside [0, 1), ``eps < 0``, ``update_every < 1`` or another drop_target.
     """
 
-    default_sites: ClassVar[str] = "fc"
-    p_meaning: ClassVar[str] = "fraction of units dropped (the most relevant, one mask per batch)"
-
-    def __init__(
-        self, p: float, site: SiteSpec, eps: float = 1e-2, update_every: int = 1, drop_target: str = "high"
-    ) -> None:
+    def __init__(self, p: float, site: SiteSpec, eps: float, update_every: int, drop_target: str) -> None:
         super().__init__(p, site)
-        if eps < 0:
-            raise ValueError(f"dropout.eps={eps} must be >= 0 (LRP-epsilon stabiliser)")
-        if int(update_every) != update_every or update_every < 1:
-            raise ValueError(f"dropout.update_every={update_every} must be an integer >= 1")
-        if drop_target not in ("high", "low"):
-            raise ValueError(f"dropout.drop_target={drop_target!r} is not one of high, low")
         self.eps, self.update_every, self.drop_target = float(eps), int(update_every), drop_target
         self.k = round(self.p * site.num_features)
         self.register_buffer("mask", torch.ones(site.num_features))
@@ -177,3 +166,23 @@ class LRPDropout(SharedPass, DropoutMethod):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, k={self.k}, eps={self.eps}, update_every={self.update_every}, drop_target={self.drop_target}"
+
+
+SPEC = register(
+    MethodSpec(
+        key="lrp",
+        cls=LRPDropout,
+        source="source 002; Bach et al. 2015",
+        summary="LRP-epsilon relevance (batch-summed), top p by abs(relevance) dropped",
+        p=rate_p(0.2, "fraction of units dropped (the most relevant, one mask per batch)"),
+        args={
+            "eps": Arg(0.01, NONNEGATIVE, "LRP-epsilon stabiliser"),
+            "update_every": Arg(1, COUNT, "optimizer steps between relevance passes (paper: 1)"),
+            "drop_target": Arg(
+                "high", choice("high", "low"), "high: most relevant dropped (paper) | low", tune="choice(low, high)"
+            ),
+        },
+        drop_fraction="0 before the first relevance pass, then exactly round(p F) / F",
+        p_eq="= drop fraction (mask 0 or F / (F - k))",
+    )
+)

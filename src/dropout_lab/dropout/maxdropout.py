@@ -8,7 +8,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dropout_lab.checks import BOOL
 from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
 
 
 def maxdropout_mask(x: Tensor, rate: Tensor | float, per_sample: bool = True) -> Tensor:
@@ -47,15 +49,9 @@ class MaxDropout(DropoutMethod):
         site: the :class:`~dropout_lab.dropout.base.SiteSpec`.
         sample_rate: draw ``rate ~ U(0, p)`` per forward (paper) instead of ``rate = p`` (code).
         per_sample: normalise each sample on its own (paper reading) instead of the whole batch (code).
-
-    Raises:
-        ValueError: if ``p`` is outside [0, 1).
     """
 
-    p_meaning = "largest fraction of the value range dropped"
-    p_is_rate = False
-
-    def __init__(self, p: float, site: SiteSpec, sample_rate: bool = True, per_sample: bool = True) -> None:
+    def __init__(self, p: float, site: SiteSpec, sample_rate: bool, per_sample: bool) -> None:
         super().__init__(p, site)
         self.sample_rate, self.per_sample = bool(sample_rate), bool(per_sample)
 
@@ -82,13 +78,7 @@ class MaxKeepSeed003(DropoutMethod):
     Args:
         p: probability that a sample is reduced to its maximum, in [0, 1).
         site: the :class:`~dropout_lab.dropout.base.SiteSpec`.
-
-    Raises:
-        ValueError: if ``p`` is outside [0, 1).
     """
-
-    p_meaning = "probability that a sample is reduced to its maximum"
-    p_is_rate = False
 
     def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
@@ -97,3 +87,32 @@ class MaxKeepSeed003(DropoutMethod):
             chosen = torch.rand(flat.shape[0], 1, device=x.device) < self.p
             mask = torch.where(chosen, is_max / is_max.sum(1, keepdim=True), torch.ones_like(flat)).view_as(x)
         return x * mask, mask
+
+
+SPEC = register(
+    MethodSpec(
+        key="maxdropout",
+        cls=MaxDropout,
+        source="Santos et al. 2020",
+        summary="drop the units above a per-step threshold of the normalised activation",
+        p=rate_p(0.3, "largest fraction of the value range dropped"),
+        p_is_rate=False,
+        args={
+            "sample_rate": Arg(True, BOOL, "rate ~ U(0, p) per forward (paper); false: rate = p (released code)"),
+            "per_sample": Arg(True, BOOL, "min-max per sample; false: over the whole batch tensor (released code)"),
+        },
+        drop_fraction="data-dependent, far below p (0.01-0.05 at p = 0.3)",
+        p_eq="= drop fraction (no rescaling, m in {0, 1})",
+    )
+)
+SEED003 = register(
+    MethodSpec(
+        key="maxdropout_seed003",
+        cls=MaxKeepSeed003,
+        source="source 003",
+        summary="keep only each sample's maximum unit, with probability p (source 003's variant of `maxdropout`)",
+        p=rate_p(0.5, "probability that a sample is reduced to its maximum"),
+        p_is_rate=False,
+        drop_fraction="p (1 - k/D)",
+    )
+)

@@ -27,7 +27,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from dropout_lab.checks import COUNT, RATE, choice, exactly
 from dropout_lab.dropout.base import DropoutContext, DropoutMethod, SiteSpec
+from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
 
 NORMALISATIONS = ("rank", "minmax")
 DROP_TARGETS = ("low", "high")
@@ -128,36 +130,25 @@ class ScoredDropout(DropoutMethod):
         normalise: ``rank`` | ``minmax`` (:func:`normalise_scores`).
 
     Raises:
-        ValueError: for any bad value, naming the ``dropout.<key>``.
+        ValueError: for ``initial_rate``/``max_rate`` inconsistent with ``p`` (:func:`rate_range`).
     """
 
-    p_meaning: ClassVar[str] = "mean per-unit drop rate"
     #: True: forward hooks its output on update steps and calls :meth:`score_grad` during backward
     uses_output_grad: ClassVar[bool] = False
-    #: config key, for error messages
-    key: ClassVar[str] = "scored"
 
     def __init__(
         self,
         p: float,
         site: SiteSpec,
-        initial_rate: float | None = None,
-        max_rate: float | None = None,
-        drop_target: str = "low",
-        ema: float = 0.9,
-        update_every: int = 1,
-        normalise: str = "rank",
+        initial_rate: float | None,
+        max_rate: float | None,
+        drop_target: str,
+        ema: float,
+        update_every: int,
+        normalise: str,
     ) -> None:
         super().__init__(p, site)
         self.lo, self.hi = rate_range(self.p, initial_rate, max_rate)
-        if drop_target not in DROP_TARGETS:
-            raise ValueError(f"dropout.drop_target={drop_target!r} is not one of {', '.join(DROP_TARGETS)}")
-        if normalise not in NORMALISATIONS:
-            raise ValueError(f"dropout.normalise={normalise!r} is not one of {', '.join(NORMALISATIONS)}")
-        if not 0.0 <= float(ema) < 1.0:
-            raise ValueError(f"dropout.ema={ema} is outside [0, 1)")
-        if int(update_every) < 1 or int(update_every) != update_every:
-            raise ValueError(f"dropout.update_every={update_every} must be an integer >= 1")
         self.drop_target, self.ema, self.update_every, self.normalise = (
             drop_target,
             float(ema),
@@ -252,3 +243,41 @@ def per_unit(t: Tensor) -> Tensor:
 
 
 __all__ = ["ScoredDropout", "incoming_weight", "normalise_scores", "per_unit", "rate_range"]
+
+
+#: the arguments every score-driven method shares (docs/methods/scored.md); each spec adds its own
+SCORED_ARGS: dict[str, Arg] = {
+    "initial_rate": Arg(
+        None,
+        exactly(None, "p/3") | RATE,
+        "lowest per-unit rate (0.1 at p = 0.3); a value: max_rate mirrors it around p",
+    ),
+    "max_rate": Arg(None, exactly(None, "5p/3") | RATE, "highest per-unit rate (0.5 at p = 0.3)"),
+    "drop_target": Arg(
+        "low",
+        choice(*DROP_TARGETS),
+        "low: unimportant units dropped more | high: important ones",
+        tune="choice(low, high)",
+    ),
+    "normalise": Arg("rank", choice(*NORMALISATIONS), "scores to rates by rank or min-max"),
+    "ema": Arg(0.9, RATE, "score EMA factor per update"),
+    "update_every": Arg(1, COUNT, "optimizer steps between score updates"),
+}
+
+
+def scored_spec(key: str, cls: type, source: str, summary: str, **args: Arg) -> MethodSpec:
+    """The :class:`~dropout_lab.dropout.spec.MethodSpec` of a score-driven method: ``p`` the mean per-unit rate
+    (default 0.3), :data:`SCORED_ARGS` with ``args`` replacing or adding entries, registered."""
+    return register(
+        MethodSpec(
+            key=key,
+            cls=cls,
+            source=source,
+            summary=summary,
+            p=rate_p(0.3, "mean per-unit drop rate"),
+            args=SCORED_ARGS | args,
+            sites="fc",
+            drop_fraction="~ p (per-unit rates in [initial_rate, max_rate], mean exactly p with rank normalisation)",
+            p_eq="slightly above p (unequal unit rates: 1 - 1 / mean_j 1/(1 - p_j))",
+        )
+    )

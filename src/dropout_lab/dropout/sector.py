@@ -10,9 +10,10 @@ import math
 import torch
 from torch import Tensor
 
+from dropout_lab.checks import COUNT, BadValue
 from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
 from dropout_lab.dropout.units import per_unit
-from dropout_lab.errors import ConfigError
 
 
 class SectorDropout(DropoutMethod):
@@ -34,19 +35,17 @@ class SectorDropout(DropoutMethod):
         sector_size: n >= 1 units per sector (``group_size`` in the reference notebook).
 
     Raises:
-        ConfigError: if ``sector_size`` exceeds the site's units (one sector would be the whole layer,
+        BadValue: if ``sector_size`` exceeds the site's units (one sector would be the whole layer,
             padded to ``sector_size`` slots: 100 MB and 150 ms a forward at large sizes).
-        ValueError: if ``p`` is outside [0, 1), ``sector_size < 1``, some sector would lose all its units
+        ValueError: if some sector would lose all its units
             (``round(p s) = s``), or ``p > 0`` rounds to no dropped unit at all.
     """
 
-    def __init__(self, p: float, site: SiteSpec, sector_size: int = 10) -> None:
+    def __init__(self, p: float, site: SiteSpec, sector_size: int) -> None:
         super().__init__(p, site)
-        if int(sector_size) != sector_size or sector_size < 1:
-            raise ValueError(f"dropout.sector_size={sector_size} must be an integer >= 1")
         n, features = int(sector_size), site.num_features
         if n > features:
-            raise ConfigError(
+            raise BadValue(
                 "dropout.sector_size",
                 n,
                 f"must be at most {features}, the units of site {site.name} (a smaller sector_size, or dropout.sites without that site)",
@@ -67,8 +66,6 @@ class SectorDropout(DropoutMethod):
         scale = (size / (size - dropped)).expand(-1, n)[slot < size]
         self.register_buffer("scale", scale.float(), persistent=False)  # (F,)
 
-    p_meaning = "drop fraction per sector"
-
     def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         n_samples, (sectors, n) = x.shape[0], self.valid.shape
         noise = torch.rand(n_samples, sectors, n, device=x.device).masked_fill_(~self.valid, 2.0)
@@ -79,3 +76,23 @@ class SectorDropout(DropoutMethod):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, sector_size={self.sector_size}, dropped_per_sample={self.num_dropped}"
+
+
+SPEC = register(
+    MethodSpec(
+        key="sector",
+        cls=SectorDropout,
+        source="source 002",
+        summary="exactly round(p n) units dropped in every sector of n per sample",
+        p=rate_p(0.5, "drop fraction per sector"),
+        args={
+            "sector_size": Arg(
+                10,
+                COUNT,
+                "units per sector n; a last partial sector drops round(p * its size)",
+                tune="choice(5, 10, 20)",
+            )
+        },
+        drop_fraction="exactly sum round(p s) / F",
+    )
+)

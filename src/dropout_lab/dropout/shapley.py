@@ -9,15 +9,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dropout_lab.checks import COUNT, NONNEGATIVE, choice
 from dropout_lab.dropout import passes
 from dropout_lab.dropout.base import DropoutContext, SiteSpec
-from dropout_lab.dropout.scored import ScoredDropout
+from dropout_lab.dropout.scored import ScoredDropout, scored_spec
+from dropout_lab.dropout.spec import Arg
 
 VALUES = ("acc", "neg_loss")
 
@@ -107,37 +108,29 @@ class ShapleyDropout(ScoredDropout):
         max_batch: samples per batched forward (>= ``heldout``).
 
     Raises:
-        ValueError: for a bad argument (naming ``dropout.<key>``), or at the first update if the
+        ValueError: if ``max_batch < heldout``, or at the first update if the
             trainer has no datamodule with ``held_out_batch``.
     """
-
-    key: ClassVar[str] = "shapley"
 
     def __init__(
         self,
         p: float,
         site: SiteSpec,
-        initial_rate: float | None = None,
-        max_rate: float | None = None,
-        drop_target: str = "low",
-        ema: float = 0.9,
-        update_every: int = 50,
-        normalise: str = "rank",
-        permutations: int = 10,
-        truncation: float = 0.2,
-        value: str = "neg_loss",
-        heldout: int = 128,
-        max_batch: int = 8192,
+        initial_rate: float | None,
+        max_rate: float | None,
+        drop_target: str,
+        ema: float,
+        update_every: int,
+        normalise: str,
+        permutations: int,
+        truncation: float,
+        value: str,
+        heldout: int,
+        max_batch: int,
     ) -> None:
         super().__init__(p, site, initial_rate, max_rate, drop_target, ema, update_every, normalise)
-        if int(permutations) < 1:
-            raise ValueError(f"dropout.permutations={permutations} must be an integer >= 1")
-        if truncation < 0:
-            raise ValueError(f"dropout.truncation={truncation} must be >= 0")
-        if value not in VALUES:
-            raise ValueError(f"dropout.value={value!r} is not one of {', '.join(VALUES)}")
-        if int(heldout) < 1 or int(max_batch) < int(heldout):
-            raise ValueError(f"dropout.heldout={heldout} must be >= 1 and dropout.max_batch={max_batch} >= heldout")
+        if int(max_batch) < int(heldout):
+            raise ValueError(f"dropout.max_batch={max_batch} must be >= dropout.heldout={heldout}")
         self.permutations, self.truncation, self.value = int(permutations), float(truncation), value
         self.heldout, self.max_batch = int(heldout), int(max_batch)
         self._coalition: Tensor | None = None
@@ -225,3 +218,17 @@ class ShapleyDropout(ScoredDropout):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, permutations={self.permutations}, value={self.value}, heldout={self.heldout}"
+
+
+SPEC = scored_spec(
+    "shapley",
+    ShapleyDropout,
+    "source 000; Ghorbani & Zou 2020",
+    "truncated Monte-Carlo permutation Shapley values on a held-out batch, every `update_every` steps",
+    update_every=Arg(50, COUNT, "optimizer steps between Shapley updates (~8 per MNIST epoch)"),
+    permutations=Arg(10, COUNT, "Monte-Carlo permutations per update"),
+    truncation=Arg(0.2, NONNEGATIVE, "stop a permutation within this fraction of |v(full) - v(random)| of random"),
+    value=Arg("neg_loss", choice(*VALUES), "coalition value: neg_loss | acc"),
+    heldout=Arg(128, COUNT, "first N validation samples"),
+    max_batch=Arg(8192, COUNT, "samples per batched coalition forward (>= heldout)"),
+)

@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from dropout_lab.checks import BOOL, NONNEGATIVE
 from dropout_lab.dropout.base import DropoutContext, DropoutMethod, SiteSpec
+from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
 
 #: temperature beta and stretch interval (gamma, zeta) of the paper's experiments (sec. 4)
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
@@ -59,20 +60,10 @@ class SparseMask(DropoutMethod):
         per_sample: one gate sample per sample (True) or one per minibatch (False, the reference default).
         group_weighted: weight each gate's P(z != 0) by its group size |g_j|.
 
-    Raises:
-        ValueError: if ``p`` is outside [0, 1) or ``lam`` is negative.
     """
 
-    default_sites: ClassVar[str] = "fc"
-    p_meaning: ClassVar[str] = "initial P(gate = 0) (gates are learned)"
-    p_is_rate: ClassVar[bool] = False
-
-    def __init__(
-        self, p: float, site: SiteSpec, lam: float = 1.0, per_sample: bool = True, group_weighted: bool = True
-    ) -> None:
+    def __init__(self, p: float, site: SiteSpec, lam: float, per_sample: bool, group_weighted: bool) -> None:
         super().__init__(p, site)
-        if lam < 0:
-            raise ValueError(f"dropout.lam={lam} must be >= 0 (weight of the expected-L0 penalty)")
         self.lam, self.per_sample = float(lam), bool(per_sample)
         p0 = min(max(self.p, 1e-6), 1 - 1e-6)
         init = BETA * math.log(-GAMMA / ZETA) - math.log(p0 / (1 - p0))
@@ -131,3 +122,29 @@ class SparseMask(DropoutMethod):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, lam={self.lam}, group={self.group}, per_sample={self.per_sample}"
+
+
+SPEC = register(
+    MethodSpec(
+        key="sparse_mask",
+        cls=SparseMask,
+        source="source 000; Louizos, Welling & Kingma 2018",
+        summary="hard-concrete gates with an L0 penalty / N, deterministic gate at eval",
+        p=rate_p(0.2, "initial P(gate = 0) (gates are learned)"),
+        p_is_rate=False,
+        args={
+            "lam": Arg(
+                1.0,
+                NONNEGATIVE,
+                "lambda per controlled weight, scaled by 1/N (reference: 1.0)",
+                tune="tag(log, interval(0.1, 10.0))",
+            ),
+            "per_sample": Arg(True, BOOL, "one gate sample per sample; false: one per minibatch (reference default)"),
+            "group_weighted": Arg(
+                True, BOOL, "weight P(z != 0) by the number of next-layer weights each gate controls"
+            ),
+        },
+        drop_fraction="sampled gates exactly 0 (p at the start, then learned); p = 0: no gates",
+        p_eq="V / (1 + V), V = Var(z) / E[z]^2 of the gates: above the drop fraction",
+    )
+)

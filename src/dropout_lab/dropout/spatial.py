@@ -4,11 +4,10 @@ Convolutional Networks", CVPR 2015, arXiv:1411.4280, sec. 3.2 (drop whole featur
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from torch import Tensor
 
 from dropout_lab.dropout.base import DropoutMethod
+from dropout_lab.dropout.spec import MethodSpec, rate_p, register
 from dropout_lab.dropout.standard import bernoulli_mask
 
 
@@ -30,13 +29,22 @@ class SpatialDropout(DropoutMethod):
         site: the :class:`~dropout_lab.dropout.base.SiteSpec`.
 
     Shapes: (N, C, H, W) -> (N, C, H, W) (any (N, C, *)).
-
-    Raises:
-        ValueError: if ``p`` is outside [0, 1).
     """
-
-    default_sites: ClassVar[str] = "conv"
 
     def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mask = channel_mask(x, self.p)
         return x * mask, mask
+
+
+SPEC = register(
+    MethodSpec(
+        key="spatial",
+        cls=SpatialDropout,
+        source="Tompson et al. 2015",
+        summary="whole-channel dropout (Dropout2d's mask)",
+        p=rate_p(0.2, "drop probability (of a channel)", tune="interval(0.05, 0.6)"),
+        default_sites="conv",
+        sites="conv",
+        drop_fraction="~ p (dropped sample-channel pairs)",
+    )
+)

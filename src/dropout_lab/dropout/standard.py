@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from dropout_lab.dropout.base import DropoutMethod
+from dropout_lab.dropout.spec import MethodSpec, rate_p, register
 
 
 def bernoulli_mask(x: Tensor, p: float, shared_dims: Sequence[int] = ()) -> Tensor:
@@ -37,11 +38,20 @@ class StandardDropout(DropoutMethod):
     Args:
         p: drop probability in [0, 1).
         site: the :class:`~dropout_lab.dropout.base.SiteSpec`.
-
-    Raises:
-        ValueError: if ``p`` is outside [0, 1).
     """
 
     def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mask = bernoulli_mask(x, self.rate())
         return x * mask, mask
+
+
+SPEC = register(
+    MethodSpec(
+        key="standard",
+        cls=StandardDropout,
+        source="Srivastava et al. 2014",
+        summary="inverted dropout, `F.dropout`",
+        p=rate_p(0.5),
+        drop_fraction="~ p (zeros of the mask)",
+    )
+)

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from dropout_lab.dropout.scored import ScoredDropout, per_unit
+from dropout_lab.dropout.scored import ScoredDropout, per_unit, scored_spec
 
 
 class TaylorDropout(ScoredDropout):
@@ -27,8 +27,15 @@ class TaylorDropout(ScoredDropout):
     """
 
     uses_output_grad: ClassVar[bool] = True
-    key: ClassVar[str] = "taylor"
 
     def score_grad(self, a: Tensor, g: Tensor) -> Tensor:
         """s_j = mean_n |sum_{h,w} a * g| -> (F,)."""
         return per_unit(a * g).abs().mean(0)
+
+
+SPEC = scored_spec(
+    "taylor",
+    TaylorDropout,
+    "source 000; Molchanov et al. 2017",
+    "abs(a dL/dy): pre-mask activation a times the gradient of the site's output y (dL/da is 0 where dropped)",
+)

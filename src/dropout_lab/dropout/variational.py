@@ -9,7 +9,9 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from dropout_lab.checks import COUNT, exactly
 from dropout_lab.dropout.base import DropoutMethod, SiteSpec
+from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
 from dropout_lab.dropout.standard import bernoulli_mask
 
 
@@ -33,18 +35,13 @@ class VariationalDropout(DropoutMethod):
             ``dropout.shared_dims``); None means the paper's time axis, which these sites lack.
 
     Raises:
-        ValueError: if ``p`` is outside [0, 1), ``shared_dims`` contains an axis < 1 (axis 0 is the
-            batch: masks are per sample), or the site has no axis to share along (the message names
+        ValueError: if the site has no axis to share along (the message names
             the identical method and ``dropout.sites``); at the first forward, if an axis is >= the
             input's rank.
     """
 
-    def __init__(self, p: float, site: SiteSpec, shared_dims: Sequence[int] | None = None) -> None:
+    def __init__(self, p: float, site: SiteSpec, shared_dims: Sequence[int] | None) -> None:
         super().__init__(p, site)
-        if shared_dims is not None and any(int(d) < 1 for d in shared_dims):
-            raise ValueError(
-                f"dropout.shared_dims={list(shared_dims)}: axes must be >= 1 (axis 0 is the batch, masks are per sample)"
-            )
         self.shared_dims = None if shared_dims is None else tuple(sorted({int(d) for d in shared_dims}))
         same = {"fc": (None, "standard", "(N, F)"), "conv": ((2, 3), "spatial", "(N, C, H, W)")}[site.kind]
         if self.shared_dims in (None, same[0]):
@@ -64,3 +61,22 @@ class VariationalDropout(DropoutMethod):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, shared_dims={self.shared_dims}"
+
+
+SPEC = register(
+    MethodSpec(
+        key="variational",
+        cls=VariationalDropout,
+        source="Gal & Ghahramani 2016; source 001 temporal",
+        summary="one mask per sample shared along `shared_dims`; refused where it would equal `standard` (fc) or "
+        "`spatial` (conv), i.e. on every model here",
+        p=rate_p(0.5),
+        args={
+            "shared_dims": Arg(
+                None, exactly(None, "the paper's time axis") | COUNT, "axes (>= 1) the mask is shared along"
+            )
+        },
+        sites="fc",
+        drop_fraction="~ p (zeros of the shared mask); refused where it equals standard/spatial",
+    )
+)
