@@ -60,7 +60,11 @@ def test_layout_and_bad_config():
     model = TinyNet()
     method = edropout(model)
     assert method.population.shape == (8, 9) and method.site.name == "model"
-    assert model.edropout is method and model.drop_fc.method.part == slice(4, 9)
+    assert model.drop_fc.method.part == slice(4, 9)
+    # the method lives in the first site's mask (its buffers follow the model), nowhere else in the user's model
+    assert model.drop_conv.method.owner is method and dict(model.drop_conv.method.named_children()) == {"owner": method}
+    assert "owner" not in dict(model.drop_fc.method.named_children())
+    assert sum(m is method for m in model.modules()) == 1 and not hasattr(model, "edropout")
     with pytest.raises(ValueError, match="dropout.num_states"):
         edropout(TinyNet(), num_states=3)
     with pytest.raises(ValueError, match="dropout.mutation"):

@@ -95,7 +95,7 @@ def test_fc_and_conv_sites_or_a_refusal_naming_dropout_sites(key, sites):
 @pytest.mark.parametrize("key", METHODS)
 def test_eval_is_deterministic_and_the_identity_unless_declared(key):
     """After training steps: eval forwards repeat exactly, and equal the bare network with the same
-    weights unless the method overrides :meth:`DropoutMethod.deterministic`."""
+    weights unless the method's spec declares a test-time form (``eval_identity=False``)."""
     built = build(key)
     if built is None:
         return
@@ -105,7 +105,7 @@ def test_eval_is_deterministic_and_the_identity_unless_declared(key):
     with torch.no_grad():
         out = model.eval()(x)
         assert torch.equal(out, model(x))
-        if all(type(m).deterministic is DropoutMethod.deterministic for m in methods):
+        if all(m.spec.eval_identity for m in methods):
             bare = instantiate_model(make_cfg([], "unused").model)
             bare.load_state_dict({k: v for k, v in model.state_dict().items() if k in bare.state_dict()})
             assert torch.equal(out, bare.eval()(x))

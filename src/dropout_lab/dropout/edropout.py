@@ -133,9 +133,12 @@ class _StateMask(nn.Module):
     state per sample, for candidate passes).
     """
 
-    def __init__(self, owner: EDropout, part: slice) -> None:
+    def __init__(self, owner: EDropout, part: slice, owns: bool) -> None:
         super().__init__()
-        object.__setattr__(self, "owner", owner)  # not a submodule: the owner is registered once, on the model
+        if owns:  # the first site's mask holds the owner as a submodule: its buffers follow device and state dict
+            self.owner = owner
+        else:  # the others refer to it without registering it again
+            object.__setattr__(self, "owner", owner)
         self.part = part
 
     def forward(self, x: Tensor) -> Tensor:
@@ -225,8 +228,9 @@ class EDropout(DropoutMethod):
 
     @classmethod
     def attach(cls, model: nn.Module, factory: Callable, sites: list) -> list[DropoutMethod]:
-        """Build one EDropout for all ``sites``, register it on ``model`` as ``edropout`` (so its
-        buffers follow the model's device and state dict) and put a :class:`_StateMask` in each site.
+        """Build one EDropout for all ``sites`` and put a :class:`_StateMask` in each site; the first site's
+        mask holds the EDropout as a submodule (so its buffers follow the model's device and state dict), and
+        nothing is added to ``model`` outside its sites.
 
         Returns:
             [the EDropout instance] (its ``site.name`` is ``model``).
@@ -239,9 +243,8 @@ class EDropout(DropoutMethod):
         # kind is not meaningful for a model-level state; the first site's is reported
         method = factory(site=SiteSpec("model", layout[0][0].kind, start), layout=layout)
         method._model.append(model)
-        model.add_module("edropout", method)
-        for s, (_, part) in zip(sites, layout):
-            s.method = _StateMask(method, part)
+        for i, (s, (_, part)) in enumerate(zip(sites, layout)):
+            s.method = _StateMask(method, part, owns=i == 0)
         return [method]
 
     def keep_one_per_site(self, states: Tensor) -> Tensor:
@@ -272,9 +275,6 @@ class EDropout(DropoutMethod):
             RuntimeError: always.
         """
         raise RuntimeError("EDropout acts through the _StateMask modules in the sites, not as a layer")
-
-    #: declares a test-time form: evaluation is the pruned network P (applied by the sites' masks)
-    deterministic = forward
 
     @contextmanager
     def _masked(self, mask: Tensor | None) -> Iterator[None]:
@@ -379,6 +379,7 @@ SPEC = register(
         "the pruned network P (`test/acc`, `val/acc`), the full network F beside it (`test/acc_full`)",
         p=rate_p(0.5, "initial drop probability of each state bit (the evolution moves it)"),
         p_is_rate=False,
+        eval_identity=False,
         args={
             "num_states": Arg(8, integer(4), "population size (source 004)"),
             "threshold": Arg(

@@ -132,6 +132,7 @@ SPEC = register(
         summary="hard-concrete gates with an L0 penalty / N, deterministic gate at eval",
         p=rate_p(0.2, "initial P(gate = 0) (gates are learned)"),
         p_is_rate=False,
+        eval_identity=False,
         args={
             "lam": Arg(
                 1.0,

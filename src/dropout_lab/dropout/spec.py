@@ -80,6 +80,9 @@ class MethodSpec:
         ignored: arguments the method accepts and ignores (``("p",)`` for ``none``): a sweep over them
             trains one job (:mod:`dropout_lab.dedup`).
         search: search ranges of keys outside ``dropout.*`` (``none`` tunes nothing: its trials are seeds).
+        eval_identity: True when evaluation is the bare network (the identity at every site); False for a method
+            with a test-time form (learned gates, a pruned network), which the contract suite then does not compare
+            with the bare network.
         drop_fraction: what the recorded ``drop_fraction`` is, relative to ``p``.
         p_eq: what the recorded ``p_eq`` (equivalent Bernoulli rate) is.
     """
@@ -95,6 +98,7 @@ class MethodSpec:
     sites: str = "default"
     ignored: tuple[str, ...] = ()
     search: Mapping[str, str] = field(default_factory=dict)
+    eval_identity: bool = True
     drop_fraction: str = "~ p"
     p_eq: str = "= drop fraction"
 
