@@ -239,7 +239,7 @@ def test_mc_dropout_and_activation_variance_in_summary(tmp_path):
             "dropout=standard",
             "dropout.p=0.5",
             "eval.mc_samples=4",
-            "callbacks.activation_variance=true",
+            "callbacks=[default,activation_variance]",
             "resume=true",
         ],
         tmp_path,

@@ -246,8 +246,8 @@ BAD_INPUTS = {  # override(s) -> the start of the one message line; issue 11's l
     "seed_bool": (["seed=true"], "seed=true: must be an integer"),
     "mc_samples_string": (["eval.mc_samples=x"], "eval.mc_samples='x': must be an integer >= 0"),
     "activation_samples": (
-        ["callbacks.activation_samples=0"],
-        "callbacks.activation_samples=0: must be an integer >= 1",
+        ["callbacks=[default,activation_variance]", "callbacks.activation_variance.samples=0"],
+        "callbacks.activation_variance.samples=0: must be an integer >= 1",
     ),
 }
 

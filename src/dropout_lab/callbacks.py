@@ -64,8 +64,7 @@ class MetricsProgressBar(TQDMProgressBar):
 
 def instantiate_callbacks(cfg: DictConfig | None, progress_bar: bool = True) -> list[Callback]:
     """One Lightning callback per node with a ``_target_`` under ``cfg`` (the ``callbacks`` node), in
-    config order; ``[]`` for none. Scalar keys (``activation_variance``, ``activation_samples``: switches
-    train.py reads) are not callbacks and are skipped, and so are progress bars when ``progress_bar`` is
+    config order; ``[]`` for none. Progress bars are skipped when ``progress_bar`` is
     False (``trainer.enable_progress_bar=false``: Lightning refuses a progress bar callback then)."""
     nodes = [node for node in (cfg or {}).values() if isinstance(node, Mapping) and "_target_" in node]
     callbacks = [instantiate(node) for node in nodes]

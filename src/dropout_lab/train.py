@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab import checkpoints, hparams, interrupts, launch, sweeplock
 from dropout_lab import metrics as M
-from dropout_lab.analysis import ActivationVariance, evaluate
+from dropout_lab.analysis import evaluate
 from dropout_lab.callbacks import instantiate_callbacks
 from dropout_lab.config import attach, build_model, split_config
 from dropout_lab.controller import DropoutController
@@ -42,7 +42,7 @@ def fit(cfg: DictConfig, history: History, timings: dict[str, float] | None = No
     optimizer, scheduler, method states, callbacks and RNG (:mod:`~dropout_lab.checkpoints`). The test
     uses the last epoch's weights, or the best validation epoch's with ``eval.checkpoint=best``.
     With ``eval.mc_samples`` > 0 the test metrics include Monte-Carlo dropout ones
-    (:func:`~dropout_lab.analysis.evaluate`); ``callbacks.activation_variance`` adds
+    (:func:`~dropout_lab.analysis.evaluate`); ``callbacks=[default,activation_variance]`` adds
     :class:`~dropout_lab.analysis.ActivationVariance`. ``timings`` receives the seconds of each part
     (:data:`~dropout_lab.summary.TIMINGS`).
     """
@@ -64,10 +64,7 @@ def fit(cfg: DictConfig, history: History, timings: dict[str, float] | None = No
         DropoutController(methods, datamodule.num_train),
         *checkpoints.checkpoint_callbacks(folder, best=validates(cfg), every=cfg.get("checkpoint_every", 0)),
     ]
-    extra = cfg.get("callbacks") or {}
-    if extra.get("activation_variance"):
-        callbacks.append(ActivationVariance(int(extra.get("activation_samples", 32))))
-    callbacks += instantiate_callbacks(extra, progress_bar=cfg.trainer.get("enable_progress_bar", True))
+    callbacks += instantiate_callbacks(cfg.get("callbacks"), progress_bar=cfg.trainer.get("enable_progress_bar", True))
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         logger=loggers or False,

@@ -59,8 +59,7 @@ RANGES: dict[str, Check] = {
     "checkpoint_every": NONNEGATIVE,  # seconds between last.ckpt writes; 0: every epoch
     "threads": exactly(None, "cores // workers under gpu_pool, torch's default otherwise") | COUNT,
     "eval.mc_samples": integer(0),  # 0: no Monte-Carlo test; T: T stochastic passes
-    "callbacks.activation_variance": BOOL,
-    "callbacks.activation_samples": COUNT,
+    "callbacks.activation_variance.samples": COUNT,
     # report (read by scripts/report.py; no effect on training)
     "report.tuning_seeds": exactly(None, "select and report on every seed") | integer(0, 2**32 - 1),
     "report.evaluation_seeds": exactly(None, "every seed that is not a tuning seed") | integer(0, 2**32 - 1),
