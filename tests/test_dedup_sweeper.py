@@ -85,7 +85,8 @@ def test_plan_derives_every_job_as_composing_it_whole_would(tmp_path):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from conftest import CONF, DATA_ROOT
-    from dropout_lab.dedup import checked, effective_config, plan
+    from dropout_lab.dedup import checked, plan
+    from dropout_lab.job import identity
     from dropout_lab.summary import flat_hparams
 
     sweep = [
@@ -107,6 +108,6 @@ def test_plan_derives_every_job_as_composing_it_whole_would(tmp_path):
     for job, cfg in zip(planned, whole):
         assert job.valid == checked(cfg), job.overrides
         if job.valid:
-            assert job.key == effective_config(cfg) and job.row == flat_hparams(cfg), job.overrides
+            assert job.key == identity(cfg) and job.row == flat_hparams(cfg), job.overrides
     assert sum(job.valid for job in planned) == 24  # p=abc: 12 jobs invalid
     assert len({job.key for job in planned if job.valid}) == 20  # none ignores p: its 8 jobs are 4 configurations

@@ -21,8 +21,8 @@ from omegaconf import OmegaConf
 from conftest import DATA_ROOT, ROOT, SMOKE, make_cfg, run_cli
 from dropout_lab import checkpoints
 from dropout_lab.checkpoints import AtomicCheckpointIO, UnsafeCheckpointError, resume_from, safe_load
-from dropout_lab.summary import write_summary
-from dropout_lab.sweeplock import LOCK_FILE, FinishedJobError, SweepGuard, changed_keys
+from dropout_lab.job import Job, changed_keys
+from dropout_lab.sweeplock import LOCK_FILE, FinishedJobError, SweepGuard
 from dropout_lab.train import train
 
 # 5 short epochs on tiny subsets, deterministic kernels (CPU)
@@ -228,7 +228,7 @@ def test_concurrent_summary_writes_never_collide(tmp_path):
     def write(n: int) -> None:
         for i in range(100):
             try:
-                write_summary(tmp_path, {"status": "ok", "writer": n, "i": i})
+                Job(tmp_path).write({"status": "ok", "writer": n, "i": i})
             except OSError as err:
                 errors.append(err)
 

@@ -16,7 +16,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import CONF, DATA_ROOT, ROOT, make_cfg, run_cli
-from dropout_lab.launch import check_multirun, job_dir_name, requested_processes
+from dropout_lab.job import folder_name
+from dropout_lab.launch import check_multirun, requested_processes
 from dropout_lab.report import write_report
 from dropout_lab.train import train
 
@@ -27,14 +28,14 @@ def summaries(sweep: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
 
 
-def test_job_dir_name_is_stable_unique_and_flat():
-    a = job_dir_name(["seed=1", "dropout.p=0.5", "dropout=standard"])
-    assert a == job_dir_name(["dropout=standard", "dropout.p=0.5", "seed=1", "resume=true"])  # order, resume neutral
+def test_folder_name_is_stable_unique_and_flat():
+    a = folder_name(["seed=1", "dropout.p=0.5", "dropout=standard"])
+    assert a == folder_name(["dropout=standard", "dropout.p=0.5", "seed=1", "resume=true"])  # order, resume neutral
     assert a.startswith("dropout=standard,dropout.p=0.5,seed=1-")
     # differ only in an excluded key: same readable part, different hash
-    b, c = (job_dir_name(["dropout=none", f"optimizer.lr={lr}"], ["optimizer.lr"]) for lr in (0.1, 0.2))
+    b, c = (folder_name(["dropout=none", f"optimizer.lr={lr}"], ["optimizer.lr"]) for lr in (0.1, 0.2))
     assert b != c and b.split("-")[0] == c.split("-")[0]
-    assert "/" not in job_dir_name(["+experiment/seed003=relu", "data_root=/x/y", "dataset.subset={train: 8}"])
+    assert "/" not in folder_name(["+experiment/seed003=relu", "data_root=/x/y", "dataset.subset={train: 8}"])
 
 
 @pytest.mark.slow

@@ -30,9 +30,8 @@ from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 
 from dropout_lab import interrupts
 from dropout_lab import metrics as M
-from dropout_lab.launch import JOBS_FILE
+from dropout_lab.job import JOBS_FILE, SUMMARY_FILE, Job
 from dropout_lab.progress import Progress
-from dropout_lab.summary import SUMMARY_FILE
 
 #: what the progress bar shows after the step counter: the latest epoch values of these metrics
 BAR_METRICS = (M.TRAIN_LOSS, M.VAL_ACC)
@@ -91,19 +90,8 @@ class QuietConsole(HydraCallback):
             warnings.filterwarnings("ignore", message=message, category=category)
 
 
-def job_status(folder: Path) -> str:
-    """The ``status`` of a job folder's ``metrics.json`` (ok, failed, interrupted), ``not started`` without
-    one, ``unreadable`` if it does not parse."""
-    try:
-        return json.loads((folder / SUMMARY_FILE).read_text()).get("status", "unknown")
-    except FileNotFoundError:
-        return "not started"
-    except (OSError, ValueError):
-        return "unreadable"
-
-
 def sweep_counts(sweep_dir: Path) -> Counter:
-    """Jobs of the sweep in ``sweep_dir`` by status (:func:`job_status`): every job of its ``jobs.json``
+    """Jobs of the sweep in ``sweep_dir`` by status (:meth:`~dropout_lab.job.Job.status`): every job of its ``jobs.json``
     (written by dropout-lab's sweeper, so jobs that never started count too), else every folder holding a
     ``metrics.json``."""
     sweep_dir = Path(sweep_dir)
@@ -112,7 +100,7 @@ def sweep_counts(sweep_dir: Path) -> Counter:
         folders = [sweep_dir / name for name in json.loads(listed.read_text())]
     else:
         folders = [path.parent for path in sweep_dir.rglob(SUMMARY_FILE)]
-    return Counter(job_status(folder) for folder in folders)
+    return Counter(Job(folder).status() for folder in folders)
 
 
 def resume_command(sweep_dir: Path, argv: list[str] | None = None) -> str:

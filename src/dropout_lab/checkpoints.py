@@ -31,7 +31,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from dropout_lab import compat
 from dropout_lab import metrics as M
 from dropout_lab.errors import ConfigError, root_cause
-from dropout_lab.summary import publish
+from dropout_lab.job import publish
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     fsspec transaction whose temporary file is ``tempfile.mkstemp()`` in ``$TMPDIR`` (often
     ``/dev/shm``); a job killed mid-write leaves it there. Here the temporary file lives in the
     checkpoint's own folder (``.<name>.<random>.tmp``), is flushed and ``fsync``-ed, then given the umask's
-    mode and renamed over the target (:func:`dropout_lab.summary.publish`): a reader sees the old file or
+    mode and renamed over the target (:func:`dropout_lab.job.publish`): a reader sees the old file or
     the new one, never half of one. A write that fails on an ``OSError`` (a full disk) re-raises it with the
     checkpoint's path, so the job's error names the file.
     Loading always goes through :func:`safe_load`.

@@ -1,5 +1,5 @@
 """One job per effective configuration: what a sweep job computes, independent of the arguments its
-dropout method ignores (``none`` ignores ``p``: :attr:`~dropout_lab.dropout.spec.MethodSpec.ignored`).
+dropout method ignores (``none`` ignores ``p``): :func:`dropout_lab.job.identity`.
 
 Used by the default sweeper (``hydra_plugins.dropout_lab_sweeper.DedupSweeper``, which launches each
 effective configuration once, planned by :func:`plan` without composing every job) and by the report
@@ -15,49 +15,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dropout_lab.dropout import spec
-from dropout_lab.launch import NEUTRAL_KEYS, neutral
-
-
-def _spec(dropout: DictConfig | dict) -> spec.MethodSpec | None:
-    """The spec of the method a ``dropout`` node names; None for a job whose method is not registered now (a saved
-    job of a plugin method, or a node without ``name``)."""
-    return spec.specs().get(dropout.get("name"))
-
-
-def ignored_args(dropout: DictConfig | dict) -> tuple[str, ...]:
-    """The arguments the method of a ``dropout`` config node ignores (its spec's ``ignored``; none if unknown)."""
-    found = _spec(dropout)
-    return found.ignored if found else ()
-
-
-def p_is_rate(dropout: DictConfig | dict) -> bool | None:
-    """Whether the method's ``p`` is a drop probability (its spec's ``p_is_rate``; None if the method is unknown)."""
-    found = _spec(dropout)
-    return found.p_is_rate if found else None
-
-
-def _identity(node: dict[str, Any]) -> str:
-    for key in ("hydra", *NEUTRAL_KEYS):
-        node.pop(key, None)
-    for arg in ignored_args(node["dropout"]):
-        node["dropout"].pop(arg, None)
-    return json.dumps(node, sort_keys=True, default=str)
-
-
-def effective_config(cfg: DictConfig | dict) -> str:
-    """What a job computes, as canonical JSON: the config without ``hydra``, the
-    :data:`~dropout_lab.launch.NEUTRAL_KEYS` and the arguments its dropout method ignores
-    (interpolations of a DictConfig stay unresolved, e.g. ``output_dir``)."""
-    return _identity(
-        OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
-    )
+from dropout_lab.job import identity, neutral
 
 
 @dataclass
 class Planned:
     """One job of a sweep as :func:`plan` sees it: ``valid`` (its config passes
-    :func:`~dropout_lab.validate.validate`), its :func:`effective_config` ``key`` and HParams ``row``
+    :func:`~dropout_lab.validate.validate`), its :func:`~dropout_lab.job.identity` ``key`` and HParams ``row``
     (:func:`~dropout_lab.summary.flat_hparams`), both None when not valid, and the metric names it logs."""
 
     overrides: list[str]
@@ -89,7 +53,7 @@ def composed(cfg: DictConfig, overrides: list[str]) -> Planned:
 
     if not checked(cfg):
         return Planned(list(overrides), False)
-    return Planned(list(overrides), True, effective_config(cfg), flat_hparams(cfg), tuple(metric_names([cfg])))
+    return Planned(list(overrides), True, identity(cfg), flat_hparams(cfg), tuple(metric_names([cfg])))
 
 
 class Structure:
@@ -164,7 +128,7 @@ class Structure:
                 for part in parents:
                     target = target[part]
                 target[leaf] = value
-        return Planned(list(overrides), True, _identity(node), row, self.first.metrics)
+        return Planned(list(overrides), True, identity(node), row, self.first.metrics)
 
 
 def plan(load: Callable[[list[str]], DictConfig], jobs: Sequence[Sequence[str]]) -> list[Planned]:
@@ -173,7 +137,7 @@ def plan(load: Callable[[list[str]], DictConfig], jobs: Sequence[Sequence[str]])
     overrides: ``+key``, ``~key``, a dict or list value, ``hydra.*``), and each job follows from it by its
     plain ``key=value`` overrides, as Hydra's config loader applies them after the defaults list
     (``OmegaConf.update``): its values checked one by one (:func:`~dropout_lab.validate.check_value`), its
-    :func:`effective_config` and HParams row derived. A job whose plain keys meet a cross-key condition
+    :func:`~dropout_lab.job.identity` and HParams row derived. A job whose plain keys meet a cross-key condition
     (:data:`~dropout_lab.validate.JOINT_KEYS`) or an interpolated column is composed and validated whole.
     Composing 1,000 jobs one by one took ~0.1 s each; this takes one composition per structure."""
     from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -1,4 +1,4 @@
-"""Sweep plumbing that lives outside the training loop: job folder names, the worker's GPU claim
+"""Sweep plumbing that lives outside the training loop: the job folder resolver, the worker's GPU claim
 under the joblib ``gpu_pool`` launcher, the refusal of DDP inside a multirun, and Slurm requeues
 (:func:`requeued`, :class:`SlurmAccounting`).
 
@@ -6,7 +6,7 @@ Resolvers registered on import (``dropout_lab.train`` imports this module, so th
 Hydra composes ``conf/config.yaml`` and in every joblib/submitit worker):
 
 * ``${dl_job_dir:${hydra.overrides.task},${hydra.job.config.override_dirname.exclude_keys}}``: the
-  job folder name (:func:`job_dir_name`);
+  job folder name (:func:`dropout_lab.job.folder_name`);
 * ``${dl_pool_size:K}``: ``K`` jobs per visible GPU (``auto``: sized from the job's memory, :func:`pool_size`),
   or one job per CPU core without a GPU.
 """
@@ -14,10 +14,8 @@ Hydra composes ``conf/config.yaml`` and in every joblib/submitit worker):
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -29,52 +27,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab.errors import ConfigError
+from dropout_lab.job import folder_name
 
 log = logging.getLogger(__name__)
 
-#: overrides that do not change what a job computes, so that adding them (``resume=true``) or moving
-#: the data keeps the job's folder, and with it its checkpoint and summary
-NEUTRAL_KEYS = ("resume", "data_root", "output_dir", "report")
-
-
-def neutral(key: str) -> bool:
-    """Whether the dotted config key (``report.rope``) is or lies under one of :data:`NEUTRAL_KEYS`."""
-    return key.split(".")[0] in NEUTRAL_KEYS
-
-
-#: the list of a sweep's job folders, written at its root by dropout-lab's sweeper (read by its closing line)
-JOBS_FILE = "jobs.json"
-#: keys named first in a job folder (then the others, sorted), so a cut name still says what ran
-LEADING_KEYS = ("dropout", "dropout.p", "dataset", "model", "seed")
-#: longest readable part of a job folder name before the hash
-MAX_NAME = 120
-
 #: this worker's GPU-slot lock, held open for the life of the process (a loky worker runs many jobs)
 _claim: tuple[TextIO, int, int] | None = None
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def job_dir_name(overrides: list[str], exclude_keys: list[str] = ()) -> str:
-    """A readable, unique and re-run-stable folder name for one sweep job.
-
-    ``key=value`` pairs of the job's overrides without ``exclude_keys`` and :data:`NEUTRAL_KEYS`,
-    :data:`LEADING_KEYS` first and the rest sorted, joined by ``,``; characters other than letters, digits and ``=.,_+-``
-    (``/`` in ``experiment/seed003=...`` or ``{}: `` in dict values) become ``_``; cut at
-    :data:`MAX_NAME` characters; then ``-`` and 8 hex digits of the SHA-1 of every non-neutral
-    override. The name does not depend on ``hydra.job.num`` (so a re-run with a changed job list finds
-    the same folders) and two jobs that differ only in an excluded key still get different names.
-
-    Example: ``['seed=1', 'dropout.p=0.5', 'dropout=standard']`` -> ``dropout=standard,dropout.p=0.5,seed=1-<hash>``.
-    """
-    rank = lambda o: (LEADING_KEYS.index(_key(o)), o) if _key(o) in LEADING_KEYS else (len(LEADING_KEYS), o)  # noqa: E731
-    kept = sorted((o for o in overrides if not neutral(_key(o))), key=rank)
-    readable = ",".join(o for o in kept if _key(o) not in set(exclude_keys))
-    readable = re.sub(r"[^A-Za-z0-9=.,_+-]", "_", readable)[:MAX_NAME] or "defaults"
-    digest = hashlib.sha1("\n".join(kept).encode()).hexdigest()[:8]
-    return f"{readable}-{digest}"
 
 
 #: jobs one GPU takes at most, however large (each job also needs a CPU core to feed it)
@@ -117,7 +75,7 @@ def pool_size(jobs_per_gpu: int | str = "auto", job_memory_gb: float = 3.0) -> i
     return int(jobs_per_gpu) * gpus
 
 
-for _name, _fn in (("dl_job_dir", lambda o, e: job_dir_name(list(o), list(e or []))), ("dl_pool_size", pool_size)):
+for _name, _fn in (("dl_job_dir", lambda o, e: folder_name(list(o), list(e or []))), ("dl_pool_size", pool_size)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 

@@ -120,16 +120,16 @@ def worker_died(launcher: Any, overrides: Sequence[str], idx: int, err: BaseExce
     """Write a ``failed`` summary for a job whose worker died (unless the job wrote its own since it started,
     e.g. ``interrupted``) and return its failed ``JobReturn``. The job's last checkpoint stays, so
     ``resume=true`` continues it."""
-    from dropout_lab.summary import SUMMARY_FILE, build_summary, write_summary
+    from dropout_lab.job import Job
+    from dropout_lab.summary import build_summary
 
     cause = death(err)
     cfg, folder = job_config(launcher, overrides, idx)
-    summary = folder / SUMMARY_FILE
+    job = Job(folder)
+    summary = job.summary_path
     if not summary.exists() or summary.stat().st_mtime < started:
         folder.mkdir(parents=True, exist_ok=True)
-        write_summary(
-            folder, build_summary(cfg, "failed", None, {}, time.time() - started, error=cause, trace=str(err))
-        )
+        job.write(build_summary(cfg, "failed", None, {}, time.time() - started, error=cause, trace=str(err)))
     log.error("job %s: %s; summary in %s", folder.name, cause, summary)
     return JobReturn(overrides=list(overrides), cfg=cfg, status=JobStatus.FAILED, _return_value=JobError(cause))
 

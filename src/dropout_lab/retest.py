@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab import checkpoints
 from dropout_lab.errors import ConfigError
-from dropout_lab.summary import write_summary
+from dropout_lab.job import Job
 from dropout_lab.train import build, run_test
 from dropout_lab.validate import check_keys, validate
 
@@ -75,8 +75,7 @@ def retest(run_dir: Path, ckpt: str = checkpoints.LAST, overrides: list[str] = (
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     metrics = run_test(cfg, trainer, module, datamodule, path)
     epoch = checkpoints.safe_load(path)["epoch"]
-    out = write_summary(
-        run_dir,
+    out = Job(run_dir).write(
         {"checkpoint": str(path), "epoch": epoch, "overrides": list(overrides), "metrics": metrics},
         name=f"eval_{ckpt}.json",
     )

@@ -1,13 +1,11 @@
 """What a run reports: the flat hyper-parameters for TensorBoard's HParams tab, a per-epoch history,
-and the ``metrics.json`` summary that the sweep report reads."""
+and the contents of the ``metrics.json`` summary that the sweep report reads (written and read through
+:class:`dropout_lab.job.Job`)."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -16,8 +14,6 @@ from pytorch_lightning.trainer.states import TrainerFn
 
 from dropout_lab import metrics as M
 from dropout_lab.dropout import spec
-
-SUMMARY_FILE = "metrics.json"
 
 #: metrics declared to the HParams plugin (the dashboard shows the latest value of each scalar tag)
 HPARAM_METRICS = (
@@ -210,28 +206,6 @@ def method_info(node: DictConfig | dict) -> dict[str, Any] | None:
     except Exception:  # noqa: BLE001 - the job's own error is reported; the summary must still be written
         return None
     return {"p_meaning": method.p_meaning, "p_is_rate": method.p_is_rate}
-
-
-def publish(tmp: str | Path, target: str | Path) -> None:
-    """Give the finished temporary file ``tmp`` the mode a newly created file gets under the process umask
-    (``tempfile`` creates it 600: a colleague's report could not read it) and rename it over ``target``
-    atomically (``os.replace``)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    os.replace(tmp, target)
-
-
-def write_summary(path: Path, summary: dict[str, Any], name: str = SUMMARY_FILE) -> Path:
-    """Write ``summary`` as JSON to ``path/<name>`` (``metrics.json``) atomically (write a temp file with a
-    unique name in the same folder, then :func:`publish`: the umask's mode, renamed; two writers never share
-    a temp file); NaN and infinities become null."""
-    clean = json.loads(json.dumps(summary, default=str), parse_constant=lambda _: None)
-    target = Path(path) / name
-    with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{name}.", suffix=".tmp", delete=False) as tmp:
-        tmp.write(json.dumps(clean, indent=2))
-    publish(tmp.name, target)
-    return target
 
 
 def build_summary(

@@ -13,7 +13,6 @@ See docs/sweeps.md ("Resuming and failures").
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,54 +22,16 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab.errors import ConfigError
-from dropout_lab.launch import NEUTRAL_KEYS, neutral
-from dropout_lab.summary import SUMMARY_FILE
+from dropout_lab.job import SUMMARY_FILE, Job, changed_keys, flat
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".sweep.lock"
-#: keys set per worker by :func:`~dropout_lab.launch.place_job` (the GPU slot a job ran on), not by the user
-PLACEMENT_KEYS = ("trainer.devices", "trainer.accelerator")
 
 
 class FinishedJobError(ConfigError):
     """A job folder holds a finished result that this run would overwrite or wrongly reuse. Raised
     before anything is written, so the finished ``metrics.json`` stays as it was."""
-
-
-def _summary(job: Path) -> dict | None:
-    try:
-        summary = json.loads((job / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if summary.get("status") == "ok" else None
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict) or not tree:
-        return {prefix.rstrip("."): tree}
-    return {key: value for name, sub in tree.items() for key, value in _flat(sub, f"{prefix}{name}.").items()}
-
-
-def changed_keys(old: dict, new: dict) -> list[str]:
-    """Dotted keys whose resolved values differ between two configs (plain dicts, as stored in
-    ``metrics.json``), ignoring :data:`~dropout_lab.launch.NEUTRAL_KEYS` and where they are used
-    (``dataset.root`` = ``data_root`` moved elsewhere is no change) and :data:`PLACEMENT_KEYS`."""
-
-    def normalised(config: dict) -> dict[str, Any]:
-        flat = _flat(json.loads(json.dumps(config, default=str)))
-        paths = sorted(
-            ((str(flat[k]), f"<{k}>") for k in NEUTRAL_KEYS if isinstance(flat.get(k), str) and flat[k]),
-            key=lambda item: -len(item[0]),
-        )
-        for key, value in flat.items():
-            for path, token in paths:
-                value = value.replace(path, token) if isinstance(value, str) else value
-            flat[key] = value
-        return {k: v for k, v in flat.items() if not neutral(k) and k not in PLACEMENT_KEYS}
-
-    a, b = normalised(old), normalised(new)
-    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<missing>") != b.get(k, "<missing>"))
 
 
 def finished(cfg: DictConfig, out: Path) -> dict[str, float] | None:
@@ -81,7 +42,7 @@ def finished(cfg: DictConfig, out: Path) -> dict[str, float] | None:
         FinishedJobError: without ``resume=true`` (this run would overwrite a finished result), or
             with it when the stored config differs from ``cfg`` (naming the keys and values).
     """
-    summary = _summary(out)
+    summary = Job(out).finished()
     if summary is None:
         return None
     if not cfg.get("resume"):
@@ -93,7 +54,7 @@ def finished(cfg: DictConfig, out: Path) -> dict[str, float] | None:
         )
     keys = changed_keys(summary.get("config") or {}, OmegaConf.to_container(cfg, resolve=True))
     if keys:
-        old, new = _flat(summary.get("config") or {}), _flat(OmegaConf.to_container(cfg, resolve=True))
+        old, new = flat(summary.get("config") or {}), flat(OmegaConf.to_container(cfg, resolve=True))
         shown = ", ".join(f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}" for k in keys[:8])
         raise FinishedJobError(
             "resume",
@@ -137,7 +98,7 @@ class SweepGuard(Callback):
                 f"hydra.sweep.dir={sweep} is in use by another running sweep (it holds {sweep / LOCK_FILE}); "
                 "wait for it to end or pass a fresh hydra.sweep.dir=..."
             ) from None
-        done = [job.name for job in sorted(sweep.iterdir()) if job.is_dir() and _summary(job)]
+        done = [job.name for job in sorted(sweep.iterdir()) if job.is_dir() and Job(job).finished()]
         if done and not config.get("resume"):
             self.on_multirun_end(config)
             raise SystemExit(

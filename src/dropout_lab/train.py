@@ -24,10 +24,11 @@ from dropout_lab.callbacks import instantiate_callbacks
 from dropout_lab.config import attach, build_model, split_config
 from dropout_lab.controller import DropoutController
 from dropout_lab.errors import JobError, headline, root_cause
+from dropout_lab.job import Job
 from dropout_lab.loggers import close, instantiate_loggers, log_metrics
 from dropout_lab.module import Classifier
 from dropout_lab.seeding import INIT, METHOD, ORDER, stream_seed
-from dropout_lab.summary import PREDICTIONS_FILE, History, build_summary, write_summary
+from dropout_lab.summary import PREDICTIONS_FILE, History, build_summary
 from dropout_lab.validate import validate, validates
 
 log = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 trace=traceback.format_exc(),
                 timings=timings,
             )
-            path = write_summary(out, summary)  # a failure's message is printed once, by Hydra; an interruption's here
+            path = Job(out).write(summary)  # a failure's message is printed once, by Hydra; an interruption's here
             log.error("job %s%s; summary in %s", status, f" ({summary['error']})" if signum else "", path)
             if signum is not None and not isinstance(err, interrupts.Interrupted):
                 raise interrupts.Interrupted(signum) from err
@@ -245,7 +246,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     begun = time.perf_counter()
     summary = build_summary(cfg, "ok", history, metrics, time.time() - start, timings=timings)
     timings["summary"] = time.perf_counter() - begun  # the dict is the summary's: written with it
-    path = write_summary(out, summary)
+    path = Job(out).write(summary)
     checkpoints.finish(out / "checkpoints", checkpoints.policy(cfg)[0])
     log.info(
         "test/acc=%.4f val/acc_best=%.4f; summary in %s",

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dropout_lab.job import SUMMARY_FILE
 from dropout_lab.report.compare import (
     candidates,
     comparisons,
@@ -64,7 +65,6 @@ from dropout_lab.report.load import JOB_COLUMNS, finished_runs, load_jobs
 from dropout_lab.report.plots import make_plots
 from dropout_lab.report.settings import BLOCK, CHOICE, METRICS, NETWORKS, Settings, settings_from
 from dropout_lab.report.tables import markdown
-from dropout_lab.summary import SUMMARY_FILE
 
 __all__ = [
     "METRICS",

@@ -3,19 +3,17 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from dropout_lab import metrics as M
-from dropout_lab.dedup import effective_config, ignored_args, p_is_rate
-from dropout_lab.launch import neutral
+from dropout_lab.dropout import spec
+from dropout_lab.job import SUMMARY_FILE, Job, identity, ignored_args, neutral
 from dropout_lab.report.settings import AXES, BLOCK, CHOICE, MC_METRICS, METRICS, NETWORKS, Settings
-from dropout_lab.summary import PREDICTIONS_FILE, SUMMARY_FILE, TIMINGS
+from dropout_lab.summary import PREDICTIONS_FILE, TIMINGS
 
 JOB_COLUMNS = [
     "folder",
@@ -40,10 +38,10 @@ JOB_COLUMNS = [
 ]
 
 
-def _overrides(job_dir: Path) -> dict[str, str]:
-    path = job_dir / ".hydra" / "overrides.yaml"
-    items = yaml.safe_load(path.read_text()) if path.exists() else []
-    return {o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[1] if "=" in o else "" for o in items or []}
+def p_is_rate(dropout: dict) -> bool | None:
+    """Whether the job's method's ``p`` is a drop probability (its spec's; None for a method not registered now)."""
+    found = spec.specs().get(dropout.get("name"))
+    return found.p_is_rate if found else None
 
 
 def _networks(m: dict, cfg: dict) -> dict[str, float | None]:
@@ -114,7 +112,7 @@ def _summary_fields(s: dict, folder: Path) -> dict:
         "history": history,
         "report_cfg": cfg.get("report"),
         "ignored": ignored_args(cfg["dropout"]) if "dropout" in cfg else (),
-        "effective": effective_config(cfg) if cfg else None,
+        "effective": identity(cfg) if cfg else None,
         **{k: m.get(k) for k in MC_METRICS},
     }
 
@@ -131,11 +129,11 @@ def load_jobs(sweep: Path) -> pd.DataFrame:
             "folder": str(folder.relative_to(sweep)),
             "status": "unfinished",
             "error": "",
-            "overrides": _overrides(folder),
+            "overrides": Job(folder).overrides(),
         }
         if (folder / SUMMARY_FILE).exists():
             try:
-                row |= _summary_fields(json.loads((folder / SUMMARY_FILE).read_text()), folder)
+                row |= _summary_fields(Job(folder).read(), folder)
             except (OSError, ValueError, KeyError, TypeError) as err:
                 row |= {"status": "unreadable", "error": f"{SUMMARY_FILE}: {type(err).__name__}: {err}"}
         rows.append(row)
@@ -144,7 +142,7 @@ def load_jobs(sweep: Path) -> pd.DataFrame:
 
 def finished_runs(jobs: pd.DataFrame, settings: Settings = Settings()) -> tuple[pd.DataFrame, int]:
     """The ok jobs with their ``setting`` and swept method ``args`` (strings), ``p`` NaN for a method
-    that ignores it, one row per effective configuration (:func:`~dropout_lab.dedup.effective_config`),
+    that ignores it, one row per effective configuration (:func:`~dropout_lab.job.identity`),
     and the columns the comparison uses for ``settings``' network: ``val`` and ``val_loss`` (validation
     accuracy and loss, fractions / nats) and ``score`` (the compared test metric in points, oriented
     so that higher is better), ``score_other`` (the same on the other network), ``tuning`` (bool).

@@ -10,7 +10,7 @@ import pandas as pd
 
 from dropout_lab import metrics as M
 from dropout_lab import stats
-from dropout_lab.launch import NEUTRAL_KEYS
+from dropout_lab.job import NEUTRAL_KEYS
 
 #: the method every other method is compared with first (the field's default dropout)
 REFERENCE = "standard"

@@ -8,7 +8,7 @@ A sweep over ``dropout=none,standard dropout.p=0.1,0.3`` asks for ``none`` twice
 ignores ``p``, so both jobs would train the same network. Before launching, :class:`DedupSweeper`
 plans every job (:func:`~dropout_lab.dedup.plan`: Hydra composes one config per distinct set of config
 groups, and each job follows from it by its ``key=value`` overrides, checked value by value) and keeps the
-first job of each :func:`~dropout_lab.dedup.effective_config`. A job whose config fails
+first job of each :func:`~dropout_lab.job.identity`. A job whose config fails
 :func:`~dropout_lab.validate.validate` is launched as it is, to fail alone with its own summary, and is
 left out of the dedup and the HParams spec. Each job is then composed once, by the launcher. It only filters the job list, so it works with every launcher
 (basic, ``gpu_pool``, ``slurm``) and with ``resume=true`` (the same jobs are kept again). Hydra loads
@@ -79,15 +79,15 @@ class DedupSweeper(BasicSweeper):
         BasicSweeper composes every job once more here."""
 
     def write_jobs(self, sweep: Path, jobs: list[list[str]]) -> None:
-        """``sweep/jobs.json``: the folder of each job (:func:`~dropout_lab.launch.job_dir_name`), if the
+        """``sweep/jobs.json``: the folder of each job (:func:`~dropout_lab.job.folder_name`), if the
         sweep names its job folders with ``dl_job_dir``."""
-        from dropout_lab.launch import JOBS_FILE, job_dir_name
+        from dropout_lab.job import JOBS_FILE, folder_name
 
         if "dl_job_dir" not in str(OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")):
             return
         exclude = list(self.config.hydra.job.config.override_dirname.exclude_keys)
         sweep.mkdir(parents=True, exist_ok=True)
-        (sweep / JOBS_FILE).write_text(json.dumps([job_dir_name(list(job), exclude) for job in jobs], indent=0))
+        (sweep / JOBS_FILE).write_text(json.dumps([folder_name(list(job), exclude) for job in jobs], indent=0))
 
 
 #: ``hydra/sweeper: basic`` (Hydra's default) with :class:`DedupSweeper` as its target
