@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,20 @@ TINY = ["trainer=smoke", "dataset.subset={train: 256, val: 128, test: 128}", "da
 
 def summaries(sweep: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+
+
+def test_a_presets_sweep_folder_is_derived_from_its_name():
+    """One rule in conf/config.yaml (no experiment sets its own hydra.sweep.dir): a preset's sweep goes to
+    outputs/multirun/<experiment>/<date_time>, any other to outputs/multirun/<date>/<time>."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for overrides, pattern in (
+            ([], r"outputs/multirun/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d-\d{6}$"),
+            (["experiment=dropout_zoo"], r"outputs/multirun/dropout_zoo/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d$"),
+            (["experiment=seed003_mlp"], r"outputs/multirun/seed003_mlp/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d$"),
+        ):
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+            assert re.match(pattern, cfg.hydra.sweep.dir), cfg.hydra.sweep.dir
+    assert not [p.name for p in (CONF / "experiment").rglob("*.yaml") if "sweep:\n    dir:" in p.read_text()]
 
 
 def test_folder_name_is_stable_unique_and_flat():

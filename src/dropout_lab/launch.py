@@ -8,7 +8,8 @@ Hydra composes ``conf/config.yaml`` and in every joblib/submitit worker):
 * ``${dl_job_dir:${hydra.overrides.task},${hydra.job.config.override_dirname.exclude_keys}}``: the
   job folder name (:func:`dropout_lab.job.folder_name`);
 * ``${dl_pool_size:K}``: ``K`` jobs per visible GPU (``auto``: sized from the job's memory, :func:`pool_size`),
-  or one job per CPU core without a GPU.
+  or one job per CPU core without a GPU;
+* ``${dl_sweep_name:${hydra.runtime.choices.experiment},<stamp>,<default>}``: the sweep folder (:func:`sweep_name`).
 """
 
 from __future__ import annotations
@@ -75,7 +76,17 @@ def pool_size(jobs_per_gpu: int | str = "auto", job_memory_gb: float = 3.0) -> i
     return int(jobs_per_gpu) * gpus
 
 
-for _name, _fn in (("dl_job_dir", lambda o, e: folder_name(list(o), list(e or []))), ("dl_pool_size", pool_size)):
+def sweep_name(experiment: str | None, stamp: str, default: str) -> str:
+    """The sweep folder under ``outputs/multirun/``: ``<experiment>/<stamp>`` for a preset's sweep, else ``default``
+    (the one place a sweep folder is derived; ``conf/config.yaml`` ``hydra.sweep.dir``)."""
+    return f"{experiment}/{stamp}" if experiment else default
+
+
+for _name, _fn in (
+    ("dl_job_dir", lambda o, e: folder_name(list(o), list(e or []))),
+    ("dl_pool_size", pool_size),
+    ("dl_sweep_name", sweep_name),
+):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
