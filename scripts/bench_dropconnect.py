@@ -27,9 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
-from dropout_lab.config import attach
+from dropout_lab.config import attach, instantiate_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {
@@ -51,7 +50,7 @@ def build(overrides: list[str]):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["output_dir=/tmp", *overrides])
     torch.manual_seed(0)
-    model = instantiate(cfg.model)
+    model = instantiate_model(cfg)
     attach(model, cfg.dropout)
     return model.train(), torch.optim.SGD(model.parameters(), lr=0.01)
 

@@ -75,7 +75,7 @@ def bare_loop(
     torch.manual_seed(cfg.seed)
     dm = instantiate(cfg.dataset)
     dm.setup("fit")
-    model = instantiate_model(cfg.model)
+    model = instantiate_model(cfg)
     attach(model, cfg.dropout)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.optimizer.lr, **(fast_kwargs(torch.optim.Adam, torch.device("cpu")) if fused else {})

@@ -36,7 +36,7 @@ def members(cfg, k: int) -> list[torch.nn.Module]:
     out = []
     for seed in range(k):
         torch.manual_seed(seed)
-        model = instantiate_model(cfg.model)
+        model = instantiate_model(cfg)
         attach(model, cfg.dropout)
         out.append(model.train())
     return out

@@ -39,7 +39,7 @@ def bare(cfg, steps: int, fused: bool) -> None:
     default optimizer) as a user writes it or (``fused``) with the harness's fused kernel."""
     dm = instantiate(cfg.dataset)
     dm.setup("fit")
-    model = instantiate_model(cfg.model)
+    model = instantiate_model(cfg)
     attach(model, cfg.dropout)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.optimizer.lr, **(fast_kwargs(torch.optim.Adam, torch.device("cpu")) if fused else {})
@@ -60,7 +60,7 @@ def recording_ops(cfg) -> float:
     (recording the drop fraction, the method wrapper), summed over sites; inputs captured from a real batch."""
     from dropout_lab.dropout.base import DropoutMethod
 
-    model = instantiate_model(cfg.model)
+    model = instantiate_model(cfg)
     attach(model, cfg.dropout)
     sites = [m for m in model.modules() if isinstance(m, DropoutMethod)]
     inputs = {}

@@ -23,7 +23,7 @@ def test_dataset_model_compose_and_instantiate(dataset, model, tmp_path):
     assert datamodule.name == dataset
     assert cfg.model.num_classes == cfg.dataset.num_classes
     try:
-        net = instantiate_model(cfg.model)
+        net = instantiate_model(cfg)
     except InstantiationException as err:  # e.g. AlexNet below 63 px: refused with a clear message (test_backbones.py)
         assert "needs inputs of at least" in str(err), err
         return

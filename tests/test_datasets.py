@@ -143,7 +143,7 @@ def test_cifar_fixture_through_torchvision(name, cls, num_classes, tmp_path, cfg
 def test_resize_on_device_for_alexnet(tmp_path, cfg_factory, no_md5):
     write_cifar(tmp_path, torchvision.datasets.CIFAR10, 4, 10, np.random.default_rng(2))
     cfg = cfg_factory(["dataset=cifar10", f"data_root={tmp_path}", "dataset.image_size=224", "model=alexnet"])
-    assert cfg.model.image_size == 224
+    assert cfg.dataset.image_size == 224 and "image_size" not in cfg.model  # one key: the data's side
     dm = instantiate(cfg.dataset)
     dm.setup()
     x, _ = next(iter(dm.val_dataloader()))
@@ -157,7 +157,7 @@ def test_image_size_defaults_to_the_models_input_size(cfg_factory):
     assert cfg_factory(["model=lenet5"]).dataset.image_size == 28
     assert cfg_factory(["model.input_size=224"]).dataset.image_size == 224
     assert cfg_factory(["model.input_size=224", "dataset.image_size=64"]).dataset.image_size == 64
-    assert cfg_factory(["dataset=cifar10", "model.input_size=224"]).model.image_size == 224
+    assert cfg_factory(["dataset=cifar10", "model.input_size=224"]).dataset.image_size == 224
 
 
 def test_flowers_fixture_through_torchvision(tmp_path, cfg_factory, no_md5):

@@ -31,7 +31,7 @@ def build(key: str, *overrides: str, seed: int = 0) -> tuple[nn.Module, list[Dro
     ``dropout.sites``, or ``dropout.p`` when p is overridden)."""
     torch.manual_seed(seed)
     cfg = make_cfg([f"dropout={key}", *overrides], "unused")
-    model = instantiate_model(cfg.model)
+    model = instantiate_model(cfg)
     try:
         return model, attach(model, cfg.dropout)
     except ValueError as err:
@@ -106,7 +106,7 @@ def test_eval_is_deterministic_and_the_identity_unless_declared(key):
         out = model.eval()(x)
         assert torch.equal(out, model(x))
         if all(m.spec.eval_identity for m in methods):
-            bare = instantiate_model(make_cfg([], "unused").model)
+            bare = instantiate_model(make_cfg([], "unused"))
             bare.load_state_dict({k: v for k, v in model.state_dict().items() if k in bare.state_dict()})
             assert torch.equal(out, bare.eval()(x))
 

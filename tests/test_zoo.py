@@ -18,7 +18,7 @@ METHODS = [key for key in spec.specs() if key not in REFUSED]
 def test_eval_is_deterministic_and_shape_preserving(method, tmp_path):
     torch.manual_seed(0)
     cfg = make_cfg([f"dropout={method}"], tmp_path)  # each method at its default sites
-    model = instantiate_model(cfg.model)
+    model = instantiate_model(cfg)
     methods = attach(model, cfg.dropout)
     assert methods and all(isinstance(m, DropoutMethod) for m in methods)
     x = torch.randn(8, 1, 28, 28)

@@ -67,15 +67,19 @@ def attach(model: nn.Module, cfg: DictConfig | dict) -> list[DropoutMethod]:
         raise ConfigError("dropout", name, str(err)) from err
 
 
-def instantiate_model(node: DictConfig, **kwargs: Any) -> nn.Module:
-    """Instantiate a ``conf/model`` node; its ``input_size`` (the model's native input side, which
-    ``dataset.image_size`` follows unless set) is not a constructor argument. ``kwargs`` override the node.
+def instantiate_model(cfg: DictConfig, **kwargs: Any) -> nn.Module:
+    """Instantiate a job config's ``model`` node for inputs of side ``dataset.image_size`` (the one key for the
+    side the model sees; it follows the model's native ``model.input_size`` unless set, and the data is
+    resized to it). ``model.input_size`` is not a constructor argument. ``kwargs`` override the node.
 
     Raises:
         hydra.errors.InstantiationException: wrapping the constructor's error (e.g. an input below the
             model's ``MIN_SIZE``).
     """
-    return instantiate({key: node[key] for key in node if key != "input_size"}, **kwargs)
+    node = cfg.model
+    return instantiate(
+        {key: node[key] for key in node if key != "input_size"}, **({"image_size": cfg.dataset.image_size} | kwargs)
+    )
 
 
 def build_model(cfg: DictConfig, datamodule) -> nn.Module:
@@ -91,7 +95,7 @@ def build_model(cfg: DictConfig, datamodule) -> nn.Module:
     model_name, shape = target_name(cfg.model), (datamodule.in_channels, datamodule.image_size, datamodule.image_size)
     what = f"cannot take dataset '{datamodule.name}' (inputs of shape (N, {', '.join(map(str, shape))}), {datamodule.num_classes} classes)"
     try:
-        model = instantiate_model(cfg.model, image_size=datamodule.image_size)
+        model = instantiate_model(cfg, image_size=datamodule.image_size)
         with torch.no_grad():
             out = model.eval()(torch.zeros(2, *shape))
     except (RuntimeError, ValueError, InstantiationException) as err:  # Hydra wraps errors raised in constructors

@@ -91,7 +91,6 @@ RANGES: dict[str, Check] = {
     # model
     "model.num_classes": integer(2),
     "model.in_channels": COUNT,
-    "model.image_size": SIZE,
     "model.input_size": COUNT,
     "model.hidden_sizes": COUNT,
     "model.activation": choice(*ACTIVATIONS),
