@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from benchlib import ROOT
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from dropout_lab.config import build_model
 from dropout_lab.options import options
 
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = [m for m in options("model") if m not in ("lenet5", "mlp")]  # the torchvision backbones of conf/model
 
 

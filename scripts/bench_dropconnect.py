@@ -26,11 +26,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
+from benchlib import ROOT, config
 
 from dropout_lab.config import attach, instantiate_model
 
-ROOT = Path(__file__).resolve().parents[1]
 CASES = {
     "lenet5 standard": ["model=lenet5", "dropout=standard"],
     "lenet5 dropconnect per-batch": ["model=lenet5", "dropout=dropconnect", "dropout.per_sample=false"],
@@ -47,8 +46,7 @@ CASES = {
 
 
 def build(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["output_dir=/tmp", *overrides])
+    cfg = config(Path("/tmp"), overrides)
     torch.manual_seed(0)
     model = instantiate_model(cfg)
     attach(model, cfg.dropout)

@@ -1,4 +1,4 @@
-"""GPU benchmark, ready to run (issue 12 item 5; at most ~8 minutes on one GPU):
+"""GPU benchmark, ready to run (at most ~8 minutes on one GPU):
 
     python scripts/bench_gpu.py                      # on a machine with a GPU, DROPOUT_LAB_DATA holding MNIST
     python scripts/bench_gpu.py --device cpu --tiny  # the CPU path (what the test suite runs), seconds
@@ -24,9 +24,10 @@ from pathlib import Path
 
 import torch
 from bench_workers import job_overrides, sweep
+from benchlib import ROOT, config, machine, write_section
 from hydra.utils import instantiate
 
-from bench_harness import ROOT, attach, config, machine, write_section
+from dropout_lab.config import attach
 from dropout_lab.data import TensorBatches
 from dropout_lab.errors import ConfigError
 from dropout_lab.models import LeNet5

@@ -30,94 +30,18 @@ Timings on a shared machine are noisy: compare the ratios, which alternate round
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from benchlib import ROOT, bare_loop, config, machine, run_job, write_section, write_table
 
-from dropout_lab.config import attach, instantiate_model
-from dropout_lab.data import TensorBatches
-from dropout_lab.module import fast_kwargs
-from dropout_lab.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
     "LeNet5, batch 128": ["model=lenet5", "dataset.batch_size=128"],
     "MLP 2x100, batch 32 (source 003)": ["model=mlp", "model.hidden_sizes=[100,100]", "dataset.batch_size=32"],
 }
-
-
-def config(out: Path, extra: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"output_dir={out}", "trainer.accelerator=cpu", *extra])
-
-
-def bare_loop(
-    cfg,
-    epochs: int,
-    fused: bool = True,
-    max_batches: int | None = None,
-    validate: bool = False,
-    test_best: bool = False,
-) -> tuple[float, float]:
-    """The plainest training loop over the datamodule's tensors, with ``torch.optim.Adam`` (``fused``: the
-    harness's kernel); optionally a validation pass per epoch and (``test_best``) a second test of the
-    best-validation epoch's weights, kept in memory, as the harness tests both. Returns (train samples/s,
-    test accuracy)."""
-    torch.manual_seed(cfg.seed)
-    dm = instantiate(cfg.dataset)
-    dm.setup("fit")
-    model = instantiate_model(cfg)
-    attach(model, cfg.dropout)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.optimizer.lr, **(fast_kwargs(torch.optim.Adam, torch.device("cpu")) if fused else {})
-    )
-    splits = dm.normalised()
-    x, y = splits["train"]
-    seconds, samples, best, best_state = 0.0, 0, -1.0, None
-    for _ in range(epochs):
-        model.train()
-        start = time.perf_counter()
-        for i, (xb, yb) in enumerate(TensorBatches(x, y, cfg.dataset.batch_size, shuffle=True)):
-            if i == max_batches:
-                break
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            samples += len(yb)
-        seconds += time.perf_counter() - start
-        if validate:
-            acc = evaluate(model, *splits["val"])
-            if test_best and acc > best:
-                best, best_state = acc, {k: v.clone() for k, v in model.state_dict().items()}
-    accuracy = evaluate(model, *splits["test"])
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        evaluate(model, *splits["test"])
-    return samples / seconds, accuracy
-
-
-def evaluate(model, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Accuracy of ``model`` (eval mode) on (x, y), batches of 1000."""
-    model.eval()
-    with torch.no_grad():
-        correct = sum((model(xb).argmax(1) == yb).sum().item() for xb, yb in TensorBatches(x, y, 1000, shuffle=False))
-    return correct / len(y)
-
-
-def harness(cfg) -> dict:
-    """Train through dropout_lab.train (Lightning) and return the run summary."""
-    train(cfg)
-    return json.loads((Path(cfg.output_dir) / "metrics.json").read_text())
 
 
 def speed(rounds: int, batches: int, out: Path) -> None:
@@ -140,7 +64,7 @@ def speed(rounds: int, batches: int, out: Path) -> None:
                 cfg = config(Path(tmp) / f"setting{j}-{i}", extra)
                 plain.append(bare_loop(cfg, 1, fused=False, max_batches=batches)[0])
                 fused.append(bare_loop(cfg, 1, fused=True, max_batches=batches)[0])
-                ours.append(harness(cfg)["train_samples_per_s"])
+                ours.append(run_job(cfg)["train_samples_per_s"])
                 print(
                     f"{name} round {i}: bare {plain[-1]:.0f}, bare fused {fused[-1]:.0f}, harness {ours[-1]:.0f} samples/s",
                     flush=True,
@@ -165,19 +89,19 @@ def e2e(rounds: int, epochs: int, out: Path) -> None:
     tiny = ["trainer.max_steps=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        harness(config(Path(tmp) / "first", tiny))  # the first job of the process reads the data
+        run_job(config(Path(tmp) / "first", tiny))  # the first job of the process reads the data
         first = time.perf_counter() - start
         fixed, job, bare = [], [], []
         for i in range(rounds):
             start = time.perf_counter()
-            harness(config(Path(tmp) / f"fixed{i}", tiny))
+            run_job(config(Path(tmp) / f"fixed{i}", tiny))
             fixed.append(time.perf_counter() - start)
             cfg = config(Path(tmp) / f"job{i}", [f"trainer.max_epochs={epochs}"])
             start = time.perf_counter()
             bare_loop(cfg, epochs, validate=True, test_best=True)  # the harness tests the best-validation weights too
             bare.append(time.perf_counter() - start)
             start = time.perf_counter()
-            harness(cfg)
+            run_job(cfg)
             job.append(time.perf_counter() - start)
             print(f"round {i}: fixed {fixed[-1]:.2f} s, bare {bare[-1]:.1f} s, harness {job[-1]:.1f} s", flush=True)
     ratio = statistics.median(b / h for b, h in zip(bare, job))
@@ -220,14 +144,14 @@ def flagship(rounds: int, epochs: int, out: Path) -> None:
     ]
     ratios, cpu_ratios, bares, ourses = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        harness(config(Path(tmp) / "warm", [*FLAGSHIP, "trainer.max_epochs=1"]))  # the data read, once per process
+        run_job(config(Path(tmp) / "warm", [*FLAGSHIP, "trainer.max_epochs=1"]))  # the data read, once per process
         for i in range(rounds):
             cfg = config(Path(tmp) / f"job{i}", [*FLAGSHIP, f"trainer.max_epochs={epochs}"])
             start, cpu = time.perf_counter(), time.process_time()
             bare_loop(cfg, epochs, validate=True, test_best=True)
             bare, bare_cpu = time.perf_counter() - start, time.process_time() - cpu
             start, cpu = time.perf_counter(), time.process_time()
-            harness(cfg)
+            run_job(cfg)
             ours, ours_cpu = time.perf_counter() - start, time.process_time() - cpu
             ratios.append(bare / ours)
             cpu_ratios.append(bare_cpu / ours_cpu)
@@ -263,7 +187,7 @@ def accuracy(dataset: str, model: str, epochs: int, out: Path) -> None:
         "trainer.enable_progress_bar=false",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        ours = harness(config(Path(tmp) / "harness", extra))
+        ours = run_job(config(Path(tmp) / "harness", extra))
         _, bare = bare_loop(config(Path(tmp) / "bare", extra), epochs)
     row = (
         f"| {model} | {dataset} | {epochs} | {100 * ours['test_acc']:.2f} | {100 * bare:.2f} | "
@@ -273,47 +197,12 @@ def accuracy(dataset: str, model: str, epochs: int, out: Path) -> None:
         "| model | dataset | epochs | harness test acc % | bare loop test acc % | difference | command |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    write(
+    write_table(
         out,
         "Standard dropout p=0.5 on the fc sites, Adam 1e-3, batch 128, seed 0, 54k/6k/10k split, CPU",
         header_rows + [row],
         append=True,
     )
-
-
-def write(out: Path, header: str, rows: list[str], append: bool) -> None:
-    print("\n".join(rows))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if append and out.exists():  # the new row goes below the table's last row (notes under the table stay last)
-        lines = out.read_text().rstrip("\n").split("\n")
-        last = max(i for i, line in enumerate(lines) if line.startswith("| "))
-        out.write_text("\n".join([*lines[: last + 1], rows[-1], *lines[last + 1 :]]) + "\n")
-    else:
-        out.write_text(header + "\n\n" + "\n".join(rows) + "\n")
-    print(f"wrote {out}")
-
-
-def machine() -> str:
-    """One line naming the machine (CPU, cores this process may use, torch version, GPU if any)."""
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    return (
-        f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}{gpu}, "
-        f"load average {os.getloadavg()[0]:.1f} at the end (the benchmark's own processes included)"
-    )
-
-
-def write_section(out: Path, title: str, header: str, rows: list[str]) -> None:
-    """Print ``rows`` and write them as the section ``## title`` of ``out`` (replacing that section if present;
-    the file's other sections and the text above its first section stay)."""
-    print("\n".join(rows))
-    text = out.read_text() if out.exists() else ""
-    preamble, *parts = ("\n" + text).split("\n## ")  # the text above the first section is kept
-    sections = {part.split("\n", 1)[0]: part for part in parts}
-    sections[title] = f"{title}\n\n{header}\n\n" + "\n".join(rows) + "\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    head = preamble.strip() + "\n\n" if preamble.strip() else ""
-    out.write_text(head + "\n\n".join(f"## {part.rstrip()}" for part in sections.values()) + "\n")
-    print(f"wrote {out} (section {title!r})")
 
 
 def main() -> None:

@@ -18,33 +18,21 @@ python scripts/bench_methods.py accuracy [--methods a,b] [--epochs 3] [--p P] [-
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from benchlib import ROOT, config, run_job, write_table
 
 from dropout_lab.dropout import spec
 from dropout_lab.errors import ConfigError
-from dropout_lab.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-ALL = sorted(p.stem for p in (ROOT / "conf" / "dropout").glob("[!_]*.yaml"))  # _*.yaml: shared bases, not methods
-
-
-def config(out: Path, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[f"output_dir={out}", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", *overrides],
-        )
+ALL = list(spec.specs())  # every registered method
 
 
 def run(out: Path, overrides: list[str]) -> dict:
-    train(config(out, overrides))
-    return json.loads((out / "metrics.json").read_text())
+    return run_job(config(out, ["trainer.enable_progress_bar=false", *overrides]))
 
 
 def resolved_sites(method: str) -> str:
@@ -92,7 +80,7 @@ def speed(methods: list[str], steps: int, rounds: int, extra: list[str], out: Pa
         ms, base = statistics.median(times[(method, site)]), statistics.median(times[("standard", site)])
         rows.append(f"| {method} | {site} | {ms:.2f} | {ms / base:.2f} |")
     sets = "".join(f" --set {e}" for e in extra)
-    write(
+    write_table(
         out,
         f"Training-step time, LeNet5, MNIST, batch 128, CPU ({torch.get_num_threads()} thread(s)), {steps} steps x {rounds} rounds (median); "
         f"`python scripts/bench_methods.py speed --steps {steps} --rounds {rounds}{sets}`",
@@ -125,20 +113,12 @@ def accuracy(methods: list[str], epochs: int, p: float | None, dataset: str, out
             )
             print(rows[-1], flush=True)
     rate = "" if p is None else f" --p {p}"
-    write(
+    write_table(
         out,
         f"LeNet5 on full {dataset} (54k/6k/10k), Adam 1e-3, batch 128, {epochs} epochs, seed 0, CPU, each method at its "
         f"default sites; `python scripts/bench_methods.py accuracy --epochs {epochs}{rate} --dataset {dataset}`",
         rows,
     )
-
-
-def write(out: Path, header: str, rows: list[str]) -> None:
-    table = "\n".join(rows)
-    print(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"{header}\n\n{table}\n")
-    print(f"wrote {out}")
 
 
 def main() -> None:

@@ -20,20 +20,20 @@ import os
 import statistics
 import time
 from copy import deepcopy
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from benchlib import ROOT
 from scipy.stats import spearmanr
 from torchvision.datasets import MNIST
 
 from dropout_lab.config import attach
+from dropout_lab.dropout import spec
 from dropout_lab.dropout.base import DropoutContext
 from dropout_lab.dropout.obd import hessian_saliency
 from dropout_lab.models.lenet import LeNet5
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [
     (1, 0.9, 10),
     (1, 0.9, 5),
@@ -45,10 +45,8 @@ CONFIGS = [
 
 
 def node(key: str, **kw) -> dict:
-    target = {"obd": "dropout_lab.dropout.obd.OBDDropout", "standard": "dropout_lab.dropout.standard.StandardDropout"}[
-        key
-    ]
-    return {"_target_": target, "_partial_": True, "name": key, "p": 0.3, "sites": "fc", **kw}
+    """The ``dropout`` node of method ``key`` at p = 0.3 on the fc sites, ``kw`` replacing its arguments."""
+    return spec.get(key).node() | {"p": 0.3, "sites": "fc", **kw}
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Stacked training, measured: K configurations of one layer-level method (here K seeds of LeNet5 + standard
 dropout) trained as one stacked model in one process (``torch.func.stack_module_state`` + ``vmap`` with
 ``randomness="different"``: every member draws its own dropout masks) against the same K trained one after
-another, on CPU. Not wired into the harness (issue 12 item 6).
+another, on CPU. Not wired into the harness.
 
     python scripts/bench_stacked.py [--k 8] [--batches 150] [--threads 1]
 
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from benchlib import ROOT, config, evaluate, machine, write_section
 from hydra.utils import instantiate
 from scipy import stats
 from torch.func import functional_call, stack_module_state, vmap
 
-from bench_harness import ROOT, config, evaluate, machine, write_section
 from dropout_lab.config import attach, instantiate_model
 from dropout_lab.data import TensorBatches
 

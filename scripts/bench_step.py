@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from benchlib import ROOT, config, machine, write_section
 from hydra.utils import instantiate
 
-from bench_harness import ROOT, config, machine, write_section
 from dropout_lab.config import attach, instantiate_model
 from dropout_lab.data import TensorBatches
 from dropout_lab.module import fast_kwargs

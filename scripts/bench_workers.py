@@ -1,4 +1,4 @@
-"""Workers that scale: jobs/h of one sweep with 1 and with 2 ``gpu_pool`` workers on the CPU (issue 12 item 4).
+"""Workers that scale: jobs/h of one sweep with 1 and with 2 ``gpu_pool`` workers on the CPU.
 
     python scripts/bench_workers.py [--jobs 24] [--settings 1x1 2x1 1x2] [--epochs 1] [--subset 0] [--bare]
 
@@ -6,11 +6,11 @@ A setting ``WxT`` runs ``python train.py -m hydra/launcher=gpu_pool hydra.launch
 (LeNet5 + standard dropout on MNIST, batch 128, ``--epochs`` epochs; ``--subset N`` caps every split at N samples
 for a quick check) in a fresh process and times it from launch to exit, so worker start-up, the per-worker data
 read and every job's fixed cost count. ``T`` is the torch threads per job (``threads``; ``WxA`` leaves it to
-``launch.torch_threads``, cores // W). Goal (issue 12): 2 workers >= 1.6x the jobs/h of 1 worker on a 2-core
+``launch.torch_threads``, cores // W). Goal: 2 workers >= 1.6x the jobs/h of 1 worker on a 2-core
 machine, at equal threads per job (``2x1`` vs ``1x1``); the table also gives ``1x2`` (one worker using both
 cores, the default for 1 worker): two threads already speed one job up (its row against ``1x1``), so against
 it no compute-bound job can reach 1.6x with 2 cores. ``--bare`` first measures that ceiling without the
-harness: training samples/s of the bare loop (``bench_harness.bare_loop``, LeNet5 + standard, batch 128, 150
+harness: training samples/s of the bare loop (``benchlib.bare_loop``, LeNet5 + standard, batch 128, 150
 batches) in 1 process with 1 and with 2 threads and in 2 processes at once with 1 thread each.
 Writes docs/bench_workers.md.
 """
@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_harness import ROOT, machine, write_section
+from benchlib import ROOT, machine, write_section
 
 
 def sweep(workers: int, jobs: int, overrides: list[str], sweep_dir: Path, env: dict | None = None) -> float:
@@ -77,8 +77,7 @@ def job_overrides(epochs: int, subset: int) -> list[str]:
 def bare_rate(threads: int) -> None:
     """Child of ``--bare``: print the bare loop's training samples/s with ``threads`` torch threads (JSON)."""
     import torch
-
-    from bench_harness import bare_loop, config
+    from benchlib import bare_loop, config
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,7 +131,7 @@ def main() -> None:
         write_section(
             args.out,
             "Ceiling: the bare loop on 2 cores",
-            f"bench_harness.bare_loop, LeNet5 + standard dropout, MNIST, batch 128, "
+            f"benchlib.bare_loop, LeNet5 + standard dropout, MNIST, batch 128, "
             f"150 batches per process; {machine()}; `{command}`",
             bare_ceiling(),
         )

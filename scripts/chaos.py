@@ -184,7 +184,7 @@ def main() -> None:
     print("\n".join(rows))
     print("\n".join(problems) or "every job ok and equal to the undisturbed run; nothing left behind")
     if args.out:
-        from bench_harness import machine, write_section
+        from benchlib import machine, write_section
 
         header = (
             f"`python scripts/chaos.py --jobs {args.jobs} --workers {args.workers} --kills {args.kills} --epochs {args.epochs} "

@@ -1,4 +1,4 @@
-"""scripts/bench_gpu.py's CPU path (issue 12 item 5): the same code that runs on a GPU, at tiny sizes."""
+"""scripts/bench_gpu.py's CPU path: the same code that runs on a GPU, at tiny sizes."""
 
 import os
 import subprocess

@@ -11,7 +11,7 @@ from conftest import run_cli
 
 #: 4 training batches an epoch, fewer than log_every_n_steps (50): Lightning's warning about it must not show
 TINY = ["dataset.subset={train: 256, val: 128, test: 128}", "dataset.batch_size=64"]
-#: what the console showed before (issue 13 item 4), none of which may come back
+#: what the console showed before, none of which may come back
 NOISE = (
     "was configured",
     "litlogger",

@@ -153,7 +153,7 @@ def test_resize_on_device_for_alexnet(tmp_path, cfg_factory, no_md5):
 
 
 def test_image_size_defaults_to_the_models_input_size(cfg_factory):
-    """dataset.image_size follows the model's declared native input size unless set (issue 13 item 7)."""
+    """dataset.image_size follows the model's declared native input size unless set."""
     assert cfg_factory(["model=lenet5"]).dataset.image_size == 28
     assert cfg_factory(["model.input_size=224"]).dataset.image_size == 224
     assert cfg_factory(["model.input_size=224", "dataset.image_size=64"]).dataset.image_size == 64

@@ -1,5 +1,5 @@
 """The gpu_pool launcher's size: several jobs share a GPU by default, sized from the job's memory
-footprint, and CUDA MPS is detected (issue 12 item 4). GPUs are faked: this suite runs without one."""
+footprint, and CUDA MPS is detected. GPUs are faked: this suite runs without one."""
 
 from types import SimpleNamespace
 

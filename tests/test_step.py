@@ -1,4 +1,4 @@
-"""The lean training step (issue 12): no host sync inside it, torch's fused optimizer kernels, one
+"""The lean training step: no host sync inside it, torch's fused optimizer kernels, one
 parameter group without weight decay, and epoch metrics summed on the device equal to the plain ones."""
 
 from functools import partial

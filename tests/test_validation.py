@@ -175,7 +175,7 @@ def test_truncated_idx_file_is_named(truncated_mnist):
 
 # ---- through the real CLI: refused before training, printed once, in at most 15 lines ------------------
 
-BAD_INPUTS = {  # override(s) -> the start of the one message line; issue 11's list first
+BAD_INPUTS = {  # override(s) -> the start of the one message line
     "batch_size": (["dataset.batch_size=0"], "dataset.batch_size=0: must be an integer >= 1"),
     "eval_batch_size": (["dataset.eval_batch_size=0"], "dataset.eval_batch_size=0: must be an integer >= 1"),
     "lr": (["optimizer.lr=-1"], "optimizer.lr=-1: must be a number > 0"),

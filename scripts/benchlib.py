@@ -1,0 +1,126 @@
+"""The benchmarks' one library (``scripts/bench_*.py``): compose a config, the reference bare PyTorch loop, a
+whole job through the harness, the machine line, and writing a table into docs/. Run from ``scripts/``
+(``python scripts/bench_<x>.py`` puts this folder on ``sys.path``)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from dropout_lab.config import attach, instantiate_model
+from dropout_lab.data import TensorBatches
+from dropout_lab.job import Job
+from dropout_lab.module import fast_kwargs
+from dropout_lab.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config(out: Path, overrides: list[str]):
+    """``conf/config.yaml`` composed with ``overrides``, writing into ``out``, on the CPU unless overridden."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"output_dir={out}", "trainer.accelerator=cpu", *overrides])
+
+
+def bare_loop(
+    cfg,
+    epochs: int,
+    fused: bool = True,
+    max_batches: int | None = None,
+    validate: bool = False,
+    test_best: bool = False,
+) -> tuple[float, float]:
+    """The plainest training loop over the datamodule's tensors, with ``torch.optim.Adam`` (``fused``: the
+    harness's kernel); optionally a validation pass per epoch and (``test_best``) a second test of the
+    best-validation epoch's weights, kept in memory, as the harness tests both. Returns (train samples/s,
+    test accuracy)."""
+    torch.manual_seed(cfg.seed)
+    dm = instantiate(cfg.dataset)
+    dm.setup("fit")
+    model = instantiate_model(cfg)
+    attach(model, cfg.dropout)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.optimizer.lr, **(fast_kwargs(torch.optim.Adam, torch.device("cpu")) if fused else {})
+    )
+    splits = dm.normalised()
+    x, y = splits["train"]
+    seconds, samples, best, best_state = 0.0, 0, -1.0, None
+    for _ in range(epochs):
+        model.train()
+        start = time.perf_counter()
+        for i, (xb, yb) in enumerate(TensorBatches(x, y, cfg.dataset.batch_size, shuffle=True)):
+            if i == max_batches:
+                break
+            loss = F.cross_entropy(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            samples += len(yb)
+        seconds += time.perf_counter() - start
+        if validate:
+            acc = evaluate(model, *splits["val"])
+            if test_best and acc > best:
+                best, best_state = acc, {k: v.clone() for k, v in model.state_dict().items()}
+    accuracy = evaluate(model, *splits["test"])
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        evaluate(model, *splits["test"])
+    return samples / seconds, accuracy
+
+
+def evaluate(model, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of ``model`` (eval mode) on (x, y), batches of 1000."""
+    model.eval()
+    with torch.no_grad():
+        correct = sum((model(xb).argmax(1) == yb).sum().item() for xb, yb in TensorBatches(x, y, 1000, shuffle=False))
+    return correct / len(y)
+
+
+def run_job(cfg) -> dict:
+    """Train ``cfg`` through :func:`dropout_lab.train.train` (Lightning) and return its summary."""
+    train(cfg)
+    return Job(Path(cfg.output_dir)).read()
+
+
+def machine() -> str:
+    """One line naming the machine (CPU, cores this process may use, torch version, GPU if any)."""
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return (
+        f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}{gpu}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end (the benchmark's own processes included)"
+    )
+
+
+def write_table(out: Path, header: str, rows: list[str], append: bool = False) -> None:
+    """Print ``rows`` and write ``header`` and the table to ``out``; ``append``: add the last row below the table's
+    last row of an existing ``out`` instead (notes under the table stay last)."""
+    print("\n".join(rows))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if append and out.exists():
+        lines = out.read_text().rstrip("\n").split("\n")
+        last = max(i for i, line in enumerate(lines) if line.startswith("| "))
+        out.write_text("\n".join([*lines[: last + 1], rows[-1], *lines[last + 1 :]]) + "\n")
+    else:
+        out.write_text(header + "\n\n" + "\n".join(rows) + "\n")
+    print(f"wrote {out}")
+
+
+def write_section(out: Path, title: str, header: str, rows: list[str]) -> None:
+    """Print ``rows`` and write them as the section ``## title`` of ``out`` (replacing that section if present;
+    the file's other sections and the text above its first section stay)."""
+    print("\n".join(rows))
+    text = out.read_text() if out.exists() else ""
+    preamble, *parts = ("\n" + text).split("\n## ")  # the text above the first section is kept
+    sections = {part.split("\n", 1)[0]: part for part in parts}
+    sections[title] = f"{title}\n\n{header}\n\n" + "\n".join(rows) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    head = preamble.strip() + "\n\n" if preamble.strip() else ""
+    out.write_text(head + "\n\n".join(f"## {part.rstrip()}" for part in sections.values()) + "\n")
+    print(f"wrote {out} (section {title!r})")
