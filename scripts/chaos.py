@@ -33,9 +33,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+from dropout_lab import metrics as M  # noqa: E402
 from dropout_lab.pool import alive, worker_pids  # noqa: E402
 
-COMPARED = ("test/acc", "test/loss", "val/acc_best", "test_best/acc")
+COMPARED = (M.test("acc"), M.test("loss"), M.VAL_ACC_BEST, M.test("acc", M.TEST_BEST))
 
 
 def command(sweep: Path, jobs: int, workers: int, epochs: int) -> list[str]:

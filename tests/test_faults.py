@@ -313,3 +313,24 @@ def test_an_interruption_inside_a_library_call_is_still_an_interruption():
     except RuntimeError as err:
         assert signal_of(err) == signal.SIGTERM
     assert signal_of(ValueError("x")) is None
+
+
+def test_a_signal_during_a_checkpoint_write_is_raised_after_the_checkpoint_is_in_place(tmp_path, monkeypatch):
+    """Defect: SIGINT while torch.save wrote last.ckpt through its Python file raised inside the C++ writer, which
+    aborted the job (exit -6, "terminate called after throwing ... write to closed file", no summary). Now the
+    write finishes, the new checkpoint is renamed into place, and the interruption is raised after it."""
+    from dropout_lab import checkpoints
+    from dropout_lab.interrupts import Interrupted, trap
+
+    def save_with_a_signal_in_the_middle(obj, f):
+        f.write(b"first half ")
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at the next bytecode, inside the "C++" write
+        f.write(b"second half")
+
+    monkeypatch.setattr(checkpoints.torch, "save", save_with_a_signal_in_the_middle)
+    target = tmp_path / "last.ckpt"
+    with trap(), pytest.raises(Interrupted) as err:
+        checkpoints.AtomicCheckpointIO().save_checkpoint({}, target)
+    assert err.value.signum == signal.SIGTERM and err.value.code == 128 + signal.SIGTERM
+    assert target.read_bytes() == b"first half second half"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left

@@ -13,9 +13,6 @@ from dropout_lab.dropout.base import DropoutMethod, NoDropout
 from dropout_lab.dropout.sites import Site
 from dropout_lab.module import calibration
 
-#: what :func:`evaluate` returns with ``mc_samples`` > 0 (declared to TensorBoard's HParams tab then)
-EVAL_METRICS = M.MC
-
 
 class ActivationVariance(pl.Callback):
     """Per-site activation variance on a fixed validation batch, after every training epoch.

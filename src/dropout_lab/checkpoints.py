@@ -28,7 +28,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from dropout_lab import compat
+from dropout_lab import compat, interrupts
 from dropout_lab import metrics as M
 from dropout_lab.errors import ConfigError, root_cause
 from dropout_lab.job import publish
@@ -72,7 +72,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     checkpoint's own folder (``.<name>.<random>.tmp``), is flushed and ``fsync``-ed, then given the umask's
     mode and renamed over the target (:func:`dropout_lab.job.publish`): a reader sees the old file or
     the new one, never half of one. A write that fails on an ``OSError`` (a full disk) re-raises it with the
-    checkpoint's path, so the job's error names the file.
+    checkpoint's path, so the job's error names the file. A signal that arrives during the write is raised
+    after the new checkpoint is in place (:func:`dropout_lab.interrupts.deferred`).
     Loading always goes through :func:`safe_load`.
     """
 
@@ -87,6 +88,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             self.seconds += time.perf_counter() - start
 
     def _save(self, checkpoint: dict[str, Any], path: Path) -> None:
+        with interrupts.deferred():  # a signal during the write is raised after it (an exception inside aborts)
+            self._write(checkpoint, path)
+
+    def _write(self, checkpoint: dict[str, Any], path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
             try:

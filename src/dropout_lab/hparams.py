@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from tensorboard.plugins.hparams import summary_v2 as hp
 
 from dropout_lab import compat
+from dropout_lab import metrics as M
 from dropout_lab.summary import HPARAM_METRICS, VARIANT_METRICS, flat_hparams
 
 #: written by the sweeper at the sweep root; read by every job of the sweep
@@ -35,12 +36,11 @@ def metric_names(cfgs: list[DictConfig]) -> list[str]:
     (:data:`~dropout_lab.summary.VARIANT_METRICS`) if any run's method has evaluation variants."""
     from hydra.utils import get_class
 
-    from dropout_lab.analysis import EVAL_METRICS
     from dropout_lab.dropout.base import DropoutMethod
 
     names = list(HPARAM_METRICS)
     if any(int((c.get("eval") or {}).get("mc_samples", 0)) > 0 for c in cfgs):
-        names += EVAL_METRICS
+        names += M.MC  # what analysis.evaluate returns with mc_samples > 0
     if any(get_class(c.dropout._target_).eval_variants is not DropoutMethod.eval_variants for c in cfgs):
         names += VARIANT_METRICS
     return names

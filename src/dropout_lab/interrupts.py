@@ -70,11 +70,39 @@ def _ours(handler: Any) -> bool:
     return getattr(handler, "__name__", "") == _raise.__name__ and getattr(handler, "__module__", "") == __name__
 
 
+#: signals held by :func:`deferred` (None outside a deferred block)
+_held: list[int] | None = None
+
+
 def _raise(signum: int, frame: Any) -> None:
     for other in SIGNALS:  # a second Ctrl-C or SIGTERM must not interrupt the summary being written
         if _ours(signal.getsignal(other)):
             signal.signal(other, signal.SIG_IGN)
+    if _held is not None:  # inside a write that must not be torn: raised when the block ends
+        _held.append(signum)
+        return
     raise Interrupted(signum)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold an interruption (:func:`trap`'s handler) until the block ends, then raise it: for a write that a C++
+    library makes through a Python file object (``torch.save``), where an exception raised inside the write
+    aborts the process (``terminate called after throwing an instance of 'pybind11::error_already_set'``,
+    exit -6, no summary). Nested blocks raise at the outermost end.
+
+    Raises:
+        Interrupted: at the end of the block, for the first signal that arrived inside it.
+    """
+    global _held
+    outer = _held
+    _held = [] if outer is None else outer
+    try:
+        yield
+    finally:
+        held, _held = _held, outer
+        if outer is None and held:
+            raise Interrupted(held[0])
 
 
 def _free(signum: int) -> bool:

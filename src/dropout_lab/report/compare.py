@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from dropout_lab import metrics as M
 from dropout_lab import stats
 from dropout_lab.report.settings import (
     ALPHA,
     BASELINES,
     BLOCK,
     CHOICE,
-    MC_METRICS,
     MIN_BLOCKS,
     MIN_PAIRS,
     REFERENCE,
@@ -59,7 +59,7 @@ def candidates(runs: pd.DataFrame) -> pd.DataFrame:
         p_is_rate=("p_is_rate", "first"),
         sec_per_epoch=("sec_per_epoch", "mean"),
         anchor=("anchor", "first"),
-        **{k: (k, "mean") for k in MC_METRICS},
+        **{k: (k, "mean") for k in M.MC},
     ).reset_index()
     out["val_ci"], out["test_ci"] = _ci(out["val_sd"], out["n"]), _ci(out["test_sd"], out["n"])
     out["selected"] = out["tie"] = out["edge"] = False
@@ -289,7 +289,7 @@ def eval_means(chosen: pd.DataFrame) -> pd.DataFrame:
         p_is_rate=("p_is_rate", "first"),
         anchor=("anchor", "first"),
         test_samples=("test_samples", "max"),
-        **{k: (k, "mean") for k in MC_METRICS},
+        **{k: (k, "mean") for k in M.MC},
     ).reset_index()
     out["ci"] = _ci(out["sd"], out["n"])
     return out

@@ -12,7 +12,7 @@ import pandas as pd
 from dropout_lab import metrics as M
 from dropout_lab.dropout import spec
 from dropout_lab.job import SUMMARY_FILE, Job, identity, ignored_args, neutral
-from dropout_lab.report.settings import AXES, BLOCK, CHOICE, MC_METRICS, METRICS, NETWORKS, Settings
+from dropout_lab.report.settings import AXES, BLOCK, CHOICE, METRICS, NETWORKS, Settings
 from dropout_lab.summary import PREDICTIONS_FILE, TIMINGS
 
 JOB_COLUMNS = [
@@ -113,7 +113,7 @@ def _summary_fields(s: dict, folder: Path) -> dict:
         "report_cfg": cfg.get("report"),
         "ignored": ignored_args(cfg["dropout"]) if "dropout" in cfg else (),
         "effective": identity(cfg) if cfg else None,
-        **{k: m.get(k) for k in MC_METRICS},
+        **{k: m.get(k) for k in M.MC},
     }
 
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dropout_lab import metrics as M
 from dropout_lab import stats
 from dropout_lab.job import NEUTRAL_KEYS
 
@@ -35,7 +34,6 @@ METRICS = {
 }
 #: the two networks of a job: ``last`` (final epoch) and ``best`` (best-validation epoch)
 NETWORKS = ("last", "best")
-MC_METRICS = M.MC
 #: override keys that are columns of their own (not part of a row's "setting")
 AXES = ("dropout", "dataset", "model", "seed", "experiment", *NEUTRAL_KEYS)
 
