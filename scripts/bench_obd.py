@@ -24,15 +24,13 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-from benchlib import ROOT
+from benchlib import ROOT, pretrained_lenet5
 from scipy.stats import spearmanr
-from torchvision.datasets import MNIST
 
 from dropout_lab.config import attach
 from dropout_lab.dropout import spec
 from dropout_lab.dropout.base import DropoutContext
 from dropout_lab.dropout.obd import hessian_saliency
-from dropout_lab.models.lenet import LeNet5
 
 CONFIGS = [
     (1, 0.9, 10),
@@ -54,16 +52,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    ds = MNIST(os.environ.get("DROPOUT_LAB_DATA", "data"), train=True, download=False)
-    X, Y = ((ds.data[:8192].float() / 255 - 0.1307) / 0.3081).unsqueeze(1), ds.targets[:8192]
-    net = LeNet5()
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    for _ in range(150):
-        idx = torch.randint(0, 8192, (128,))
-        opt.zero_grad()
-        F.cross_entropy(net(X[idx]), Y[idx]).backward()
-        opt.step()
+    net, X, Y = pretrained_lenet5(os.environ.get("DROPOUT_LAB_DATA", "data"))
 
     def step(model, opt, x, y):
         opt.zero_grad()

@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import collections
 import itertools
-import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from benchlib import ROOT, config, machine, write_section
+from benchlib import ROOT, config, machine, python_calls, write_section
 from hydra.utils import instantiate
 
 from dropout_lab.config import attach, instantiate_model
@@ -81,19 +79,7 @@ def recording_ops(cfg) -> float:
 
 def counted(run) -> tuple[collections.Counter, int]:
     """(ATen op counts by name, Python calls in every thread: the progress bar renders in its own) of ``run()``."""
-    calls = 0
-
-    def tracer(frame, event, arg):
-        nonlocal calls
-        calls += event == "call"
-
-    sys.setprofile(tracer)
-    threading.setprofile(tracer)
-    try:
-        run()
-    finally:
-        sys.setprofile(None)
-        threading.setprofile(None)
+    calls = python_calls(run, all_threads=True)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         run()
     ops = collections.Counter(e.name for e in prof.events() if e.name.startswith("aten::"))

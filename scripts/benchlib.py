@@ -1,11 +1,14 @@
-"""The benchmarks' one library (``scripts/bench_*.py``): compose a config, the reference bare PyTorch loop, a
-whole job through the harness, the machine line, and writing a table into docs/. Run from ``scripts/``
-(``python scripts/bench_<x>.py`` puts this folder on ``sys.path``)."""
+"""The benchmarks' one library (``scripts/bench_*.py``), shared with the tests: compose a config, the reference
+bare PyTorch loop, a whole job through the harness, a LeNet5 pre-trained on MNIST, the Python call counter, the
+machine line, and writing a table into docs/. ``python scripts/bench_<x>.py`` puts this folder on ``sys.path``;
+the tests have it through pytest's ``pythonpath`` (pyproject.toml)."""
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -81,6 +84,48 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         correct = sum((model(xb).argmax(1) == yb).sum().item() for xb, yb in TensorBatches(x, y, 1000, shuffle=False))
     return correct / len(y)
+
+
+def pretrained_lenet5(
+    data_root: str, steps: int = 150, n: int = 8192
+) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A LeNet5 after ``steps`` Adam steps (lr 1e-3, batch 128, seed 0) on the first ``n`` MNIST training images,
+    with those images normalised, (n, 1, 28, 28), and their labels, (n,): trained weights for score methods."""
+    from torchvision.datasets import MNIST
+
+    from dropout_lab.models import LeNet5
+
+    ds = MNIST(data_root, train=True, download=False)
+    x, y = ((ds.data[:n].float() / 255 - 0.1307) / 0.3081).unsqueeze(1), ds.targets[:n]
+    torch.manual_seed(0)
+    net = LeNet5()
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    for _ in range(steps):
+        idx = torch.randint(0, n, (128,))
+        opt.zero_grad()
+        F.cross_entropy(net(x[idx]), y[idx]).backward()
+        opt.step()
+    return net, x, y
+
+
+def python_calls(run, all_threads: bool = False) -> int:
+    """Python-level function calls (``sys.setprofile`` "call" events) made by ``run()``, the call of ``run`` itself
+    excluded; ``all_threads``: also in threads started meanwhile (``threading.setprofile``: a progress bar)."""
+    calls = 0
+
+    def tracer(frame, event, arg):
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(tracer)
+    if all_threads:
+        threading.setprofile(tracer)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)
+    return calls - 1
 
 
 def run_job(cfg) -> dict:

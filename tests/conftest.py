@@ -44,22 +44,6 @@ def run_cli(
     )
 
 
-def python_calls(run) -> int:
-    """Python-level function calls (``sys.setprofile`` "call" events) made by ``run()``, the lambda excluded."""
-    calls = 0
-
-    def tracer(frame, event, arg):
-        nonlocal calls
-        calls += event == "call"
-
-    sys.setprofile(tracer)
-    try:
-        run()
-    finally:
-        sys.setprofile(None)
-    return calls - 1
-
-
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """One intra-op thread for the whole suite: on a busy 2-core machine OpenMP's spinning second

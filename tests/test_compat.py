@@ -8,9 +8,9 @@ import random
 import numpy as np
 import pytest
 import torch
+from benchlib import python_calls
 from torch import nn
 
-from conftest import python_calls
 from dropout_lab import compat
 
 

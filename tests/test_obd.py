@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from benchlib import pretrained_lenet5
 from omegaconf import OmegaConf
 
 from conftest import DATA_ROOT
@@ -71,19 +72,9 @@ def test_default_saliency_ranking_is_stable(cfg_factory):
     method's estimator (own probes, own batches) over 3 / (1 - ema) updates on the same LeNet5 weights
     (150 Adam steps on MNIST) rank every site's units with Spearman >= 0.8."""
     from scipy.stats import spearmanr
-    from torchvision.datasets import MNIST
 
     node = OmegaConf.to_container(cfg_factory(["dropout=obd"]).dropout)
-    ds = MNIST(DATA_ROOT, train=True, download=False)
-    X, Y = ((ds.data[:8192].float() / 255 - 0.1307) / 0.3081).unsqueeze(1), ds.targets[:8192]
-    torch.manual_seed(0)
-    net = LeNet5()
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    for i in range(150):
-        idx = torch.randint(0, 8192, (128,))
-        opt.zero_grad()
-        F.cross_entropy(net(X[idx]), Y[idx]).backward()
-        opt.step()
+    net, X, Y = pretrained_lenet5(DATA_ROOT)
     updates = round(3 / (1 - node["ema"]))
     scores = []
     for seed in (1, 2):
