@@ -20,37 +20,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from benchlib import ROOT, config, machine, python_calls, write_section
-from hydra.utils import instantiate
+from benchlib import ROOT, bare_loop, config, machine, python_calls, write_section
 
 from dropout_lab.config import attach, instantiate_model
-from dropout_lab.data import TensorBatches
-from dropout_lab.module import fast_kwargs
 from dropout_lab.train import train
 
 SHORT, LONG = 10, 40
 SYNC = "aten::_local_scalar_dense"
-
-
-def bare(cfg, steps: int, fused: bool) -> None:
-    """The plainest loop over the same tensors, model and dropout, with ``torch.optim.Adam`` (the harness's
-    default optimizer) as a user writes it or (``fused``) with the harness's fused kernel."""
-    dm = instantiate(cfg.dataset)
-    dm.setup("fit")
-    model = instantiate_model(cfg)
-    attach(model, cfg.dropout)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.optimizer.lr, **(fast_kwargs(torch.optim.Adam, torch.device("cpu")) if fused else {})
-    )
-    x, y = dm.normalised()["train"]
-    model.train()
-    for step, (xb, yb) in enumerate(TensorBatches(x, y, cfg.dataset.batch_size, shuffle=True)):
-        if step == steps:
-            break
-        loss = F.cross_entropy(model(xb), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
 
 
 def recording_ops(cfg) -> float:
@@ -102,7 +78,7 @@ def per_step(side: str, overrides: list[str], tmp: Path) -> tuple[collections.Co
                     "trainer.enable_progress_bar=true",
                 ],
             )
-            train(cfg) if side == "harness" else bare(cfg, steps, fused=side == "bare_fused")
+            train(cfg) if side == "harness" else bare_loop(cfg, 1, fused=side == "bare_fused", max_batches=steps)
 
         return run
 

@@ -100,7 +100,8 @@ class ShapleyDropout(ScoredDropout):
     Shapes: (N, F) or (N, C, H, W) -> same shape.
 
     Args:
-        p, site, initial_rate, max_rate, drop_target, ema, update_every, normalise: see :class:`ScoredDropout`.
+        p, site and the other keyword arguments (``initial_rate``, ``max_rate``, ``drop_target``, ``ema``,
+            ``update_every``, ``normalise``): see :class:`ScoredDropout`.
         permutations: Monte-Carlo permutations per update (>= 1).
         truncation: relative truncation tolerance (>= 0; 0 evaluates every coalition).
         value: ``acc`` | ``neg_loss``.
@@ -116,19 +117,14 @@ class ShapleyDropout(ScoredDropout):
         self,
         p: float,
         site: SiteSpec,
-        initial_rate: float | None,
-        max_rate: float | None,
-        drop_target: str,
-        ema: float,
-        update_every: int,
-        normalise: str,
         permutations: int,
         truncation: float,
         value: str,
         heldout: int,
         max_batch: int,
+        **kwargs,
     ) -> None:
-        super().__init__(p, site, initial_rate, max_rate, drop_target, ema, update_every, normalise)
+        super().__init__(p, site, **kwargs)
         if int(max_batch) < int(heldout):
             raise ValueError(f"dropout.max_batch={max_batch} must be >= dropout.heldout={heldout}")
         self.permutations, self.truncation, self.value = int(permutations), float(truncation), value
