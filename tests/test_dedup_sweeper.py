@@ -106,8 +106,9 @@ def test_plan_derives_every_job_as_composing_it_whole_would(tmp_path):
     assert len(calls) == 3  # one composition per dropout method, not 36
     assert len(planned) == len(jobs) == 36
     for job, cfg in zip(planned, whole):
-        assert job.valid == checked(cfg), job.overrides
+        config = checked(cfg)
+        assert job.valid == (config is not None), job.overrides
         if job.valid:
-            assert job.key == identity(cfg) and job.row == flat_hparams(cfg), job.overrides
+            assert job.key == identity(cfg) and job.row == flat_hparams(config), job.overrides
     assert sum(job.valid for job in planned) == 24  # p=abc: 12 jobs invalid
     assert len({job.key for job in planned if job.valid}) == 20  # none ignores p: its 8 jobs are 4 configurations

@@ -11,9 +11,10 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from conftest import SMOKE, make_cfg
+from dropout_lab.config import build
 from dropout_lab.dropout.base import DropoutMethod
 from dropout_lab.seeding import STREAMS, stream_seed
-from dropout_lab.train import build, train
+from dropout_lab.train import train
 
 THREE = [*SMOKE, "trainer.max_epochs=3", "trainer.limit_train_batches=4", "deterministic=true"]
 
@@ -42,7 +43,8 @@ class Batches(pl.Callback):
 
 def fit_recording(overrides: list[str], tmp_path) -> tuple[dict[str, Tensor], list[list[Tensor]]]:
     cfg = make_cfg([*THREE, *overrides], tmp_path)
-    datamodule, module, _ = build(cfg)
+    parts = build(cfg)
+    datamodule, module = parts.datamodule, parts.module
     initial = {k: v.detach().clone() for k, v in module.model.named_parameters()}
     batches = Batches()
     trainer = pl.Trainer(

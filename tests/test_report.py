@@ -357,12 +357,17 @@ def test_settings_come_from_the_jobs_and_the_command_line(tmp_path):
 
 def test_hparams_spec_declares_every_swept_column_and_metric(tmp_path):
     """The sweep's HParams spec: discrete method domain, swept model args only, MC metrics when any run has them."""
+    from omegaconf import OmegaConf
+
     from conftest import make_cfg
     from dropout_lab.hparams import build_spec, merge_specs
     from dropout_lab.summary import HPARAM_METRICS
 
+    def config(overrides):
+        return OmegaConf.to_container(make_cfg(overrides, tmp_path), resolve=True)
+
     cfgs = [
-        make_cfg(["model=mlp", f"model.hidden_sizes={h}", f"dropout={m}", f"eval.mc_samples={t}"], tmp_path)
+        config(["model=mlp", f"model.hidden_sizes={h}", f"dropout={m}", f"eval.mc_samples={t}"])
         for h, m, t in (("[32]", "none", 0), ("[16,16]", "standard", 4))
     ]
     spec = build_spec(cfgs)
@@ -373,8 +378,8 @@ def test_hparams_spec_declares_every_swept_column_and_metric(tmp_path):
     assert "model.activation" not in spec["hparams"] and spec["hparams"]["p"] == [0.0, 0.5]
     assert spec["metrics"] == [*HPARAM_METRICS, "test/mc_acc", "test/mc_nll", "test/mc_ece", "test/mc_brier"]
     assert build_spec(cfgs[:1])["metrics"] == list(HPARAM_METRICS)
-    one_method_arg = build_spec([make_cfg(o, tmp_path) for o in (["dropout=dropblock"], ["dropout=none"])])
-    swept_arg = build_spec([make_cfg(["dropout=dropblock", f"dropout.block_size={b}"], tmp_path) for b in (3, 5)])
+    one_method_arg = build_spec([config(o) for o in (["dropout=dropblock"], ["dropout=none"])])
+    swept_arg = build_spec([config(["dropout=dropblock", f"dropout.block_size={b}"]) for b in (3, 5)])
     assert "dropout.block_size" not in one_method_arg["hparams"] and swept_arg["hparams"]["dropout.block_size"] == [
         3,
         5,

@@ -21,9 +21,11 @@ from omegaconf import OmegaConf
 from conftest import DATA_ROOT, ROOT, SMOKE, make_cfg, run_cli
 from dropout_lab import checkpoints
 from dropout_lab.checkpoints import AtomicCheckpointIO, UnsafeCheckpointError, resume_from, safe_load
+from dropout_lab.errors import ConfigError
 from dropout_lab.job import Job, changed_keys
 from dropout_lab.sweeplock import LOCK_FILE, FinishedJobError, SweepGuard
 from dropout_lab.train import train
+from dropout_lab.validate import validate
 
 # 5 short epochs on tiny subsets, deterministic kernels (CPU)
 FIVE = [*SMOKE, "trainer.max_epochs=5", "trainer.limit_train_batches=6", "deterministic=true", "checkpoint_every=0"]
@@ -242,10 +244,10 @@ def test_concurrent_summary_writes_never_collide(tmp_path):
 
 
 def test_keep_checkpoint_policy(tmp_path):
-    with pytest.raises(ValueError, match="keep_checkpoint=true: use none"):
-        checkpoints.policy(OmegaConf.create({"keep_checkpoint": True}))
-    with pytest.raises(ValueError, match="eval.checkpoint='first'"):
-        checkpoints.policy(OmegaConf.create({"eval": {"checkpoint": "first"}}))
+    with pytest.raises(ConfigError, match=r"keep_checkpoint=true: must be none \(delete both after the job\) or last"):
+        validate(make_cfg(["keep_checkpoint=true"], tmp_path))
+    with pytest.raises(ConfigError, match=r"eval.checkpoint='first': must be last \(the final epoch's weights\)"):
+        validate(make_cfg(["eval.checkpoint=first"], tmp_path))
     for keep, left in (("none", []), ("last", ["last.ckpt"]), ("best", ["best.ckpt"])):
         for name in ("last", "best"):
             (tmp_path / f"{name}.ckpt").write_bytes(b"")

@@ -1,14 +1,35 @@
 """Real training on tiny subsets of the real MNIST files, through the composed configs."""
 
+import ast
 import json
 
 import pytest
 from hydra.errors import MissingConfigException
+from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import SMOKE, make_cfg, run_cli
+from conftest import ROOT, SMOKE, make_cfg, run_cli
+from dropout_lab.config import build, settings
 from dropout_lab.errors import ConfigError
-from dropout_lab.train import train
+from dropout_lab.summary import History
+from dropout_lab.train import fit, train
+
+#: the modules that read a composed job config (Hydra's API hands them one, or they turn it into objects);
+#: every other module of the package gets objects (docs/usage.md, "From config to objects")
+READS_CONFIG = {
+    "config",
+    "train",
+    "validate",
+    "job",
+    "dedup",
+    "launch",
+    "pool",
+    "sweeplock",
+    "retest",
+    "tuning",
+    "loggers",
+    "callbacks",
+}
 
 
 @pytest.mark.parametrize("model", ["lenet5", "mlp"])
@@ -108,3 +129,30 @@ def test_two_job_multirun_writes_one_folder_and_summary_per_job(tmp_path):
     methods = {json.loads(s.read_text())["hparams"]["method"] for s in summaries}
     assert methods == {"none", "standard"}
     assert all(list(s.parent.glob("events.out.tfevents.*")) for s in summaries)
+
+
+def test_a_job_trains_on_its_objects_after_its_config_is_gone(tmp_path):
+    """The config becomes objects once, at the top (dropout_lab.config): after settings() and build(), emptying
+    the config changes nothing; fit() and the layers under it never read it."""
+    cfg = make_cfg([*SMOKE, "trainer.max_epochs=2", "eval.mc_samples=2", "logger=csv"], tmp_path)
+    job, parts = settings(cfg), build(cfg)
+    with open_dict(cfg):
+        cfg.clear()
+    metrics = fit(job, parts, History())
+    assert metrics["test/acc"] > 0.2 and "test/mc_acc" in metrics  # chance is 0.1; and parts.module.current_epoch == 2
+    assert job.test_on == "last" and job.keep_checkpoint == "none" and job.hparams["method"] == "standard"
+
+
+def test_only_the_top_of_a_job_imports_omegaconf():
+    """A lower layer (checkpoints, summary, hparams, module, controller, analysis, the methods, models and data)
+    never holds the config: none of its modules imports omegaconf."""
+    package = ROOT / "src" / "dropout_lab"
+    readers = set()
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        if any(name.split(".")[0] == "omegaconf" for name in names):
+            readers.add(path.relative_to(package).with_suffix("").as_posix())
+    assert readers <= READS_CONFIG, sorted(readers - READS_CONFIG)
+    assert {"checkpoints", "summary", "hparams", "module", "controller", "analysis"}.isdisjoint(readers)

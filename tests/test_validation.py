@@ -139,7 +139,8 @@ def test_config_error_message_pickles_and_is_a_value_error():
 
 @pytest.mark.parametrize("override", ["dropout.p=abc", "dropout.p=null", "seed=x"])
 def test_summary_writer_survives_the_values_it_is_given(override, tmp_path):
-    summary = build_summary(make_cfg([override], tmp_path), "failed", None, {}, 0.0, error="x")
+    config = OmegaConf.to_container(make_cfg([override], tmp_path), resolve=True)
+    summary = build_summary(config, "failed", None, {}, 0.0, error="x")
     assert summary["status"] == "failed" and summary["hparams"] == {}
 
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from pytorch_lightning import Callback
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
@@ -30,14 +29,12 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from dropout_lab import compat, interrupts
 from dropout_lab import metrics as M
-from dropout_lab.errors import ConfigError, root_cause
+from dropout_lab.errors import root_cause
 from dropout_lab.job import publish
 
 log = logging.getLogger(__name__)
 
 LAST, BEST = "last", "best"
-#: ``keep_checkpoint`` values: which checkpoint files a finished job keeps
-KEEP = ("none", LAST, BEST)
 
 
 class UnsafeCheckpointError(ValueError):
@@ -261,29 +258,8 @@ def resume_from(folder: Path, resume: bool) -> Path | None:
     return last
 
 
-def policy(cfg: DictConfig) -> tuple[str, str]:
-    """``(keep_checkpoint, eval.checkpoint)`` of ``cfg``: which checkpoint a finished job keeps
-    (``none`` | ``last`` | ``best``) and which weights its test uses (``last`` | ``best``).
-
-    Raises:
-        ConfigError: for any other value, naming the key and the allowed values.
-    """
-    keep, test_on = cfg.get("keep_checkpoint", "none"), (cfg.get("eval") or {}).get("checkpoint", LAST)
-    if keep not in KEEP:
-        raise ConfigError(
-            "keep_checkpoint", keep, "use none (delete after the job), last (final epoch) or best (highest val/acc)"
-        )
-    if test_on not in (LAST, BEST):
-        raise ConfigError(
-            "eval.checkpoint",
-            test_on,
-            "use last (the final epoch's weights) or best (the epoch with the highest val/acc)",
-        )
-    return keep, test_on
-
-
 def finish(folder: Path, keep: str) -> None:
-    """Delete the checkpoints a finished job does not keep (``keep`` from :func:`policy`): ``none``
+    """Delete the checkpoints a finished job does not keep (``keep``: ``keep_checkpoint``, :class:`dropout_lab.config.Settings`): ``none``
     deletes both, ``last`` keeps ``last.ckpt``, ``best`` keeps ``best.ckpt``."""
     for name in (LAST, BEST):
         if name != keep:

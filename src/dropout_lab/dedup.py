@@ -31,19 +31,20 @@ class Planned:
     metrics: tuple[str, ...] = ()
 
 
-def checked(cfg: DictConfig) -> bool:
-    """Whether ``cfg`` passes :func:`~dropout_lab.validate.validate` (without ``hydra``, and ``output_dir``,
-    which only the running job resolves, as ``.``)."""
+def checked(cfg: DictConfig) -> dict[str, Any] | None:
+    """``cfg`` resolved as plain containers (without ``hydra``, and ``output_dir``, which only the running job
+    resolves, as ``.``) if it passes :func:`~dropout_lab.validate.validate`; None if it does not."""
     from dropout_lab.validate import validate
 
     node = OmegaConf.to_container(cfg, resolve=False)
     node.pop("hydra", None)
     node["output_dir"] = "."
     try:
-        validate(OmegaConf.create(node))
+        conf = OmegaConf.create(node)
+        validate(conf)
+        return OmegaConf.to_container(conf, resolve=True)
     except Exception:  # noqa: BLE001 - a bad value, or an interpolation only the job resolves: not trusted here
-        return False
-    return True
+        return None
 
 
 def composed(cfg: DictConfig, overrides: list[str]) -> Planned:
@@ -51,9 +52,10 @@ def composed(cfg: DictConfig, overrides: list[str]) -> Planned:
     from dropout_lab.hparams import metric_names
     from dropout_lab.summary import flat_hparams
 
-    if not checked(cfg):
+    config = checked(cfg)
+    if config is None:
         return Planned(list(overrides), False)
-    return Planned(list(overrides), True, identity(cfg), flat_hparams(cfg), tuple(metric_names([cfg])))
+    return Planned(list(overrides), True, identity(cfg), flat_hparams(config), tuple(metric_names([config])))
 
 
 class Structure:

@@ -16,10 +16,10 @@ the runs log anyway (``hp_metric``, ``val/acc``, ...).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
 from tensorboard.plugins.hparams import summary_v2 as hp
 
 from dropout_lab import compat
@@ -30,8 +30,8 @@ from dropout_lab.summary import HPARAM_METRICS, VARIANT_METRICS, flat_hparams
 SPEC_FILE = "hparams_spec.json"
 
 
-def metric_names(cfgs: list[DictConfig]) -> list[str]:
-    """The metrics the runs of ``cfgs`` log: :data:`~dropout_lab.summary.HPARAM_METRICS`, the
+def metric_names(configs: list[Mapping[str, Any]]) -> list[str]:
+    """The metrics the runs with job configs ``configs`` log: :data:`~dropout_lab.summary.HPARAM_METRICS`, the
     Monte-Carlo ones if any run has ``eval.mc_samples`` > 0, and the variant ones
     (:data:`~dropout_lab.summary.VARIANT_METRICS`) if any run's method has evaluation variants."""
     from hydra.utils import get_class
@@ -39,17 +39,17 @@ def metric_names(cfgs: list[DictConfig]) -> list[str]:
     from dropout_lab.dropout.base import DropoutMethod
 
     names = list(HPARAM_METRICS)
-    if any(int((c.get("eval") or {}).get("mc_samples", 0)) > 0 for c in cfgs):
+    if any(int((c.get("eval") or {}).get("mc_samples", 0)) > 0 for c in configs):
         names += M.MC  # what analysis.evaluate returns with mc_samples > 0
-    if any(get_class(c.dropout._target_).eval_variants is not DropoutMethod.eval_variants for c in cfgs):
+    if any(get_class(c["dropout"]["_target_"]).eval_variants is not DropoutMethod.eval_variants for c in configs):
         names += VARIANT_METRICS
     return names
 
 
-def build_spec(cfgs: list[DictConfig]) -> dict[str, Any]:
-    """:func:`spec_of` the runs ``cfgs`` (composed job configs): their :func:`~dropout_lab.summary.flat_hparams`
-    rows and :func:`metric_names`."""
-    return spec_of([flat_hparams(c) for c in cfgs], metric_names(cfgs))
+def build_spec(configs: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """:func:`spec_of` the runs with resolved job configs ``configs`` (plain containers): their
+    :func:`~dropout_lab.summary.flat_hparams` rows and :func:`metric_names`."""
+    return spec_of([flat_hparams(c) for c in configs], metric_names(configs))
 
 
 def spec_of(rows: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
@@ -115,13 +115,15 @@ def _sweep_spec() -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def log_session(logger, cfg: DictConfig, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+def log_session(logger, row: dict[str, Any], trial_id: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write this run's HParams session start into ``logger``'s event file.
 
     Args:
         logger: a Lightning ``TensorBoardLogger``; any other logger gets ``log_hyperparams`` of
             :func:`~dropout_lab.summary.flat_hparams` (without metrics, so without placeholders).
-        cfg: the run's composed config.
+        row: the run's HParams row (:func:`~dropout_lab.summary.flat_hparams`, as :class:`dropout_lab.config.Settings`
+            holds it).
+        trial_id: the session's name in TensorBoard (the job's folder).
         spec: columns (:func:`build_spec`); default: the sweep's :data:`SPEC_FILE` in a multirun that
             has one, else every key of :func:`~dropout_lab.summary.flat_hparams`.
 
@@ -130,7 +132,7 @@ def log_session(logger, cfg: DictConfig, spec: dict[str, Any] | None = None) -> 
     """
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    mine = flat_hparams(cfg)
+    mine = row
     if not isinstance(logger, TensorBoardLogger):
         logger.log_hyperparams(mine)
         return mine
@@ -143,6 +145,6 @@ def log_session(logger, cfg: DictConfig, spec: dict[str, Any] | None = None) -> 
             if k in mine
         }
     file_writer = compat.tb_file_writer(logger.experiment)
-    file_writer.add_summary(hp.hparams_pb(values, trial_id=str(cfg.get("output_dir", ""))))
+    file_writer.add_summary(hp.hparams_pb(values, trial_id=trial_id))
     file_writer.flush()
     return values

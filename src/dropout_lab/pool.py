@@ -129,7 +129,8 @@ def worker_died(launcher: Any, overrides: Sequence[str], idx: int, err: BaseExce
     summary = job.summary_path
     if not summary.exists() or summary.stat().st_mtime < started:
         folder.mkdir(parents=True, exist_ok=True)
-        job.write(build_summary(cfg, "failed", None, {}, time.time() - started, error=cause, trace=str(err)))
+        config = OmegaConf.to_container(cfg, resolve=True)
+        job.write(build_summary(config, "failed", None, {}, time.time() - started, error=cause, trace=str(err)))
     log.error("job %s: %s; summary in %s", folder.name, cause, summary)
     return JobReturn(overrides=list(overrides), cfg=cfg, status=JobStatus.FAILED, _return_value=JobError(cause))
 

@@ -1,7 +1,7 @@
 """Re-test a saved job from its folder alone: ``python eval.py run_dir=<job folder>``.
 
 The job is rebuilt from its own ``.hydra/config.yaml`` (the config Hydra composed for it) by the
-same :func:`~dropout_lab.train.build` that trained it, so a checkpoint's ``state_dict`` loads without
+same :func:`~dropout_lab.config.build` that trained it, so a checkpoint's ``state_dict`` loads without
 constructor arguments; the weights come from ``<job>/checkpoints/{last,best}.ckpt`` (kept with
 ``keep_checkpoint=last|best``), read with ``weights_only=True``. The test is
 :func:`~dropout_lab.train.run_test`: ``test/*`` including each evaluation variant (EDropout's pruned
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab import checkpoints
+from dropout_lab.config import build, settings
 from dropout_lab.errors import ConfigError
 from dropout_lab.job import Job
-from dropout_lab.train import build, run_test
+from dropout_lab.train import run_test
 from dropout_lab.validate import check_keys, validate
 
 
@@ -71,9 +71,9 @@ def retest(run_dir: Path, ckpt: str = checkpoints.LAST, overrides: list[str] = (
             f"ckpt={ckpt}: {path} does not exist (this job kept: {', '.join(kept)}); train with "
             f"keep_checkpoint={ckpt} to keep it"
         )
-    datamodule, module, _ = build(cfg)
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    metrics = run_test(cfg, trainer, module, datamodule, path)
+    job, parts = settings(cfg), build(cfg)
+    trainer = parts.trainer(logger=False, callbacks=[], enable_checkpointing=False)
+    metrics = run_test(trainer, parts.module, parts.datamodule, path, mc_samples=job.mc_samples, seed=job.seed)
     epoch = checkpoints.safe_load(path)["epoch"]
     out = Job(run_dir).write(
         {"checkpoint": str(path), "epoch": epoch, "overrides": list(overrides), "metrics": metrics},

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerFn
 
 from dropout_lab import metrics as M
@@ -38,7 +38,7 @@ VARIANT_METRICS = (M.variant("acc", "full"), M.variant("loss", "full"))
 _NOT_ARGS = ("_target_", "_partial_", "name", "p", "sites")
 
 
-def target_name(node: DictConfig | dict | None) -> str:
+def target_name(node: Mapping | None) -> str:
     """Short name of a config node's ``_target_`` (``torch.optim.Adam`` -> ``adam``), ``none`` if absent."""
     return _target((node or {}).get("_target_"))
 
@@ -92,9 +92,10 @@ def hparam_cell(key: str, value: Any) -> Any:
     return COLUMNS[column][2](value) if column in COLUMNS else _scalar(value)
 
 
-def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The run's hyper-parameters as scalar HParams cells (no None: TensorBoard would turn a numeric
-    column into strings).
+def flat_hparams(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyper-parameters of a run with resolved config ``config`` (plain containers, as
+    :func:`dropout_lab.config.settings` reads it) as scalar HParams cells (no None: TensorBoard would turn a
+    numeric column into strings).
 
     Keys: the :data:`COLUMNS` (method, p, sites, model, dataset, seed, optimizer, lr, weight_decay, scheduler,
     batch_size, epochs: every run), then ``dropout.<arg>`` and ``model.<arg>`` for the method's and the
@@ -103,14 +104,20 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         TypeError, ValueError: for a value a column's conversion refuses (``dropout.p=abc``).
     """
-    row = {
-        column: convert(OmegaConf.select(cfg, key, default=default))
-        for column, (key, default, convert) in COLUMNS.items()
-    }
+    row = {column: convert(_select(config, key, default)) for column, (key, default, convert) in COLUMNS.items()}
     for group in ("dropout", "model"):
-        node = OmegaConf.to_container(cfg[group], resolve=True) if cfg.get(group) is not None else {}
+        node = config.get(group) or {}
         row |= {f"{group}.{k}": _scalar(v) for k, v in node.items() if hparam_column(f"{group}.{k}") == f"{group}.{k}"}
     return row
+
+
+def _select(node: Any, key: str, default: Any) -> Any:
+    """The value at dotted ``key`` in nested mappings ``node``; ``default`` where the path is absent."""
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
 
 
 def _number(value: Any) -> float:
@@ -198,7 +205,7 @@ class History(pl.Callback):
         return {k: _number(v) for k, v in trainer.callback_metrics.items() if k.split("/")[0] in self.PREFIXES}
 
 
-def method_info(node: DictConfig | dict) -> dict[str, Any] | None:
+def method_info(node: Mapping[str, Any]) -> dict[str, Any] | None:
     """``{"p_meaning", "p_is_rate"}`` of the method a ``dropout`` node names (its spec; docs/methods/README.md),
     or None for an unknown method (a job that failed on that is still summarised)."""
     try:
@@ -209,7 +216,7 @@ def method_info(node: DictConfig | dict) -> dict[str, Any] | None:
 
 
 def build_summary(
-    cfg: DictConfig,
+    config: Mapping[str, Any],
     status: str,
     history: History | None,
     metrics: dict[str, float],
@@ -218,7 +225,7 @@ def build_summary(
     trace: str | None = None,
     timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The run summary written to ``metrics.json``.
+    """The run summary written to ``metrics.json`` for a run with resolved config ``config`` (plain containers).
 
     Fields: status (ok | failed | interrupted), error (one line: the root cause,
     :func:`~dropout_lab.errors.headline`), traceback (the whole chain), hparams (:func:`flat_hparams`; empty for a config it cannot
@@ -231,7 +238,7 @@ def build_summary(
     epochs = history.epochs if history else []
     train_seconds = history.train_seconds if history else 0.0
     try:
-        hparams = flat_hparams(cfg)
+        hparams = flat_hparams(config)
     except (TypeError, ValueError):  # a job refused for a bad value (dropout.p=abc): no hparams, the config as given
         hparams = {}
     return {
@@ -244,7 +251,7 @@ def build_summary(
         "test_acc": metrics.get(M.test("acc")),
         "drop_fraction": metrics.get(M.DROP_FRACTION),
         "p_eq": metrics.get(M.P_EQ),
-        "method_info": method_info(cfg.dropout),
+        "method_info": method_info(config.get("dropout") or {}),
         "epochs": len(epochs),
         "wall_seconds": wall_seconds,
         "timings": timings or {},
@@ -253,5 +260,5 @@ def build_summary(
         "first_step_time": history.first_step_time if history else None,
         "starts": history.starts if history else [],
         "history": epochs,
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": dict(config),
     }

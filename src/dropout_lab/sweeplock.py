@@ -19,7 +19,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dropout_lab.errors import ConfigError
 from dropout_lab.job import SUMMARY_FILE, Job, changed_keys, flat
@@ -34,27 +34,28 @@ class FinishedJobError(ConfigError):
     before anything is written, so the finished ``metrics.json`` stays as it was."""
 
 
-def finished(cfg: DictConfig, out: Path) -> dict[str, float] | None:
-    """The metrics of the finished job in ``out`` if this run may reuse them, None if ``out`` holds no
-    finished job (``metrics.json`` missing or status other than ok: the job runs).
+def finished(config: dict[str, Any], out: Path) -> dict[str, float] | None:
+    """The metrics of the finished job in ``out`` if this run, with resolved config ``config`` (plain containers),
+    may reuse them; None if ``out`` holds no finished job (``metrics.json`` missing or status other than ok: the
+    job runs).
 
     Raises:
         FinishedJobError: without ``resume=true`` (this run would overwrite a finished result), or
-            with it when the stored config differs from ``cfg`` (naming the keys and values).
+            with it when the stored config differs from ``config`` (naming the keys and values).
     """
     summary = Job(out).finished()
     if summary is None:
         return None
-    if not cfg.get("resume"):
+    if not config.get("resume"):
         raise FinishedJobError(
             "resume",
-            cfg.get("resume"),
+            config.get("resume"),
             f"{out} holds a finished job; pass resume=true to keep it "
             "(and run only unfinished jobs), or write elsewhere with a fresh hydra.sweep.dir=... / hydra.run.dir=...",
         )
-    keys = changed_keys(summary.get("config") or {}, OmegaConf.to_container(cfg, resolve=True))
+    keys = changed_keys(summary.get("config") or {}, config)
     if keys:
-        old, new = flat(summary.get("config") or {}), flat(OmegaConf.to_container(cfg, resolve=True))
+        old, new = flat(summary.get("config") or {}), flat(config)
         shown = ", ".join(f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}" for k in keys[:8])
         raise FinishedJobError(
             "resume",

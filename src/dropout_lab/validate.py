@@ -57,6 +57,11 @@ RANGES: dict[str, Check] = {
     "channels_last": BOOL,
     "resume": BOOL,
     "checkpoint_every": NONNEGATIVE,  # seconds between last.ckpt writes; 0: every epoch
+    "keep_checkpoint": exactly("none", "delete both after the job")
+    | exactly("last", "the final epoch's")
+    | exactly("best", "the epoch with the highest val/acc's"),
+    "eval.checkpoint": exactly("last", "the final epoch's weights")
+    | exactly("best", "the weights of the epoch with the highest val/acc"),
     "threads": exactly(None, "cores // workers under gpu_pool, torch's default otherwise") | COUNT,
     "eval.mc_samples": integer(0),  # 0: no Monte-Carlo test; T: T stochastic passes
     "callbacks.activation_variance.samples": COUNT,
