@@ -61,10 +61,13 @@ def test_optimizer_kernel_devices_and_norm_layers():
     assert not isinstance(nn.LayerNorm(3), compat.NORM_LAYERS)
 
 
-def test_basic_sweeper_is_hydras():
-    assert compat.BasicSweeper.__module__ == "hydra._internal.core_plugins.basic_sweeper"
-    with pytest.raises(AttributeError):
-        compat.NoSuchShim  # noqa: B018
+def test_grid_expands_a_sweep_as_hydras_basic_sweeper():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(["dropout=none,standard", "dropout.p=0.1,0.3", "seed=0"])
+    assert compat.grid(overrides) == [
+        [f"dropout={m}", f"dropout.p={p}", "seed=0"] for m in ("none", "standard") for p in ("0.1", "0.3")
+    ]
 
 
 def test_optuna_params_reads_the_sweepers_syntax():

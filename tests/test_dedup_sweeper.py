@@ -11,7 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata
 
-from conftest import run_cli
+from conftest import CONF, run_cli
+from dropout_lab import compat
 from dropout_lab.report import write_report
 from dropout_lab.summary import HPARAM_METRICS
 
@@ -31,11 +32,13 @@ def test_sweep_trains_none_once_per_model_and_declares_one_hparams_experiment(tm
             "dropout=none,standard",
             "dropout.p=0.1,0.3",
             "seed=0",
+            "hydra.sweeper.max_batch_size=4",  # two launches: the second numbers its jobs on from the first
         ],
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dedup: 2 of 8 jobs duplicate another job" in proc.stderr + proc.stdout
+    assert [f"\t#{i} : " in proc.stdout + proc.stderr for i in range(7)] == [True] * 6 + [False]
     runs = {p.parent: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
     jobs = sorted((s["hparams"]["method"], s["hparams"]["model.hidden_sizes"]) for s in runs.values())
     assert jobs == [
@@ -81,7 +84,6 @@ def test_plan_derives_every_job_as_composing_it_whole_would(tmp_path):
     """dedup.plan composes one config per structure and derives the other jobs from their overrides; each
     job's identity, HParams row and validity equal what composing and validating that job alone gives."""
     from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from conftest import CONF, DATA_ROOT
@@ -97,7 +99,7 @@ def test_plan_derives_every_job_as_composing_it_whole_would(tmp_path):
         "dataset.subset={train: 64}",
         f"data_root={DATA_ROOT}",
     ]
-    (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(sweep), None)
+    jobs = compat.grid(OverridesParser.create().parse_overrides(sweep))
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         load = lambda job: compose("config", overrides=list(job), return_hydra_config=True)  # noqa: E731 - one job, composed whole
         calls = []
@@ -112,3 +114,30 @@ def test_plan_derives_every_job_as_composing_it_whole_would(tmp_path):
             assert job.key == identity(cfg) and job.row == flat_hparams(config), job.overrides
     assert sum(job.valid for job in planned) == 24  # p=abc: 12 jobs invalid
     assert len({job.key for job in planned if job.valid}) == 20  # none ignores p: its 8 jobs are 4 configurations
+
+
+DEDUP = "hydra_plugins.dropout_lab_sweeper.dedup_sweeper.DedupSweeper"
+
+
+def sweeper(*overrides: str) -> str:
+    """The ``_target_`` of the sweeper a command line selects."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True).hydra.sweeper._target_
+
+
+def test_the_dedup_sweeper_is_the_default_under_its_own_name_and_presets_still_replace_it():
+    from hydra_plugins.dropout_lab_sweeper.dedup_sweeper import DedupSweeper
+
+    assert sweeper() == sweeper("experiment=dropout_zoo") == DEDUP
+    assert sweeper("hydra/sweeper=dedup") == DEDUP
+    # Hydra's own entry is Hydra's: nothing replaces it
+    assert (
+        sweeper("hydra/sweeper=basic")
+        == sweeper("~hparams_search")
+        == "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    )
+    assert "split_arguments" not in vars(DedupSweeper) and "validate_batch_is_legal" not in vars(DedupSweeper)
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="optional extra: pip install -e '.[optuna]'")
+    assert sweeper("hparams_search=dropout_p") == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"

@@ -20,7 +20,7 @@ Function (no public API offers them):
 * :func:`fused_devices`, :func:`foreach_devices`: the devices with torch's fused / foreach optimizer kernels.
 * :data:`NORM_LAYERS`: the base class of every BatchNorm/InstanceNorm layer (running statistics).
 * :func:`optuna_params`: the Optuna sweeper's parser of ``hydra.sweeper.params`` into distributions.
-* ``BasicSweeper``: Hydra's default sweeper (its module is ``hydra._internal``), imported on first use.
+* :func:`grid`: the jobs of a sweep's parsed overrides, as Hydra's BasicSweeper expands them (``hydra._internal``).
 
 Only torch is imported at module level: the dropout methods use :data:`NORM_LAYERS` without Lightning or Hydra.
 """
@@ -129,11 +129,15 @@ def optuna_params(overrides: list[str]) -> tuple[dict, dict]:
     return create_params_from_overrides(overrides)
 
 
-def __getattr__(name: str) -> Any:
-    """``compat.BasicSweeper``: Hydra's default sweeper, imported on first use (the dropout methods import this
-    module and stay free of Hydra)."""
-    if name == "BasicSweeper":
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+def grid(overrides: list) -> list[list[str]]:
+    """The jobs of a sweep's parsed overrides (``OverridesParser.parse_overrides``): the Cartesian product of its
+    comma lists (``sweep``, ``range``, ``glob``), one ``key=value`` list per job, in the order and spelling of Hydra's
+    BasicSweeper, whose static ``split_arguments`` this calls (imported here: the dropout methods import this module
+    and stay free of Hydra).
 
-        return BasicSweeper
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    Raises:
+        hydra.errors.HydraException: for a sweep BasicSweeper cannot expand (an ``interval``)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    (jobs,) = BasicSweeper.split_arguments(overrides, None)
+    return jobs
