@@ -1,12 +1,15 @@
-"""The benchmarks' one library (``scripts/bench_*.py``), shared with the tests: compose a config, the reference
-bare PyTorch loop, a whole job through the harness, a LeNet5 pre-trained on MNIST, the Python call counter, the
-machine line, and writing a table into docs/. ``python scripts/bench_<x>.py`` puts this folder on ``sys.path``;
+"""The benchmarks' one library (``scripts/bench_*.py``, ``scripts/chaos.py``), shared with the tests: compose a
+config, the reference bare PyTorch loop, a whole job through the harness, a LeNet5 pre-trained on MNIST, the Python
+call counter, starting ``train.py`` in a subprocess and killing it at a chosen moment, the machine line, and
+writing a table into docs/. ``python scripts/bench_<x>.py`` puts this folder on ``sys.path``;
 the tests have it through pytest's ``pythonpath`` (pyproject.toml)."""
 
 from __future__ import annotations
 
 import os
 import platform
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -132,6 +135,49 @@ def run_job(cfg) -> dict:
     """Train ``cfg`` through :func:`dropout_lab.train.train` (Lightning) and return its summary."""
     train(cfg)
     return Job(Path(cfg.output_dir)).read()
+
+
+def environment(**extra: str) -> dict[str, str]:
+    """This process's environment with ``src/`` on ``PYTHONPATH`` and the variables ``extra``: what a ``train.py``
+    started from here needs."""
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), **extra}
+
+
+def start(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, capture: bool = True):
+    """``python train.py args`` as a ``subprocess.Popen`` in its own session (so that a kill of its process group
+    takes its workers too), in :func:`environment` with ``env`` added; stdout and stderr captured as text
+    (``capture``) or discarded."""
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=environment(**(env or {})),
+        text=True,
+        stdout=out,
+        stderr=out,
+        start_new_session=True,
+    )
+
+
+def wait_for(ready, proc, timeout: float = 300.0, poll: float = 0.005) -> None:
+    """Return as soon as ``ready()`` is true while ``proc`` runs (polled every ``poll`` s).
+
+    Raises:
+        AssertionError: if ``proc`` ends, or ``timeout`` seconds pass, first (the fault could not be injected)."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before the fault could be injected"
+        time.sleep(poll)
+
+
+def kill_when(proc, ready, timeout: float = 300.0) -> None:
+    """SIGKILL ``proc``'s whole process group (as a node failure would) as soon as ``ready()`` is true, then reap it.
+
+    Raises:
+        AssertionError: if ``proc`` ended first (:func:`wait_for`)."""
+    wait_for(ready, proc, timeout)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def machine() -> str:

@@ -25,7 +25,6 @@ import fcntl
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+from benchlib import machine, start, write_section  # noqa: E402
+
 from dropout_lab import metrics as M  # noqa: E402
 from dropout_lab.pool import alive, worker_pids  # noqa: E402
 
@@ -40,9 +41,8 @@ COMPARED = (M.test("acc"), M.test("loss"), M.VAL_ACC_BEST, M.test("acc", M.TEST_
 
 
 def command(sweep: Path, jobs: int, workers: int, epochs: int) -> list[str]:
+    """The arguments of ``train.py`` for the sweep into ``sweep``."""
     return [
-        sys.executable,
-        str(ROOT / "train.py"),
         "-m",
         "hydra/launcher=gpu_pool",
         f"hydra.launcher.n_jobs={workers}",
@@ -100,23 +100,24 @@ def chaos(args: argparse.Namespace, work: Path) -> tuple[dict, list[str]]:
     locks, tmp = work / "locks", work / "tmp"
     locks.mkdir()
     tmp.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DROPOUT_LAB_LOCK_DIR": str(locks), "TMPDIR": str(tmp)}
+    env = {"DROPOUT_LAB_LOCK_DIR": str(locks), "TMPDIR": str(tmp)}
     calm, chaotic = work / "calm", work / "chaos"
-    start = time.perf_counter()
-    subprocess.run(command(calm, args.jobs, args.workers, args.epochs), env=env, capture_output=True, check=True)
+    begun = time.perf_counter()
+    if start(command(calm, args.jobs, args.workers, args.epochs), env=env, capture=False).wait():
+        raise RuntimeError("the undisturbed sweep failed")
     counts = {
         "jobs": args.jobs,
-        "undisturbed s": round(time.perf_counter() - start),
+        "undisturbed s": round(time.perf_counter() - begun),
         "workers killed": 0,
         "launcher killed": 0,
         "runs": 0,
         "orphans": 0,
     }
-    start = time.perf_counter()
+    begun = time.perf_counter()
     kills, problems = args.kills, []
     while True:
         cmd = command(chaotic, args.jobs, args.workers, args.epochs) + (["resume=true"] if counts["runs"] else [])
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = start(cmd, env=env, capture=False)
         counts["runs"] += 1
         while kills and proc.poll() is None:
             time.sleep(rng.uniform(1, 6))
@@ -138,7 +139,7 @@ def chaos(args: argparse.Namespace, work: Path) -> tuple[dict, list[str]]:
             counts["workers killed"] += 1
         if proc.wait() == 0 and not kills:
             break
-    counts["disturbed s"] = round(time.perf_counter() - start)
+    counts["disturbed s"] = round(time.perf_counter() - begun)
     calm_runs, chaos_runs = results(calm), results(chaotic)
     lost = [
         name
@@ -185,8 +186,6 @@ def main() -> None:
     print("\n".join(rows))
     print("\n".join(problems) or "every job ok and equal to the undisturbed run; nothing left behind")
     if args.out:
-        from benchlib import machine, write_section
-
         header = (
             f"`python scripts/chaos.py --jobs {args.jobs} --workers {args.workers} --kills {args.kills} --epochs {args.epochs} "
             f"--seed {args.seed}` on {machine()}:"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from benchlib import environment, start
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -33,15 +34,26 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """Run ``python train.py args`` in a subprocess from ``cwd`` with the test data root (``env``: more
     variables, or replacements)."""
-    env = {**os.environ, "DROPOUT_LAB_DATA": DATA_ROOT, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],
         cwd=cwd,
-        env=env,
+        env=cli_env(**(env or {})),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``train.py`` (or ``eval.py``, ``scripts/*.py``) the tests start: the test data root
+    and ``extra`` (:func:`benchlib.environment`)."""
+    return environment(DROPOUT_LAB_DATA=DATA_ROOT, **extra)
+
+
+def spawn(args: list[str], cwd: Path, capture: bool = True) -> subprocess.Popen:
+    """``python train.py args`` started from ``cwd`` with the test data root, in its own session
+    (:func:`benchlib.start`), for a test that interrupts it."""
+    return start(args, cwd, {"DROPOUT_LAB_DATA": DATA_ROOT}, capture)
 
 
 @pytest.fixture(autouse=True, scope="session")

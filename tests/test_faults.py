@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from benchlib import wait_for
 
-from conftest import DATA_ROOT, ROOT, run_cli
+from conftest import ROOT, cli_env, run_cli, spawn
 from dropout_lab.checkpoints import safe_load
 from dropout_lab.pool import alive, worker_pids
 from dropout_lab.report import write_report
@@ -33,31 +34,6 @@ TINY = [
 #: long enough to be caught mid-job: 25 short epochs
 LONG = [*TINY, "trainer.max_epochs=25", "checkpoint_every=0"]
 OOM = "worker killed by signal 9 (SIGKILL); likely out of memory (the kernel's OOM killer sends SIGKILL)"
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "DROPOUT_LAB_DATA": DATA_ROOT, "PYTHONPATH": str(ROOT / "src")}
-
-
-def start(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
-    """``python train.py args`` in its own session, output captured."""
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        env=env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        **kwargs,
-    )
-
-
-def wait_for(ready, proc: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.time() + timeout
-    while not ready():
-        assert proc.poll() is None and time.time() < deadline, "the run ended before the fault could be injected"
-        time.sleep(0.02)
 
 
 def in_training(sweep: Path, n: int = 1) -> list[Path]:
@@ -83,7 +59,7 @@ def closing(stdout: str) -> str:
 def test_a_signalled_run_exits_128_plus_the_signal_with_an_interrupted_summary(sig, tmp_path):
     run = tmp_path / "run"
     args = [*LONG, f"hydra.run.dir={run}", "deterministic=true"]
-    proc = start(args, tmp_path)
+    proc = spawn(args, tmp_path)
     last = run / "checkpoints" / "last.ckpt"
     wait_for(lambda: last.exists() and safe_load(last)["epoch"] >= 1, proc)  # two epochs done: one is in the history
     proc.send_signal(sig)
@@ -110,7 +86,7 @@ def test_a_signalled_run_exits_128_plus_the_signal_with_an_interrupted_summary(s
 @pytest.mark.slow
 def test_an_interrupted_sweep_counts_every_job_and_resumes_with_the_printed_command(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = start(["-m", f"hydra.sweep.dir={sweep}", *LONG, "seed=0,1,2"], tmp_path)
+    proc = spawn(["-m", f"hydra.sweep.dir={sweep}", *LONG, "seed=0,1,2"], tmp_path)
     wait_for(lambda: list(sweep.glob("*/metrics.json")) and in_training(sweep), proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
@@ -122,7 +98,7 @@ def test_an_interrupted_sweep_counts_every_job_and_resumes_with_the_printed_comm
     command = shlex.split(resume.removeprefix("resume: "))
     assert command[-2:] == ["resume=true", f"hydra.sweep.dir={sweep}"] and "seed=0,1,2" in command
     again = subprocess.run(
-        [sys.executable, *command[1:]], cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600
+        [sys.executable, *command[1:]], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600
     )
     assert again.returncode == 0, again.stderr[-2000:]
     assert closing(again.stdout) == f"3 ok, 0 failed; report: python scripts/report.py {sweep}"
@@ -132,7 +108,7 @@ def test_an_interrupted_sweep_counts_every_job_and_resumes_with_the_printed_comm
 def test_a_killed_pool_worker_costs_its_own_job_only(tmp_path, monkeypatch):
     monkeypatch.setenv("DROPOUT_LAB_LOCK_DIR", str(tmp_path))
     sweep = tmp_path / "sweep"
-    proc = start(
+    proc = spawn(
         ["-m", "hydra/launcher=gpu_pool", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", *LONG, "seed=0,1,2,3"],
         tmp_path,
     )
@@ -164,7 +140,7 @@ def test_a_killed_launcher_leaves_no_orphans_and_resume_finds_every_slot_free(tm
         *LONG,
         "seed=0,1,2,3",
     ]
-    proc = start(args, tmp_path)
+    proc = spawn(args, tmp_path)
     wait_for(lambda: len(in_training(sweep, 2)) == 2 and len(worker_pids(proc.pid)) == 2, proc)
     pids, running = worker_pids(proc.pid), in_training(sweep, 2)
     proc.kill()  # the launcher alone, as `kill -9 <pid>` does
@@ -202,7 +178,7 @@ def test_a_full_disk_is_reported_by_its_cause(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run}", *TINY],
         cwd=tmp_path,
-        env=env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -267,7 +243,7 @@ def test_eval_py_checks_its_input_as_train_py_does(tmp_path):
         proc = subprocess.run(
             [sys.executable, str(ROOT / "eval.py"), f"run_dir={job}", arg],
             cwd=tmp_path,
-            env=env(),
+            env=cli_env(),
             capture_output=True,
             text=True,
             timeout=300,
@@ -283,7 +259,7 @@ def test_a_reduced_chaos_sweep_loses_nothing(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "chaos.py"), "--jobs", "4", "--kills", "2", "--epochs", "8"],
         cwd=tmp_path,
-        env=env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=600,

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from benchlib import kill_when
 from filelock import FileLock
 from omegaconf import OmegaConf
 
-from conftest import DATA_ROOT, ROOT, SMOKE, make_cfg, run_cli
+from conftest import ROOT, SMOKE, make_cfg, run_cli, spawn
 from dropout_lab import checkpoints
 from dropout_lab.checkpoints import AtomicCheckpointIO, UnsafeCheckpointError, resume_from, safe_load
 from dropout_lab.errors import ConfigError
@@ -42,27 +43,6 @@ COMPARED = (
 )
 
 
-def kill_when(args: list[str], cwd: Path, ready) -> None:
-    """Start ``python train.py args`` and SIGKILL its process group as soon as ``ready()`` is true."""
-    env = {**os.environ, "DROPOUT_LAB_DATA": DATA_ROOT, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if ready():
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the job ended before it could be killed"
-
-
 def epochs_done(last: Path) -> int:
     """Training epochs a ``last.ckpt`` holds (0 if there is none yet)."""
     return safe_load(last)["epoch"] + 1 if last.exists() else 0
@@ -81,7 +61,8 @@ def test_job_killed_after_epoch_2_of_5_resumes_to_the_uninterrupted_result(metho
     job = tmp_path / "job"
     last = job / "checkpoints" / "last.ckpt"
     done = []
-    kill_when([f"hydra.run.dir={job}", *overrides], tmp_path, lambda: done.append(epochs_done(last)) or done[-1] >= 2)
+    proc = spawn([f"hydra.run.dir={job}", *overrides], tmp_path, capture=False)
+    kill_when(proc, lambda: done.append(epochs_done(last)) or done[-1] >= 2)
     assert 2 <= epochs_done(last) < 5 and not (job / "metrics.json").exists()  # killed mid-run, with a checkpoint
     # the kill may land while best.ckpt (written right after last.ckpt) is being written: its temp file is
     # removed when the job resumes
@@ -100,7 +81,7 @@ def test_job_killed_after_epoch_2_of_5_resumes_to_the_uninterrupted_result(metho
 def test_job_killed_before_its_first_checkpoint_starts_over_to_the_same_result(tmp_path):
     overrides = [*FIVE, "dropout=standard"]
     job = tmp_path / "job"
-    kill_when([f"hydra.run.dir={job}", *overrides], tmp_path, lambda: bool(list(job.glob("events.out.tfevents.*"))))
+    kill_when(spawn([f"hydra.run.dir={job}", *overrides], tmp_path, capture=False), lambda: list(job.glob("events.*")))
     assert not (job / "checkpoints" / "last.ckpt").exists()
     resumed = train(make_cfg([*overrides, "resume=true"], job))
     reference = train(make_cfg(overrides, tmp_path / "uninterrupted"))

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from benchlib import kill_when
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF, DATA_ROOT, ROOT, make_cfg, run_cli
+from conftest import CONF, make_cfg, run_cli, spawn
 from dropout_lab.job import folder_name
 from dropout_lab.launch import check_multirun, requested_processes
 from dropout_lab.report import write_report
@@ -145,25 +141,13 @@ def test_killed_sweep_resumes_without_rerunning_finished_jobs(tmp_path):
         "dropout=standard",
         "seed=0,1,2",
     ]
-    env = {**os.environ, "DROPOUT_LAB_DATA": DATA_ROOT, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        done = list(sweep.glob("*/metrics.json"))
-        ckpts = [c for c in sweep.glob("*/checkpoints/last.ckpt") if not (c.parent.parent / "metrics.json").exists()]
-        if done and ckpts:
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the sweep ended before it could be killed mid-job"
+    ckpts = []
+
+    def mid_job() -> bool:  # one job finished, another with a checkpoint and no summary yet
+        ckpts[:] = [c for c in sweep.glob("*/checkpoints/last.ckpt") if not (c.parent.parent / "metrics.json").exists()]
+        return bool(ckpts and list(sweep.glob("*/metrics.json")))
+
+    kill_when(spawn(args, tmp_path, capture=False), mid_job)
     (first,) = sweep.glob("*/metrics.json")
     before = (first.read_bytes(), first.stat().st_mtime_ns)
     killed = ckpts[0].parent.parent
