@@ -11,7 +11,7 @@ from torch import Tensor
 from dropout_lab.checks import RATE, number
 from dropout_lab.dropout.base import DropoutMethod, SiteSpec
 from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
-from dropout_lab.dropout.units import per_unit
+from dropout_lab.dropout.units import broadcast_units
 
 
 class AdaptiveDropout(DropoutMethod):
@@ -68,7 +68,9 @@ class AdaptiveDropout(DropoutMethod):
                 batch_mean = x.detach().abs().transpose(0, 1).flatten(1).mean(1)
                 self.importance.lerp_(batch_mean.to(self.importance.dtype), self.momentum)
             rates = self.unit_rates().to(x.dtype)
-            mask = per_unit((torch.rand(x.shape[:2], device=x.device, dtype=x.dtype) >= rates) / (1.0 - rates), x)
+            mask = broadcast_units(
+                (torch.rand(x.shape[:2], device=x.device, dtype=x.dtype) >= rates) / (1.0 - rates), x
+            )
         return x * mask, mask
 
     def stats(self) -> dict[str, float]:

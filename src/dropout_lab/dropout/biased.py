@@ -11,7 +11,7 @@ from torch import Tensor
 from dropout_lab.checks import RATE, exactly
 from dropout_lab.dropout.base import DropoutMethod, SiteSpec, mask_rates
 from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
-from dropout_lab.dropout.units import per_unit, unit_activations
+from dropout_lab.dropout.units import broadcast_units, unit_activations
 
 
 def biased_mask(x: Tensor, p_high: float, p_low: float) -> Tensor:
@@ -22,7 +22,7 @@ def biased_mask(x: Tensor, p_high: float, p_low: float) -> Tensor:
         score = unit_activations(x.detach()).abs()
         median = score.kthvalue(score.shape[1] - score.shape[1] // 2, dim=1, keepdim=True).values
         rate = torch.where(score > median, p_high, p_low)
-        return per_unit((torch.rand_like(score) >= rate) / (1.0 - rate), x).to(x.dtype)
+        return broadcast_units((torch.rand_like(score) >= rate) / (1.0 - rate), x).to(x.dtype)
 
 
 class LiveUnitRecording(DropoutMethod):
@@ -31,7 +31,7 @@ class LiveUnitRecording(DropoutMethod):
     masks depend on activation magnitudes and so drop ReLU zeros at the low-group rate."""
 
     def record_sample(self, x: Tensor, y: Tensor, mask: Tensor) -> None:
-        live = per_unit(unit_activations(x.detach().abs()) > 0, x)
+        live = broadcast_units(unit_activations(x.detach().abs()) > 0, x)
         self.record(*mask_rates(mask, live))
 
 
@@ -100,7 +100,7 @@ class BiasedSeed003(LiveUnitRecording):
             a = unit_activations(x.detach())
             lo, hi = a.amin(1, keepdim=True), a.amax(1, keepdim=True)
             rate = self.p * (1.0 - (a - lo) / (hi - lo).clamp(min=torch.finfo(a.dtype).tiny))
-            mask = per_unit((torch.rand_like(a) >= rate) / (1.0 - rate), x).to(x.dtype)
+            mask = broadcast_units((torch.rand_like(a) >= rate) / (1.0 - rate), x).to(x.dtype)
         return x * mask, mask
 
 

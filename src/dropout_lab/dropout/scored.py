@@ -237,12 +237,7 @@ class ScoredDropout(DropoutMethod):
         return f"{super().extra_repr()}, rates=[{self.lo:g}, {self.hi:g}], drop_target={self.drop_target}, update_every={self.update_every}"
 
 
-def per_unit(t: Tensor) -> Tensor:
-    """Reduce (N, F) or (N, C, H, W) to per-sample, per-unit values (N, F) by summing over space."""
-    return t if t.ndim == 2 else t.flatten(2).sum(2)
-
-
-__all__ = ["ScoredDropout", "incoming_weight", "normalise_scores", "per_unit", "rate_range"]
+__all__ = ["ScoredDropout", "incoming_weight", "normalise_scores", "rate_range"]
 
 
 #: the arguments every score-driven method shares (docs/methods/scored.md); each spec adds its own

@@ -13,7 +13,7 @@ from torch import Tensor
 from dropout_lab.checks import COUNT, BadValue
 from dropout_lab.dropout.base import DropoutMethod, SiteSpec
 from dropout_lab.dropout.spec import Arg, MethodSpec, rate_p, register
-from dropout_lab.dropout.units import per_unit
+from dropout_lab.dropout.units import broadcast_units
 
 
 class SectorDropout(DropoutMethod):
@@ -71,7 +71,7 @@ class SectorDropout(DropoutMethod):
         noise = torch.rand(n_samples, sectors, n, device=x.device).masked_fill_(~self.valid, 2.0)
         slots = self.dropped_slot.expand(n_samples, -1, -1)
         drop = torch.zeros_like(slots).scatter_(2, noise.argsort(2), slots).flatten(1)[:, : self.scale.numel()]
-        mask = per_unit(~drop * self.scale.to(x.dtype), x)
+        mask = broadcast_units(~drop * self.scale.to(x.dtype), x)
         return x * mask, mask
 
     def extra_repr(self) -> str:

@@ -10,7 +10,8 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from dropout_lab.dropout.scored import ScoredDropout, per_unit, scored_spec
+from dropout_lab.dropout.scored import ScoredDropout, scored_spec
+from dropout_lab.dropout.units import unit_sums
 
 
 class TaylorDropout(ScoredDropout):
@@ -30,7 +31,7 @@ class TaylorDropout(ScoredDropout):
 
     def score_grad(self, a: Tensor, g: Tensor) -> Tensor:
         """s_j = mean_n |sum_{h,w} a * g| -> (F,)."""
-        return per_unit(a * g).abs().mean(0)
+        return unit_sums(a * g).abs().mean(0)
 
 
 SPEC = scored_spec(
