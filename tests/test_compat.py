@@ -74,3 +74,23 @@ def test_optuna_params_reads_the_sweepers_syntax():
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="optional extra: pip install -e '.[optuna]'")
     distributions, fixed = compat.optuna_params(["dropout.p=interval(0.1, 0.5)", "seed=3"])
     assert set(distributions) == {"dropout.p"} and fixed == {"seed": "3"}
+
+
+def test_null_profiler_is_the_trainers_unless_one_is_configured(tmp_path):
+    from pytorch_lightning.profilers import PassThroughProfiler, Profiler, SimpleProfiler
+
+    from conftest import SMOKE, make_cfg
+    from dropout_lab.config import build
+
+    profiler = compat.null_profiler()
+    assert isinstance(profiler, Profiler) and profiler.profile("[Callback]History.on_train_batch_start") is (
+        profiler.profile("[LightningModule]Classifier.training_step")
+    )  # one shared no-op context, not one built per hook call
+    trainer = build(make_cfg(SMOKE, tmp_path)).trainer(logger=False)
+    assert type(trainer.profiler) is type(profiler) and not isinstance(trainer.profiler, PassThroughProfiler)
+    chosen = build(make_cfg([*SMOKE, "+trainer.profiler=simple"], tmp_path)).trainer(logger=False)
+    assert isinstance(chosen.profiler, SimpleProfiler)
+    # what it saves: the Python calls of Lightning's default around one hook call
+    assert python_calls(lambda: PassThroughProfiler().profile("x").__enter__()) > python_calls(
+        lambda: profiler.profile("x").__enter__()
+    )

@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from dropout_lab import compat
 from dropout_lab.callbacks import instantiate_callbacks
 from dropout_lab.dropout import spec
 from dropout_lab.dropout.base import DropoutMethod
@@ -93,7 +94,8 @@ class Parts:
         loggers: the ``logger`` group's Lightning loggers (:func:`~dropout_lab.loggers.instantiate_loggers`).
         callbacks: the ``callbacks`` group's Lightning callbacks
             (:func:`~dropout_lab.callbacks.instantiate_callbacks`); train.py adds those every run needs.
-        trainer: the ``trainer`` node as a factory: ``trainer(logger=..., callbacks=...)`` is a ``pl.Trainer``.
+        trainer: the ``trainer`` node as a factory: ``trainer(logger=..., callbacks=...)`` is a ``pl.Trainer`` (with
+            :func:`~dropout_lab.compat.null_profiler` unless ``trainer.profiler`` is set).
     """
 
     datamodule: Any
@@ -136,13 +138,14 @@ def build(cfg: DictConfig, timings: dict[str, float] | None = None) -> Parts:
     module = Classifier(model, instantiate(cfg.optimizer), scheduler, datamodule.num_classes, datamodule.num_train)
     timings["setup_model"], start = time.perf_counter() - start, time.perf_counter()
     progress_bar = cfg.trainer.get("enable_progress_bar", True)
+    trainer, quiet = OmegaConf.to_container(cfg.trainer, resolve=True), {"profiler": compat.null_profiler()}
     parts = Parts(
         datamodule,
         module,
         methods,
         loggers=instantiate_loggers(cfg.get("logger")),
         callbacks=instantiate_callbacks(cfg.get("callbacks"), progress_bar=progress_bar),
-        trainer=functools.partial(instantiate, OmegaConf.to_container(cfg.trainer, resolve=True)),
+        trainer=functools.partial(instantiate, trainer, **({} if trainer.get("profiler") else quiet)),
     )
     timings["setup_trainer"] = time.perf_counter() - start
     return parts
