@@ -47,7 +47,7 @@ def run_cli(
 def cli_env(**extra: str) -> dict[str, str]:
     """The environment of a ``train.py`` (or ``eval.py``, ``scripts/*.py``) the tests start: the test data root
     and ``extra`` (:func:`benchlib.environment`)."""
-    return environment(DROPOUT_LAB_DATA=DATA_ROOT, **extra)
+    return environment(**{"DROPOUT_LAB_DATA": DATA_ROOT, **extra})
 
 
 def spawn(args: list[str], cwd: Path, capture: bool = True) -> subprocess.Popen:

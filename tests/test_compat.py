@@ -94,3 +94,13 @@ def test_null_profiler_is_the_trainers_unless_one_is_configured(tmp_path):
     assert python_calls(lambda: PassThroughProfiler().profile("x").__enter__()) > python_calls(
         lambda: profiler.profile("x").__enter__()
     )
+
+
+def test_suggest_draws_a_trial_value_from_a_distribution_object():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="optional extra: pip install -e '.[optuna]'")
+    import optuna
+
+    distributions, _ = compat.optuna_params(["dropout.p=interval(0.05, 0.8)", "dropout.block_size=choice(3, 5)"])
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    p, block = (compat.suggest(trial, key, distributions[key]) for key in ("dropout.p", "dropout.block_size"))
+    assert 0.05 <= p <= 0.8 and block in (3, 5) and trial.params == {"dropout.p": p, "dropout.block_size": block}

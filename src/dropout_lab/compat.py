@@ -26,6 +26,7 @@ Function (no public API offers them):
 * :func:`fused_devices`, :func:`foreach_devices`: the devices with torch's fused / foreach optimizer kernels.
 * :data:`NORM_LAYERS`: the base class of every BatchNorm/InstanceNorm layer (running statistics).
 * :func:`optuna_params`: the Optuna sweeper's parser of ``hydra.sweeper.params`` into distributions.
+* :func:`suggest`: Optuna's ``Trial._suggest``, a value drawn from a distribution object (the sweeper's own call).
 * :func:`grid`: the jobs of a sweep's parsed overrides, as Hydra's BasicSweeper expands them (``hydra._internal``).
 
 Only torch is imported at module level: the dropout methods use :data:`NORM_LAYERS` without Lightning or Hydra.
@@ -51,6 +52,7 @@ __all__ = [
     "optuna_params",
     "rng_states",
     "set_rng_states",
+    "suggest",
     "tb_file_writer",
 ]
 
@@ -162,6 +164,13 @@ def optuna_params(overrides: list[str]) -> tuple[dict, dict]:
     from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
     return create_params_from_overrides(overrides)
+
+
+def suggest(trial: Any, name: str, distribution: Any) -> Any:
+    """Suggest ``name`` in Optuna ``trial`` from ``distribution`` (one of the objects :func:`optuna_params` returns)
+    and return the value, as hydra-optuna-sweeper does for ``hydra.sweeper.params``: Optuna's public
+    ``suggest_float``/``suggest_int``/``suggest_categorical`` take bounds, not distribution objects."""
+    return trial._suggest(name, distribution)
 
 
 def grid(overrides: list) -> list[list[str]]:

@@ -30,4 +30,4 @@ def method_search_space(cfg: DictConfig, trial) -> None:
         raise ConfigError("dropout", cfg.dropout.name, "its spec tunes nothing: give p or an argument a tune range")
     distributions, _ = compat.optuna_params([f"{key}={value}" for key, value in space.items()])
     for key, distribution in distributions.items():
-        trial._suggest(key, distribution)  # what the sweeper itself does for hydra.sweeper.params
+        compat.suggest(trial, key, distribution)
