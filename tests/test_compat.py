@@ -104,3 +104,14 @@ def test_suggest_draws_a_trial_value_from_a_distribution_object():
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     p, block = (compat.suggest(trial, key, distributions[key]) for key in ("dropout.p", "dropout.block_size"))
     assert 0.05 <= p <= 0.8 and block in (3, 5) and trial.params == {"dropout.p": p, "dropout.block_size": block}
+
+
+def test_execute_job_calls_the_joblib_launchers_runner_with_the_same_arguments():
+    import inspect
+
+    from hydra_plugins.hydra_joblib_launcher import _core
+
+    assert list(inspect.signature(compat.execute_job).parameters) == list(
+        inspect.signature(_core.execute_job).parameters
+    )
+    # run for real by every gpu_pool sweep (tests/test_faults.py, tests/test_sweeps.py)

@@ -28,6 +28,7 @@ Function (no public API offers them):
 * :func:`optuna_params`: the Optuna sweeper's parser of ``hydra.sweeper.params`` into distributions.
 * :func:`suggest`: Optuna's ``Trial._suggest``, a value drawn from a distribution object (the sweeper's own call).
 * :func:`grid`: the jobs of a sweep's parsed overrides, as Hydra's BasicSweeper expands them (``hydra._internal``).
+* :func:`execute_job`: hydra-joblib-launcher's job runner (``_core``), which the ``gpu_pool`` workers call.
 
 Only torch is imported at module level: the dropout methods use :data:`NORM_LAYERS` without Lightning or Hydra.
 """
@@ -43,6 +44,7 @@ from torch import nn
 
 __all__ = [
     "NORM_LAYERS",
+    "execute_job",
     "FastHookName",
     "fast_result_to",
     "foreach_devices",
@@ -185,3 +187,15 @@ def grid(overrides: list) -> list[list[str]]:
 
     (jobs,) = BasicSweeper.split_arguments(overrides, None)
     return jobs
+
+
+def execute_job(
+    idx: int, overrides: Any, hydra_context: Any, config: Any, task_function: Any, singleton_state: Any
+) -> Any:
+    """Run job ``idx`` with ``overrides`` in this process as hydra-joblib-launcher's workers do (its private
+    ``_core.execute_job``: restore Hydra's ``singleton_state``, compose the job's config from ``config``, then
+    Hydra's ``run_job`` of ``task_function``); returns its ``JobReturn``. The ``gpu_pool`` launcher submits this to
+    its per-slot worker processes (:mod:`dropout_lab.pool`); the plugin offers no public runner."""
+    from hydra_plugins.hydra_joblib_launcher._core import execute_job as run
+
+    return run(idx, overrides, hydra_context, config, task_function, singleton_state)

@@ -7,7 +7,7 @@ the other workers (their jobs lose their summaries) and the sweep aborts with a 
 Here each slot owns a ``ProcessPoolExecutor(max_workers=1)`` from the same library (loky, as joblib uses):
 a dead worker breaks only its slot; its job gets a ``failed`` summary naming the signal
 (:func:`worker_died`) and a fresh worker takes the slot. Jobs run as in Hydra's launcher
-(``hydra_plugins.hydra_joblib_launcher._core.execute_job``: compose, then ``run_job``), in order, each on
+(:func:`dropout_lab.compat.execute_job`: compose, then ``run_job``), in order, each on
 the first free slot.
 
 Signals: the launcher forwards SIGINT/SIGTERM/SIGUSR1/2 to its workers, gives their jobs up to
@@ -35,7 +35,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from dropout_lab import interrupts
+from dropout_lab import compat, interrupts
 from dropout_lab.errors import JobError
 from dropout_lab.progress import Progress
 
@@ -149,8 +149,6 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
         Interrupted: when this process gets SIGINT/SIGTERM/SIGUSR1/2, after forwarding it to the workers
             and waiting up to :data:`GRACE` seconds for their jobs' summaries.
     """
-    from hydra_plugins.hydra_joblib_launcher._core import execute_job
-
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
@@ -171,7 +169,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
                     slots[k] = slots[k] or Slot()
                     idx, overrides = todo.popleft()
                     future = slots[k].executor.submit(
-                        execute_job,
+                        compat.execute_job,
                         initial_job_idx + idx,
                         overrides,
                         launcher.hydra_context,
