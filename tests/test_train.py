@@ -140,7 +140,7 @@ def test_a_job_trains_on_its_objects_after_its_config_is_gone(tmp_path):
         cfg.clear()
     metrics = fit(job, parts, History())
     assert metrics["test/acc"] > 0.2 and "test/mc_acc" in metrics  # chance is 0.1; and parts.module.current_epoch == 2
-    assert job.test_on == "last" and job.keep_checkpoint == "none" and job.hparams["method"] == "standard"
+    assert job.test_on == "last" and job.keep_checkpoint == "none" and job.config["dropout"]["name"] == "standard"
 
 
 def test_only_the_top_of_a_job_imports_omegaconf():
@@ -155,4 +155,3 @@ def test_only_the_top_of_a_job_imports_omegaconf():
         if any(name.split(".")[0] == "omegaconf" for name in names):
             readers.add(path.relative_to(package).with_suffix("").as_posix())
     assert readers <= READS_CONFIG, sorted(readers - READS_CONFIG)
-    assert {"checkpoints", "summary", "hparams", "module", "controller", "analysis"}.isdisjoint(readers)

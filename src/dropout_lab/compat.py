@@ -15,7 +15,7 @@ Speed (flagship regime, docs/bench_harness.md "flagship regime"):
   ``trainer.profiler.profile(name)``, and its default ``PassThroughProfiler`` builds a generator-based context
   manager for each, about 110 a training step. Counted in the flagship regime (``sys.setprofile``, steps 10-50):
   1,520 -> 1,255 Python and 789 -> 630 C calls a step (18 % fewer); 8 alternating rounds of the 40-epoch job:
-  median 8.64 -> 8.44 s CPU, per-round ratio median 1.049 (single rounds varied by 25 % on this VM). It is public
+  median 8.64 -> 8.44 s CPU, per-round ratio median 1.049 (single rounds varied by up to 30 % on this VM). It is public
   API (a ``Profiler`` subclass), kept here beside the other speed shims with its number.
 
 Function (no public API offers them):
@@ -44,8 +44,8 @@ from torch import nn
 
 __all__ = [
     "NORM_LAYERS",
-    "execute_job",
     "FastHookName",
+    "execute_job",
     "fast_result_to",
     "foreach_devices",
     "fused_devices",

@@ -31,7 +31,7 @@ from dropout_lab.errors import ConfigError, reported
 from dropout_lab.loggers import instantiate_loggers
 from dropout_lab.module import Classifier
 from dropout_lab.seeding import INIT, METHOD, ORDER, stream_seed
-from dropout_lab.summary import flat_hparams, target_name
+from dropout_lab.summary import target_name
 from dropout_lab.validate import validates
 
 
@@ -48,8 +48,8 @@ class Settings:
         test_on: ``eval.checkpoint``, the weights the test uses: last | best.
         validates: whether the run validates (``trainer.limit_val_batches`` is not 0).
         mc_samples: ``eval.mc_samples``, Monte-Carlo test passes (0: none).
-        config: the resolved config as plain containers (the summary's ``config``).
-        hparams: the run's HParams row (:func:`~dropout_lab.summary.flat_hparams`).
+        config: the resolved config as plain containers (the summary's ``config``; its HParams row is
+            :func:`~dropout_lab.summary.flat_hparams` of it).
     """
 
     output_dir: Path
@@ -61,7 +61,6 @@ class Settings:
     validates: bool
     mc_samples: int
     config: dict[str, Any]
-    hparams: dict[str, Any]
 
 
 def settings(cfg: DictConfig) -> Settings:
@@ -79,7 +78,6 @@ def settings(cfg: DictConfig) -> Settings:
         validates=validates(cfg),
         mc_samples=int(evaluation.get("mc_samples", 0)),
         config=config,
-        hparams=flat_hparams(config),
     )
 
 

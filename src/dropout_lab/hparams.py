@@ -121,8 +121,7 @@ def log_session(logger, row: dict[str, Any], trial_id: str, spec: dict[str, Any]
     Args:
         logger: a Lightning ``TensorBoardLogger``; any other logger gets ``log_hyperparams`` of
             :func:`~dropout_lab.summary.flat_hparams` (without metrics, so without placeholders).
-        row: the run's HParams row (:func:`~dropout_lab.summary.flat_hparams`, as :class:`dropout_lab.config.Settings`
-            holds it).
+        row: the run's HParams row (:func:`~dropout_lab.summary.flat_hparams` of its resolved config).
         trial_id: the session's name in TensorBoard (the job's folder).
         spec: columns (:func:`build_spec`); default: the sweep's :data:`SPEC_FILE` in a multirun that
             has one, else every key of :func:`~dropout_lab.summary.flat_hparams`.
@@ -132,17 +131,16 @@ def log_session(logger, row: dict[str, Any], trial_id: str, spec: dict[str, Any]
     """
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    mine = row
     if not isinstance(logger, TensorBoardLogger):
-        logger.log_hyperparams(mine)
-        return mine
+        logger.log_hyperparams(row)
+        return row
     spec = spec or _sweep_spec()
-    values = mine
+    values = row
     if spec is not None:
         values = {
-            k: str(mine[k]) if domain and isinstance(domain[0], str) else mine[k]
+            k: str(row[k]) if domain and isinstance(domain[0], str) else row[k]
             for k, domain in spec["hparams"].items()
-            if k in mine
+            if k in row
         }
     file_writer = compat.tb_file_writer(logger.experiment)
     file_writer.add_summary(hp.hparams_pb(values, trial_id=trial_id))

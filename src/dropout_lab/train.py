@@ -25,7 +25,7 @@ from dropout_lab.errors import JobError, headline, root_cause
 from dropout_lab.job import Job
 from dropout_lab.loggers import close, log_metrics
 from dropout_lab.module import Classifier
-from dropout_lab.summary import PREDICTIONS_FILE, History, build_summary
+from dropout_lab.summary import PREDICTIONS_FILE, History, build_summary, flat_hparams
 from dropout_lab.validate import validate
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,9 @@ def fit(job: Settings, parts: Parts, history: History, timings: dict[str, float]
     if resume_from is not None:
         log.info("resume: continuing from %s", resume_from)
     else:  # one hparams session per run: a resumed run keeps the one written at its start
+        row = flat_hparams(job.config)
         for logger in parts.loggers:  # HParams session with the sweep's columns; no placeholder points
-            hparams.log_session(logger, job.hparams, trial_id=str(job.output_dir))
+            hparams.log_session(logger, row, trial_id=str(job.output_dir))
     # history first: its training clock stops before the controller's epoch-end stats logging
     callbacks = [
         history,
