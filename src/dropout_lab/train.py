@@ -142,7 +142,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     written. After the job the checkpoints ``keep_checkpoint`` does not name are deleted. In a
     multirun the job is first checked (:func:`~dropout_lab.launch.check_multirun`) and placed on its
     worker's GPU / CPU threads (:func:`~dropout_lab.launch.place_job`), after the config passed
-    :func:`~dropout_lab.validate.validate`. An explicit ``threads`` sets torch's CPU threads in any run.
+    :func:`~dropout_lab.validate.validate`. An explicit ``threads`` sets torch's CPU threads in any run. Before
+    the job allocates, glibc's malloc is set to keep freed memory (:func:`~dropout_lab.launch.keep_freed_memory`).
 
     Returns:
         the final metrics (``val/acc_best``, ``test/acc``, ...), accuracies as fractions.
@@ -171,6 +172,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         interrupts.busy.set()
         try:
             validate(cfg)
+            launch.keep_freed_memory()  # before the job allocates: CPU tensors reuse freed memory (no page faults)
             placed = {}
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
                 launch.check_multirun(cfg)
