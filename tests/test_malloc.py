@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import SMOKE, cli_env
+from conftest import ROOT, cli_env
 from dropout_lab import launch
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
@@ -57,8 +57,8 @@ def test_train_keeps_freed_memory_before_the_job_allocates(tmp_path):
         "from dropout_lab.train import train\n"
         f"train(make_cfg([*SMOKE, 'logger=none'], {str(tmp_path)!r}))\n"
     )
-    assert steps(job, PYTHONPATH=cli_env()["PYTHONPATH"] + ":tests:scripts")[0] < 1000
-    assert SMOKE  # the smoke job's overrides (conftest)
+    path = ":".join([cli_env()["PYTHONPATH"], str(ROOT / "tests"), str(ROOT / "scripts")])
+    assert steps(job, PYTHONPATH=path)[0] < 1000
 
 
 def test_left_alone_when_the_environment_configures_malloc(monkeypatch):
