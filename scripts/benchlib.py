@@ -146,17 +146,27 @@ def environment(**extra: str) -> dict[str, str]:
 def start(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, capture: bool = True):
     """``python train.py args`` as a ``subprocess.Popen`` in its own session (so that a kill of its process group
     takes its workers too), in :func:`environment` with ``env`` added; stdout and stderr captured as text
-    (``capture``) or discarded."""
+    (``capture``) or discarded. The child gets SIGINT as a foreground command has it, even when this process
+    ignores it: a shell without job control starts a background command (``pytest ... &`` in a script) with
+    SIGINT ignored, and an ignored signal stays ignored across ``exec``, so ``train.py`` would rightly leave it
+    ignored (POSIX: a background job is not Ctrl-C's target). Call from the main thread."""
     out = subprocess.PIPE if capture else subprocess.DEVNULL
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        env=environment(**(env or {})),
-        text=True,
-        stdout=out,
-        stderr=out,
-        start_new_session=True,
-    )
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:  # for the fork only: a handler, unlike SIG_IGN, is reset to the default by exec
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *args],
+            cwd=cwd,
+            env=environment(**(env or {})),
+            text=True,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def wait_for(ready, proc, timeout: float = 300.0, poll: float = 0.005) -> None:

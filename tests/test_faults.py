@@ -33,16 +33,6 @@ TINY = [
 ]
 #: long enough to be caught mid-job: 25 short epochs
 LONG = [*TINY, "trainer.max_epochs=25", "checkpoint_every=0"]
-#: a run whose 25 epochs of 16 batches (~4 s here) outlast the test's polling by seconds, so that a signal sent
-#: after its second epoch arrives mid-run (LONG's 4-batch epochs once ended, job and all, before the signal came)
-SIGNALLED = [
-    "trainer=smoke",
-    "dataset.subset={train: 1024, val: 128, test: 128}",
-    "dataset.batch_size=64",
-    "trainer.limit_train_batches=16",
-    "trainer.max_epochs=25",
-    "checkpoint_every=0",
-]
 OOM = "worker killed by signal 9 (SIGKILL); likely out of memory (the kernel's OOM killer sends SIGKILL)"
 
 
@@ -68,7 +58,7 @@ def closing(stdout: str) -> str:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
 def test_a_signalled_run_exits_128_plus_the_signal_with_an_interrupted_summary(sig, tmp_path):
     run = tmp_path / "run"
-    args = [*SIGNALLED, f"hydra.run.dir={run}", "deterministic=true"]
+    args = [*LONG, f"hydra.run.dir={run}", "deterministic=true"]
     proc = spawn(args, tmp_path)
     last = run / "checkpoints" / "last.ckpt"
     wait_for(lambda: last.exists() and safe_load(last)["epoch"] >= 1, proc)  # two epochs done: one is in the history
