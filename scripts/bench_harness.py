@@ -160,10 +160,8 @@ def bare_worker(epochs: int) -> None:
     flagship job's bare loop and prints ``wall cpu faults`` (the first line: one epoch, the warm-up)."""
     for i, line in enumerate(sys.stdin):
         cfg = config(Path(line.strip()), [*FLAGSHIP, f"trainer.max_epochs={epochs}"])
-        if i == 0:  # the data read, as the harness's warm-up job
-            print(*timed(lambda: bare_loop(cfg, 1, validate=True, test_best=True)), flush=True)
-        else:
-            print(*timed(lambda: bare_loop(cfg, epochs, validate=True, test_best=True)), flush=True)
+        n = 1 if i == 0 else epochs  # the first: the data read, as the harness's warm-up job
+        print(*timed(lambda: bare_loop(cfg, n, validate=True, test_best=True)), flush=True)
 
 
 def flagship(rounds: int, epochs: int, out: Path) -> None:
@@ -178,7 +176,7 @@ def flagship(rounds: int, epochs: int, out: Path) -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
-    own, same, ours, faults = [], [], [], {"own": [], "same": [], "ours": []}
+    own, same, ours = [], [], []  # (wall s, CPU s, minor page faults) per round
 
     def independent(folder: Path) -> tuple[float, float, int]:
         worker.stdin.write(f"{folder}\n")
@@ -194,8 +192,6 @@ def flagship(rounds: int, epochs: int, out: Path) -> None:
             own.append(independent(Path(tmp) / f"bare{i}"))
             same.append(timed(lambda: bare_loop(cfg, epochs, validate=True, test_best=True)))
             ours.append(timed(lambda: run_job(cfg)))
-            for key, runs in (("own", own), ("same", same), ("ours", ours)):
-                faults[key].append(runs[-1][2])
             rows.append(
                 f"| {i} | {own[-1][0]:.2f} ({own[-1][1]:.2f}) | {same[-1][0]:.2f} ({same[-1][1]:.2f}) | "
                 f"{ours[-1][0]:.2f} ({ours[-1][1]:.2f}) | {own[-1][0] / ours[-1][0]:.3f} | {same[-1][0] / ours[-1][0]:.3f} |"
@@ -213,8 +209,8 @@ def flagship(rounds: int, epochs: int, out: Path) -> None:
         f"(goal >= 0.95) | {statistics.median(s[0] / h[0] for s, h in zip(same, ours)):.3f} |"
     )
     rows.append(
-        f"| minor page faults per job (median) | {statistics.median(faults['own']):,.0f} | "
-        f"{statistics.median(faults['same']):,.0f} | {statistics.median(faults['ours']):,.0f} | | |"
+        f"| minor page faults per job (median) | {median(own, 2):,.0f} | {median(same, 2):,.0f} | "
+        f"{median(ours, 2):,.0f} | | |"
     )
     write_section(
         out,

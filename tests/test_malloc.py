@@ -62,7 +62,6 @@ def test_train_keeps_freed_memory_before_the_job_allocates(tmp_path):
 
 
 def test_left_alone_when_the_environment_configures_malloc(monkeypatch):
-    monkeypatch.setattr(launch, "_malloc_kept", False)
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")
     monkeypatch.setattr("ctypes.CDLL", lambda *a: pytest.fail("mallopt called despite GLIBC_TUNABLES"))
     assert launch.keep_freed_memory() is False

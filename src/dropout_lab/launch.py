@@ -187,14 +187,13 @@ def torch_threads(cfg: DictConfig, n_jobs: int = 1) -> int:
 MALLOPT = {"M_MMAP_THRESHOLD": (-3, 1 << 30), "M_TRIM_THRESHOLD": (-1, 1 << 30)}
 #: environment variables through which a user sets glibc's malloc themselves; any of them leaves it alone
 MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
-#: whether this process's malloc was set by :func:`keep_freed_memory`
-_malloc_kept = False
 
 
 def keep_freed_memory() -> bool:
     """Let glibc's malloc keep the memory a training step frees for the next step, instead of returning it to
     the kernel and taking it back, zero-filled, one page fault per 4 KiB page (``mallopt``: :data:`MALLOPT`);
-    process-wide and idempotent; ``train`` calls it before a job builds anything. Returns whether it applied.
+    process-wide (setting the same values again is a no-op); ``train`` calls it before a job builds anything.
+    Returns whether it applied.
 
     Why: with glibc's defaults every CPU tensor above its mmap threshold is a fresh ``mmap`` and the heap's free
     top is trimmed back to the kernel, so the same activations are faulted in again at every step. A
@@ -208,17 +207,13 @@ def keep_freed_memory() -> bool:
     Nothing is changed (returns False) off glibc (macOS, musl) or when the user has configured malloc through
     the environment (:data:`MALLOC_ENV`).
     """
-    global _malloc_kept
-    if _malloc_kept or any(name in os.environ for name in MALLOC_ENV):
-        return _malloc_kept
     import ctypes
     import platform
 
-    if platform.libc_ver()[0] != "glibc":
+    if any(name in os.environ for name in MALLOC_ENV) or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(None)
-    _malloc_kept = all(libc.mallopt(param, value) == 1 for param, value in MALLOPT.values())
-    return _malloc_kept
+    return all(libc.mallopt(param, value) == 1 for param, value in MALLOPT.values())
 
 
 def place_job(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
