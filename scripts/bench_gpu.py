@@ -1,4 +1,4 @@
-"""GPU benchmark, ready to run (at most ~8 minutes on one GPU):
+"""GPU benchmark, ready to run (an estimated 8-9 minutes on one GPU; it has not run on one yet):
 
     python scripts/bench_gpu.py                      # on a machine with a GPU, DROPOUT_LAB_DATA holding MNIST
     python scripts/bench_gpu.py --device cpu --tiny  # the CPU path (what the test suite runs), seconds
@@ -8,15 +8,19 @@ own training step (``Classifier.training_step`` + its fused optimizer) with ``to
 ("error")`` on during the steps, so any host sync in the step raises; (2) a ResNet-18 epoch on CIFAR-shaped
 tensors (45k x 3 x 32 x 32, random: no CIFAR files needed) in bf16 + channels_last; (3) a flagship-shaped
 sweep (LeNet5 + standard dropout, MNIST, 1 epoch; the runner of ``scripts/bench_workers.py``) with 1, 4 and 8
-jobs per GPU through ``hydra/launcher=gpu_pool``, in jobs/h. Also the peak GPU memory of a LeNet5 epoch (what
-``gpu_pool``'s ``job_memory_gb`` sizes). Without MNIST files row 1 uses random MNIST-shaped tensors (and says
-so) and the sweep is skipped. Writes docs/bench_gpu.md.
+jobs per GPU through ``hydra/launcher=gpu_pool``, in jobs/h; (4) one flagship-shaped job (the comparison's own
+regime: ``bench_harness.FLAGSHIP``, 40 epochs of 16 steps, validation every epoch, two 10k tests) through
+``train()`` with ``trainer.accelerator=gpu`` against the same bare loop on the GPU, rounds alternating in one
+process: wall seconds and bare / harness (issue 18's item 1 on a GPU). Also the peak GPU memory of a LeNet5
+epoch (what ``gpu_pool``'s ``job_memory_gb`` sizes). Without MNIST files row 1 uses random MNIST-shaped tensors
+(and says so) and rows 3 and 4 are skipped. Writes docs/bench_gpu.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import tempfile
 import time
 from functools import partial
@@ -24,9 +28,10 @@ from pathlib import Path
 
 import torch
 from bench_workers import job_overrides, sweep
-from benchlib import ROOT, config, machine, write_section
+from benchlib import ROOT, bare_loop, config, machine, run_job, write_section
 from hydra.utils import instantiate
 
+from bench_harness import FLAGSHIP
 from dropout_lab.config import attach
 from dropout_lab.data import TensorBatches
 from dropout_lab.errors import ConfigError
@@ -106,6 +111,39 @@ def rate(x: float) -> str:
     return f"{x:.0f}" if x >= 10 else f"{x:.2g}"
 
 
+def flagship_job(device: torch.device, rounds: int, epochs: int) -> list[str]:
+    """Rows of row (4): the flagship-shaped job through ``train()`` on ``device`` (``trainer.accelerator=gpu`` on
+    CUDA) and the bare loop doing the same passes there, ``rounds`` alternating after one 1-epoch warm-up of each
+    (the data read and CUDA's start-up); each run ends on a host read of its test accuracy, so its wall time
+    includes the GPU's work."""
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    bare, ours = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def cfg(name: str, n: int):
+            return config(
+                Path(tmp) / name, [*FLAGSHIP, f"trainer.accelerator={accelerator}", f"trainer.max_epochs={n}"]
+            )
+
+        bare_loop(cfg("warm-bare", 1), 1, validate=True, test_best=True, device=device.type)
+        run_job(cfg("warm", 1))
+        for i in range(rounds):
+            start = time.perf_counter()
+            bare_loop(cfg(f"bare{i}", epochs), epochs, validate=True, test_best=True, device=device.type)
+            bare.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            run_job(cfg(f"job{i}", epochs))
+            ours.append(time.perf_counter() - start)
+    b, h = statistics.median(bare), statistics.median(ours)
+    ratio = statistics.median(x / y for x, y in zip(bare, ours))
+    shape = f"LeNet5 + standard p=0.5, MNIST 1,000/1,000 + 10k test, batch 64, {epochs} epochs, {rounds} rounds"
+    return [
+        f"| flagship-shaped job ({shape}), bare loop on {device.type}: s (median) | {b:.2f} |",
+        f"| flagship-shaped job, harness with trainer.accelerator={accelerator}: s (median) | {h:.2f} |",
+        f"| flagship-shaped job: bare / harness (median of the rounds' ratios) | {ratio:.3f} |",
+    ]
+
+
 def lenet5_standard() -> torch.nn.Module:
     model = LeNet5()
     attach(model, config(Path("."), ["dropout=standard"]).dropout)
@@ -148,7 +186,7 @@ def main() -> None:
     )
     jobs, per_gpu = (2, [1]) if args.tiny else (args.sweep_jobs, [1, 4, 8])
     if source != "MNIST":
-        rows.append("| flagship-shaped sweep | skipped: no MNIST files (set DROPOUT_LAB_DATA) |")
+        rows.append("| flagship-shaped sweep and job | skipped: no MNIST files (set DROPOUT_LAB_DATA) |")
     else:
         gpus = max(torch.cuda.device_count(), 1) if device.type == "cuda" else 1
         overrides = job_overrides(1, 256 if args.tiny else 0) + (["trainer=smoke"] if args.tiny else [])
@@ -159,6 +197,7 @@ def main() -> None:
                 rows.append(
                     f"| flagship-shaped sweep (LeNet5 + standard, MNIST, 1 epoch), {jobs} jobs, {where}: jobs/h | {jobs_per_h:.0f} |"
                 )
+        rows += flagship_job(device, *((1, 2) if args.tiny else (3, 40)))
     command = f"python scripts/bench_gpu.py --device {args.device}" + (" --tiny" if args.tiny else "")
     write_section(args.out, f"{device.type}{' (tiny)' if args.tiny else ''}", f"{machine()}; `{command}`", rows)
 

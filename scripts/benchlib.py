@@ -42,20 +42,24 @@ def bare_loop(
     max_batches: int | None = None,
     validate: bool = False,
     test_best: bool = False,
+    device: str = "cpu",
 ) -> tuple[float, float]:
     """The plainest training loop over the datamodule's tensors, with ``torch.optim.Adam`` (``fused``: the
     harness's kernel); optionally a validation pass per epoch and (``test_best``) a second test of the
-    best-validation epoch's weights, kept in memory, as the harness tests both. Returns (train samples/s,
-    test accuracy)."""
+    best-validation epoch's weights, kept in memory, as the harness tests both; data, model and optimizer on
+    ``device``. Returns (train samples/s, test accuracy)."""
     torch.manual_seed(cfg.seed)
     dm = instantiate(cfg.dataset)
     dm.setup("fit")
     model = instantiate_model(cfg)
     attach(model, cfg.dropout)
+    model.to(device)
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.optimizer.lr, **(fast_kwargs(torch.optim.Adam, torch.device("cpu")) if fused else {})
+        model.parameters(),
+        lr=cfg.optimizer.lr,
+        **(fast_kwargs(torch.optim.Adam, torch.device(device)) if fused else {}),
     )
-    splits = dm.normalised()
+    splits = dm.normalised(torch.device(device))
     x, y = splits["train"]
     seconds, samples, best, best_state = 0.0, 0, -1.0, None
     for _ in range(epochs):
