@@ -111,18 +111,20 @@ def rate(x: float) -> str:
     return f"{x:.0f}" if x >= 10 else f"{x:.2g}"
 
 
-def flagship_job(device: torch.device, rounds: int, epochs: int) -> list[str]:
+def flagship_job(device: torch.device, rounds: int, epochs: int, test: int | None = None) -> list[str]:
     """Rows of row (4): the flagship-shaped job through ``train()`` on ``device`` (``trainer.accelerator=gpu`` on
     CUDA) and the bare loop doing the same passes there, ``rounds`` alternating after one 1-epoch warm-up of each
     (the data read and CUDA's start-up); each run ends on a host read of its test accuracy, so its wall time
-    includes the GPU's work."""
+    includes the GPU's work. ``test``: that many test images instead of the 10k (the tiny CPU path)."""
     accelerator = "gpu" if device.type == "cuda" else "cpu"
+    subset = [f"dataset.subset={{train: 1000, val: 1000, test: {test}}}"] if test else []
     bare, ours = [], []
     with tempfile.TemporaryDirectory() as tmp:
 
         def cfg(name: str, n: int):
             return config(
-                Path(tmp) / name, [*FLAGSHIP, f"trainer.accelerator={accelerator}", f"trainer.max_epochs={n}"]
+                Path(tmp) / name,
+                [*FLAGSHIP, *subset, f"trainer.accelerator={accelerator}", f"trainer.max_epochs={n}"],
             )
 
         bare_loop(cfg("warm-bare", 1), 1, validate=True, test_best=True, device=device.type)
@@ -136,7 +138,7 @@ def flagship_job(device: torch.device, rounds: int, epochs: int) -> list[str]:
             ours.append(time.perf_counter() - start)
     b, h = statistics.median(bare), statistics.median(ours)
     ratio = statistics.median(x / y for x, y in zip(bare, ours))
-    shape = f"LeNet5 + standard p=0.5, MNIST 1,000/1,000 + 10k test, batch 64, {epochs} epochs, {rounds} rounds"
+    shape = f"LeNet5 + standard p=0.5, MNIST 1,000/1,000 + {test or 10_000:,} test, batch 64, {epochs} epochs, {rounds} rounds"
     return [
         f"| flagship-shaped job ({shape}), bare loop on {device.type}: s (median) | {b:.2f} |",
         f"| flagship-shaped job, harness with trainer.accelerator={accelerator}: s (median) | {h:.2f} |",
@@ -197,7 +199,7 @@ def main() -> None:
                 rows.append(
                     f"| flagship-shaped sweep (LeNet5 + standard, MNIST, 1 epoch), {jobs} jobs, {where}: jobs/h | {jobs_per_h:.0f} |"
                 )
-        rows += flagship_job(device, *((1, 2) if args.tiny else (3, 40)))
+        rows += flagship_job(device, *((1, 1, 1000) if args.tiny else (3, 40)))
     command = f"python scripts/bench_gpu.py --device {args.device}" + (" --tiny" if args.tiny else "")
     write_section(args.out, f"{device.type}{' (tiny)' if args.tiny else ''}", f"{machine()}; `{command}`", rows)
 
