@@ -113,7 +113,8 @@ def rate(x: float) -> str:
 
 def flagship_job(device: torch.device, rounds: int, epochs: int, test: int | None = None) -> list[str]:
     """Rows of row (4): the flagship-shaped job through ``train()`` on ``device`` (``trainer.accelerator=gpu`` on
-    CUDA) and the bare loop doing the same passes there, ``rounds`` alternating after one 1-epoch warm-up of each
+    CUDA) and the bare loop doing the same passes there, ``rounds`` alternating (the order reversed every other
+    round) after one 1-epoch warm-up of each
     (the data read and CUDA's start-up); each run ends on a host read of its test accuracy, so its wall time
     includes the GPU's work. ``test``: that many test images instead of the 10k (the tiny CPU path)."""
     accelerator = "gpu" if device.type == "cuda" else "cpu"
@@ -130,12 +131,19 @@ def flagship_job(device: torch.device, rounds: int, epochs: int, test: int | Non
         bare_loop(cfg("warm-bare", 1), 1, validate=True, test_best=True, device=device.type)
         run_job(cfg("warm", 1))
         for i in range(rounds):
-            start = time.perf_counter()
-            bare_loop(cfg(f"bare{i}", epochs), epochs, validate=True, test_best=True, device=device.type)
-            bare.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            run_job(cfg(f"job{i}", epochs))
-            ours.append(time.perf_counter() - start)
+            runs = [
+                (
+                    bare,
+                    lambda: bare_loop(
+                        cfg(f"bare{i}", epochs), epochs, validate=True, test_best=True, device=device.type
+                    ),
+                ),
+                (ours, lambda: run_job(cfg(f"job{i}", epochs))),
+            ]
+            for results, run in runs if i % 2 == 0 else runs[::-1]:  # the order reversed every other round
+                start = time.perf_counter()
+                run()
+                results.append(time.perf_counter() - start)
     b, h = statistics.median(bare), statistics.median(ours)
     ratio = statistics.median(x / y for x, y in zip(bare, ours))
     shape = f"LeNet5 + standard p=0.5, MNIST 1,000/1,000 + {test or 10_000:,} test, batch 64, {epochs} epochs, {rounds} rounds"

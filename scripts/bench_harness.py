@@ -19,7 +19,8 @@
         in-process through ``train(cfg)`` against the bare loop doing the same training, per-epoch
         validation and the two test passes (last and best-validation weights): the bare loop as an independent
         script in its own process (``bare-worker``, glibc's malloc defaults) and in the harness's process
-        (after ``train()`` made glibc keep freed memory: like for like), rounds alternating, one thread, with
+        (after ``train()`` made glibc keep freed memory: like for like), rounds alternating (the order reversed
+        every other round: the one run last in a round ran slower), one thread, with
         each job's minor page faults. Section "flagship regime" of docs/bench_harness.md (goal: bare / harness
         >= 0.95).
 
@@ -189,9 +190,13 @@ def flagship(rounds: int, epochs: int, out: Path) -> None:
         run_job(config(Path(tmp) / "warm", [*FLAGSHIP, "trainer.max_epochs=1"]))  # the data read, once per process
         for i in range(rounds):
             cfg = config(Path(tmp) / f"job{i}", [*FLAGSHIP, f"trainer.max_epochs={epochs}"])
-            own.append(independent(Path(tmp) / f"bare{i}"))
-            same.append(timed(lambda: bare_loop(cfg, epochs, validate=True, test_best=True)))
-            ours.append(timed(lambda: run_job(cfg)))
+            runs = [
+                (own, lambda: independent(Path(tmp) / f"bare{i}")),
+                (same, lambda: timed(lambda: bare_loop(cfg, epochs, validate=True, test_best=True))),
+                (ours, lambda: timed(lambda: run_job(cfg))),
+            ]
+            for results, run in runs if i % 2 == 0 else runs[::-1]:  # the order reversed every other round
+                results.append(run())
             rows.append(
                 f"| {i} | {own[-1][0]:.2f} ({own[-1][1]:.2f}) | {same[-1][0]:.2f} ({same[-1][1]:.2f}) | "
                 f"{ours[-1][0]:.2f} ({ours[-1][1]:.2f}) | {own[-1][0] / ours[-1][0]:.3f} | {same[-1][0] / ours[-1][0]:.3f} |"
@@ -217,7 +222,7 @@ def flagship(rounds: int, epochs: int, out: Path) -> None:
         "flagship regime",
         f"LeNet5 + standard dropout p=0.5, MNIST, 1,000 training / 1,000 validation images, "
         f"the 10k test set, batch 64, {epochs} epochs = {epochs * 16} steps, validation every epoch, test of the last and "
-        f"the best-validation weights; each job with its data already in memory, {rounds} rounds alternating the three "
+        f"the best-validation weights; each job with its data already in memory, {rounds} rounds alternating the three, in reversed order every other round "
         f"(wall time and the process' CPU time). The bare script runs in its own process with glibc's malloc as "
         f"it starts (an independent script, as a researcher writes it); the same bare loop also runs in the "
         f"harness's process, after `train()` set glibc's malloc to keep freed memory "
