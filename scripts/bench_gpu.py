@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 from bench_workers import job_overrides, sweep
-from benchlib import ROOT, bare_loop, config, machine, run_job, write_section
+from benchlib import ROOT, bare_loop, config, in_turn, machine, run_job, timed, write_section
 from hydra.utils import instantiate
 
 from bench_harness import FLAGSHIP
@@ -113,10 +113,9 @@ def rate(x: float) -> str:
 
 def flagship_job(device: torch.device, rounds: int, epochs: int, test: int | None = None) -> list[str]:
     """Rows of row (4): the flagship-shaped job through ``train()`` on ``device`` (``trainer.accelerator=gpu`` on
-    CUDA) and the bare loop doing the same passes there, ``rounds`` alternating (the order reversed every other
-    round) after one 1-epoch warm-up of each
-    (the data read and CUDA's start-up); each run ends on a host read of its test accuracy, so its wall time
-    includes the GPU's work. ``test``: that many test images instead of the 10k (the tiny CPU path)."""
+    CUDA) and the bare loop doing the same passes there, ``rounds`` alternating (:func:`benchlib.in_turn`) after
+    one 1-epoch warm-up of each (the data read and CUDA's start-up); each run ends on a host read of its test
+    accuracy, so its wall time includes the GPU's work. ``test``: that many test images instead of the 10k (the tiny CPU path)."""
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     subset = [f"dataset.subset={{train: 1000, val: 1000, test: {test}}}"] if test else []
     bare, ours = [], []
@@ -140,10 +139,8 @@ def flagship_job(device: torch.device, rounds: int, epochs: int, test: int | Non
                 ),
                 (ours, lambda: run_job(cfg(f"job{i}", epochs))),
             ]
-            for results, run in runs if i % 2 == 0 else runs[::-1]:  # the order reversed every other round
-                start = time.perf_counter()
-                run()
-                results.append(time.perf_counter() - start)
+            for results, run in in_turn(runs, i):
+                results.append(timed(run)[0])
     b, h = statistics.median(bare), statistics.median(ours)
     ratio = statistics.median(x / y for x, y in zip(bare, ours))
     shape = f"LeNet5 + standard p=0.5, MNIST 1,000/1,000 + {test or 10_000:,} test, batch 64, {epochs} epochs, {rounds} rounds"

@@ -34,7 +34,6 @@ Timings on a shared machine are noisy: compare the ratios, which alternate round
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,7 @@ import time
 from pathlib import Path
 
 import torch
-from benchlib import ROOT, bare_loop, config, machine, run_job, write_section, write_table
+from benchlib import ROOT, bare_loop, config, in_turn, machine, run_job, timed, write_section, write_table
 
 SETTINGS = {
     "LeNet5, batch 128": ["model=lenet5", "dataset.batch_size=128"],
@@ -144,17 +143,6 @@ FLAGSHIP = [
 ]
 
 
-def timed(run) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds (this process) and minor page faults of ``run()``."""
-    faults, start, cpu = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter(), time.process_time()
-    run()
-    return (
-        time.perf_counter() - start,
-        time.process_time() - cpu,
-        resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults,
-    )
-
-
 def bare_worker(epochs: int) -> None:
     """``bare-worker`` mode: an independent bare script in its own process, glibc's malloc as it starts
     (``train()`` never runs here): reads the data once, then for each line ``<folder>`` on stdin runs the
@@ -195,7 +183,7 @@ def flagship(rounds: int, epochs: int, out: Path) -> None:
                 (same, lambda: timed(lambda: bare_loop(cfg, epochs, validate=True, test_best=True))),
                 (ours, lambda: timed(lambda: run_job(cfg))),
             ]
-            for results, run in runs if i % 2 == 0 else runs[::-1]:  # the order reversed every other round
+            for results, run in in_turn(runs, i):
                 results.append(run())
             rows.append(
                 f"| {i} | {own[-1][0]:.2f} ({own[-1][1]:.2f}) | {same[-1][0]:.2f} ({same[-1][1]:.2f}) | "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import signal
 import subprocess
 import sys
@@ -133,6 +134,23 @@ def python_calls(run, all_threads: bool = False) -> int:
         sys.setprofile(None)
         threading.setprofile(None)
     return calls - 1
+
+
+def timed(run) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (this process) and minor page faults of ``run()``."""
+    faults, start, cpu = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter(), time.process_time()
+    run()
+    return (
+        time.perf_counter() - start,
+        time.process_time() - cpu,
+        resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults,
+    )
+
+
+def in_turn(runs: list, round_: int) -> list:
+    """``runs`` in the order of round ``round_``: as given in even rounds, reversed in odd ones, so that no run is
+    always the last of its round (on this VM the run last in a round measured slower: docs/measurements.md)."""
+    return runs if round_ % 2 == 0 else runs[::-1]
 
 
 def run_job(cfg) -> dict:

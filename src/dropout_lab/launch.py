@@ -199,8 +199,8 @@ def keep_freed_memory() -> bool:
     top is trimmed back to the kernel, so the same activations are faulted in again at every step. A
     flagship-shaped LeNet5 job (40 epochs of 16 batches of 64, a 1,000-image validation pass per epoch, two
     10k-image tests) took 735,700 minor page faults and 1.3-1.6 s of kernel time out of 8-10 s; with these
-    two settings, 700 faults and 0.1 s (docs/bench_harness.md, "flagship regime"). The peak resident memory is
-    unchanged (the process holds its peak instead of shrinking between steps); the arithmetic is the same,
+    two settings, under 1,000 faults and 0.1 s (docs/bench_harness.md, "flagship regime"). The peak resident
+    memory is unchanged (the process holds its peak instead of shrinking between steps); the arithmetic is the same,
     bit for bit (tests/test_malloc.py). Tensors on a GPU are unaffected (CUDA's caching allocator holds them).
     PyTorch's performance tuning guide makes the same point for CPU training with jemalloc/tcmalloc.
 
