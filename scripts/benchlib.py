@@ -1,5 +1,5 @@
 """The benchmarks' one library (``scripts/bench_*.py``, ``scripts/chaos.py``), shared with the tests: compose a
-config, the reference bare PyTorch loop, a whole job through the harness, a LeNet5 pre-trained on MNIST, the Python
+config, the reference bare PyTorch loop and the same work under Lightning's barebones Trainer (the floor), a whole job through the harness, a LeNet5 pre-trained on MNIST, the Python
 call counter, starting ``train.py`` in a subprocess and killing it at a chosen moment, the machine line, and
 writing a table into docs/. ``python scripts/bench_<x>.py`` puts this folder on ``sys.path``;
 the tests have it through pytest's ``pythonpath`` (pyproject.toml)."""
@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
@@ -84,6 +85,60 @@ def bare_loop(
         model.load_state_dict(best_state)
         evaluate(model, *splits["test"])
     return samples / seconds, accuracy
+
+
+class FloorModule(pl.LightningModule):
+    """A LightningModule of nothing but a training step (cross-entropy), a validation and a test step (counting
+    correct predictions in :attr:`correct`), keeping the best validation epoch's weights in memory
+    (:attr:`best_state`) and torch's fused Adam where it has one: what :func:`lightning_floor` runs."""
+
+    def __init__(self, model: torch.nn.Module, lr: float) -> None:
+        super().__init__()
+        self.model, self.lr, self.correct, self.best, self.best_state = model, lr, 0, -1, None
+
+    def training_step(self, batch, batch_idx):
+        return F.cross_entropy(self.model(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        self.correct += (self.model(batch[0]).argmax(1) == batch[1]).sum().item()
+
+    test_step = validation_step
+
+    def on_validation_epoch_end(self):
+        if self.correct > self.best:
+            self.best, self.best_state = self.correct, {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.correct = 0
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr, **fast_kwargs(torch.optim.Adam, self.device))
+
+
+def lightning_floor(cfg, epochs: int, device: str = "cpu") -> tuple[float, float]:
+    """The work of ``bare_loop(cfg, epochs, validate=True, test_best=True, device=device)`` (the same seed, model,
+    fused Adam, batches and passes) run by Lightning's own ``Trainer(barebones=True)`` (checkpointing, logging, the
+    progress bar, model summary, sanity check and profiler off) with :class:`FloorModule`: Lightning's loop with
+    nothing of the harness in it, the floor of any harness built on Lightning's Trainer (docs/bench_harness.md,
+    "flagship regime"). Returns the test accuracy (fraction) of the last weights and of the best-validation
+    epoch's."""
+    torch.manual_seed(cfg.seed)
+    dm = instantiate(cfg.dataset)
+    dm.setup("fit")
+    model = instantiate_model(cfg)
+    attach(model, cfg.dropout)
+    splits = dm.normalised(torch.device(device))
+    module = FloorModule(model, cfg.optimizer.lr)
+    accelerator = "gpu" if device == "cuda" else device
+    trainer = pl.Trainer(barebones=True, max_epochs=epochs, accelerator=accelerator, devices=1, logger=False)
+    val, test = (TensorBatches(*splits[name], 1000, shuffle=False) for name in ("val", "test"))
+    trainer.fit(module, TensorBatches(*splits["train"], cfg.dataset.batch_size, shuffle=True), val)
+    accuracies = []
+    for state in (None, module.best_state):
+        if state is not None:
+            model.load_state_dict(state)
+        module.correct = 0
+        trainer.test(module, test, verbose=False)
+        accuracies.append(module.correct / len(splits["test"][1]))
+    return accuracies[0], accuracies[1]
 
 
 def evaluate(model, x: torch.Tensor, y: torch.Tensor) -> float:
