@@ -10,8 +10,10 @@ tensors (45k x 3 x 32 x 32, random: no CIFAR files needed) in bf16 + channels_la
 sweep (LeNet5 + standard dropout, MNIST, 1 epoch; the runner of ``scripts/bench_workers.py``) with 1, 4 and 8
 jobs per GPU through ``hydra/launcher=gpu_pool``, in jobs/h; (4) one flagship-shaped job (the comparison's own
 regime: ``bench_harness.FLAGSHIP``, 40 epochs of 16 steps, validation every epoch, two 10k tests) through
-``train()`` with ``trainer.accelerator=gpu`` against the same bare loop on the GPU, rounds alternating in one
-process: wall seconds and bare / harness (issue 18's item 1 on a GPU). Also the peak GPU memory of a LeNet5
+``train()`` with ``trainer.accelerator=gpu`` against the same bare loop on the GPU and the same work under
+Lightning's own ``Trainer(barebones=True)`` (``benchlib.lightning_floor``, the floor of a harness on Lightning's
+Trainer), rounds alternating in one process: wall seconds, bare / harness and bare / floor (issue 18's item 1 on
+a GPU). Also the peak GPU memory of a LeNet5
 epoch (what ``gpu_pool``'s ``job_memory_gb`` sizes). Without MNIST files row 1 uses random MNIST-shaped tensors
 (and says so) and rows 3 and 4 are skipped. Writes docs/bench_gpu.md.
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import torch
 from bench_workers import job_overrides, sweep
-from benchlib import ROOT, bare_loop, config, in_turn, machine, run_job, timed, write_section
+from benchlib import ROOT, bare_loop, config, in_turn, lightning_floor, machine, run_job, timed, write_section
 from hydra.utils import instantiate
 
 from bench_harness import FLAGSHIP
@@ -113,12 +115,13 @@ def rate(x: float) -> str:
 
 def flagship_job(device: torch.device, rounds: int, epochs: int, test: int | None = None) -> list[str]:
     """Rows of row (4): the flagship-shaped job through ``train()`` on ``device`` (``trainer.accelerator=gpu`` on
-    CUDA) and the bare loop doing the same passes there, ``rounds`` alternating (:func:`benchlib.in_turn`) after
-    one 1-epoch warm-up of each (the data read and CUDA's start-up); each run ends on a host read of its test
+    CUDA), the bare loop doing the same passes there and the same under Lightning's barebones Trainer
+    (:func:`benchlib.lightning_floor`), ``rounds`` alternating (:func:`benchlib.in_turn`) after one 1-epoch
+    warm-up of each (the data read and CUDA's start-up); each run ends on a host read of its test
     accuracy, so its wall time includes the GPU's work. ``test``: that many test images instead of the 10k (the tiny CPU path)."""
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     subset = [f"dataset.subset={{train: 1000, val: 1000, test: {test}}}"] if test else []
-    bare, ours = [], []
+    bare, floor, ours = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
 
         def cfg(name: str, n: int):
@@ -128,6 +131,7 @@ def flagship_job(device: torch.device, rounds: int, epochs: int, test: int | Non
             )
 
         bare_loop(cfg("warm-bare", 1), 1, validate=True, test_best=True, device=device.type)
+        lightning_floor(cfg("warm-floor", 1), 1, device=device.type)
         run_job(cfg("warm", 1))
         for i in range(rounds):
             runs = [
@@ -137,17 +141,21 @@ def flagship_job(device: torch.device, rounds: int, epochs: int, test: int | Non
                         cfg(f"bare{i}", epochs), epochs, validate=True, test_best=True, device=device.type
                     ),
                 ),
+                (floor, lambda: lightning_floor(cfg(f"floor{i}", epochs), epochs, device=device.type)),
                 (ours, lambda: run_job(cfg(f"job{i}", epochs))),
             ]
             for results, run in in_turn(runs, i):
                 results.append(timed(run)[0])
     b, h = statistics.median(bare), statistics.median(ours)
     ratio = statistics.median(x / y for x, y in zip(bare, ours))
+    floor_ratio = statistics.median(x / y for x, y in zip(bare, floor))
     shape = f"LeNet5 + standard p=0.5, MNIST 1,000/1,000 + {test or 10_000:,} test, batch 64, {epochs} epochs, {rounds} rounds"
     return [
         f"| flagship-shaped job ({shape}), bare loop on {device.type}: s (median) | {b:.2f} |",
         f"| flagship-shaped job, harness with trainer.accelerator={accelerator}: s (median) | {h:.2f} |",
+        f"| flagship-shaped job, Lightning barebones floor on {device.type}: s (median) | {statistics.median(floor):.2f} |",
         f"| flagship-shaped job: bare / harness (median of the rounds' ratios) | {ratio:.3f} |",
+        f"| flagship-shaped job: bare / Lightning floor (median of the rounds' ratios) | {floor_ratio:.3f} |",
     ]
 
 

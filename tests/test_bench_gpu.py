@@ -35,7 +35,7 @@ def test_bench_gpu_cpu_path_writes_every_row(tmp_path):
     sweeps = [value for key, value in rows.items() if key.startswith("flagship-shaped sweep")]
     assert len(sweeps) == 1 and float(sweeps[0]) > 0  # jobs/h of the 2-job sweep
     assert all(float(value.split()[0]) > 0 for key, value in rows.items() if key.startswith(("LeNet5", "ResNet")))
-    job = {key.split(":")[0]: float(value) for key, value in rows.items() if key.startswith("flagship-shaped job")}
-    assert len(job) == 3  # bare loop s, harness s (trainer.accelerator=cpu here), bare / harness
-    bare, harness, ratio = job.values()
-    assert bare > 0 and harness > 0 and 0 < ratio < 10
+    job = {key: float(value) for key, value in rows.items() if key.startswith("flagship-shaped job")}
+    assert len(job) == 5  # bare loop s, harness s (trainer.accelerator=cpu here), floor s, bare / harness, bare / floor
+    bare, harness, floor, ratio, floor_ratio = job.values()
+    assert bare > 0 and harness > 0 and floor > 0 and 0 < ratio < 10 and 0 < floor_ratio < 10
