@@ -1,8 +1,9 @@
 """The benchmarks' one library (``scripts/bench_*.py``, ``scripts/chaos.py``), shared with the tests: compose a
-config, the reference bare PyTorch loop and the same work under Lightning's barebones Trainer (the floor), a whole job through the harness, a LeNet5 pre-trained on MNIST, the Python
-call counter, starting ``train.py`` in a subprocess and killing it at a chosen moment, the machine line, and
-writing a table into docs/. ``python scripts/bench_<x>.py`` puts this folder on ``sys.path``;
-the tests have it through pytest's ``pythonpath`` (pyproject.toml)."""
+config, the reference bare PyTorch loop and the same work under Lightning's barebones Trainer (the floor), a whole
+job through the harness, a LeNet5 pre-trained on MNIST, the Python call counter, starting ``train.py`` in a
+subprocess and killing it at a chosen moment, the machine line, and writing a table into docs/.
+``python scripts/bench_<x>.py`` puts this folder on ``sys.path``; the tests have it through pytest's ``pythonpath``
+(pyproject.toml)."""
 
 from __future__ import annotations
 
