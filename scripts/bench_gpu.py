@@ -30,7 +30,18 @@ from pathlib import Path
 
 import torch
 from bench_workers import job_overrides, sweep
-from benchlib import ROOT, bare_loop, config, in_turn, lightning_floor, machine, run_job, timed, write_section
+from benchlib import (
+    ROOT,
+    bare_loop,
+    config,
+    in_turn,
+    lightning_floor,
+    machine,
+    median_ratio,
+    run_job,
+    timed,
+    write_section,
+)
 from hydra.utils import instantiate
 
 from bench_harness import FLAGSHIP
@@ -147,8 +158,7 @@ def flagship_job(device: torch.device, rounds: int, epochs: int, test: int | Non
             for results, run in in_turn(runs, i):
                 results.append(timed(run)[0])
     b, h = statistics.median(bare), statistics.median(ours)
-    ratio = statistics.median(x / y for x, y in zip(bare, ours))
-    floor_ratio = statistics.median(x / y for x, y in zip(bare, floor))
+    ratio, floor_ratio = median_ratio(bare, ours), median_ratio(bare, floor)
     shape = f"LeNet5 + standard p=0.5, MNIST 1,000/1,000 + {test or 10_000:,} test, batch 64, {epochs} epochs, {rounds} rounds"
     return [
         f"| flagship-shaped job ({shape}), bare loop on {device.type}: s (median) | {b:.2f} |",

@@ -55,6 +55,7 @@ from benchlib import (
     in_turn,
     lightning_floor,
     machine,
+    median_ratio,
     python_calls,
     run_job,
     timed,
@@ -93,8 +94,8 @@ def speed(rounds: int, batches: int, out: Path) -> None:
                     f"{name} round {i}: bare {plain[-1]:.0f}, bare fused {fused[-1]:.0f}, harness {ours[-1]:.0f} samples/s",
                     flush=True,
                 )
-            ratio = statistics.median(h / b for h, b in zip(ours, plain))
-            ratio_fused = statistics.median(h / b for h, b in zip(ours, fused))
+            ratio = median_ratio(ours, plain)
+            ratio_fused = median_ratio(ours, fused)
             rows.append(
                 f"| {name} | {statistics.median(plain):.0f} | {statistics.median(fused):.0f} | {statistics.median(ours):.0f} | "
                 f"{ratio:.3f} | {ratio_fused:.3f} |"
@@ -128,7 +129,7 @@ def e2e(rounds: int, epochs: int, out: Path) -> None:
             run_job(cfg)
             job.append(time.perf_counter() - start)
             print(f"round {i}: fixed {fixed[-1]:.2f} s, bare {bare[-1]:.1f} s, harness {job[-1]:.1f} s", flush=True)
-    ratio = statistics.median(b / h for b, h in zip(bare, job))
+    ratio = median_ratio(bare, job)
     three_epochs = statistics.median(job) * 3 / epochs
     rows = [
         "| measure | value |",
@@ -219,7 +220,7 @@ def flagship(rounds: int, epochs: int, out: Path) -> None:
         return statistics.median(r[k] for r in runs)
 
     def ratio(xs, ys):
-        return statistics.median(x[0] / y[0] for x, y in zip(xs, ys))
+        return median_ratio([x[0] for x in xs], [y[0] for y in ys])
 
     rows.append(
         f"| median | {median(own):.2f} ({median(own, 1):.2f}) | {median(same):.2f} ({median(same, 1):.2f}) | "

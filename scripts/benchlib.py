@@ -11,6 +11,7 @@ import os
 import platform
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -38,6 +39,18 @@ def config(out: Path, overrides: list[str]):
         return compose("config", overrides=[f"output_dir={out}", "trainer.accelerator=cpu", *overrides])
 
 
+def seeded_parts(cfg, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """What the bare loop and the Lightning floor start from: torch's global generator seeded with ``cfg.seed``,
+    then ``cfg``'s model with its dropout method attached, on ``device``, and the dataset's normalised splits there
+    (``{"train" | "val" | "test": (x (N, C, H, W) float32, y (N,) int64)}``)."""
+    torch.manual_seed(cfg.seed)
+    dm = instantiate(cfg.dataset)
+    dm.setup("fit")
+    model = instantiate_model(cfg)
+    attach(model, cfg.dropout)
+    return model.to(device), dm.normalised(torch.device(device))
+
+
 def bare_loop(
     cfg,
     epochs: int,
@@ -51,18 +64,12 @@ def bare_loop(
     harness's kernel); optionally a validation pass per epoch and (``test_best``) a second test of the
     best-validation epoch's weights, kept in memory, as the harness tests both; data, model and optimizer on
     ``device``. Returns (train samples/s, test accuracy)."""
-    torch.manual_seed(cfg.seed)
-    dm = instantiate(cfg.dataset)
-    dm.setup("fit")
-    model = instantiate_model(cfg)
-    attach(model, cfg.dropout)
-    model.to(device)
+    model, splits = seeded_parts(cfg, device)
     optimizer = torch.optim.Adam(
         model.parameters(),
         lr=cfg.optimizer.lr,
         **(fast_kwargs(torch.optim.Adam, torch.device(device)) if fused else {}),
     )
-    splits = dm.normalised(torch.device(device))
     x, y = splits["train"]
     seconds, samples, best, best_state = 0.0, 0, -1.0, None
     for _ in range(epochs):
@@ -121,12 +128,7 @@ def lightning_floor(cfg, epochs: int, device: str = "cpu") -> tuple[float, float
     nothing of the harness in it, the floor of any harness built on Lightning's Trainer (docs/bench_harness.md,
     "flagship regime"). Returns the test accuracy (fraction) of the last weights and of the best-validation
     epoch's."""
-    torch.manual_seed(cfg.seed)
-    dm = instantiate(cfg.dataset)
-    dm.setup("fit")
-    model = instantiate_model(cfg)
-    attach(model, cfg.dropout)
-    splits = dm.normalised(torch.device(device))
+    model, splits = seeded_parts(cfg, device)
     module = FloorModule(model, cfg.optimizer.lr)
     accelerator = "gpu" if device == "cuda" else device
     trainer = pl.Trainer(barebones=True, max_epochs=epochs, accelerator=accelerator, devices=1, logger=False)
@@ -201,6 +203,11 @@ def timed(run) -> tuple[float, float, int]:
         time.process_time() - cpu,
         resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults,
     )
+
+
+def median_ratio(xs: list[float], ys: list[float]) -> float:
+    """The median over rounds of ``xs[i] / ys[i]``: a ratio of runs that shared a round's machine state."""
+    return statistics.median(x / y for x, y in zip(xs, ys))
 
 
 def in_turn(runs: list, round_: int) -> list:
